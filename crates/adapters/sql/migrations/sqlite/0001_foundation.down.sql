@@ -1,0 +1,9 @@
+DROP TABLE refresh_tokens;
+DROP TABLE sessions;
+DROP TABLE api_keys;
+DROP TABLE custom_roles;
+DROP TABLE user_roles;
+DROP TABLE users;
+DROP TABLE signing_keys;
+DROP TABLE operator_keys;
+DROP TABLE tenants;

@@ -1,0 +1,249 @@
+//! The one place where the two SQL dialects meet. Repositories write each
+//! statement once (PostgreSQL-style `$n` parameters, which SQLite accepts too)
+//! and run it through these wrappers; only beginning a scoped transaction and
+//! the migrations differ between backends.
+
+use karen_domain::{Error, TenantId};
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query as SqlxQuery;
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
+use sqlx::{Decode, Encode, Postgres, Row as _, Sqlite, Transaction, Type};
+
+/// A connection pool of either backend.
+#[derive(Clone, Debug)]
+pub(crate) enum Pool {
+    Sqlite(sqlx::SqlitePool),
+    Postgres(sqlx::PgPool),
+}
+
+/// A value that both backends can bind.
+pub(crate) trait Param:
+    for<'q> Encode<'q, Sqlite> + Type<Sqlite> + for<'q> Encode<'q, Postgres> + Type<Postgres> + Send
+{
+}
+impl<T> Param for T where
+    T: for<'q> Encode<'q, Sqlite>
+        + Type<Sqlite>
+        + for<'q> Encode<'q, Postgres>
+        + Type<Postgres>
+        + Send
+{
+}
+
+/// A value that both backends can decode.
+pub(crate) trait Column:
+    for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+impl<T> Column for T where
+    T: for<'r> Decode<'r, Sqlite> + Type<Sqlite> + for<'r> Decode<'r, Postgres> + Type<Postgres>
+{
+}
+
+/// A statement with its bound parameters, for the backend of the transaction that made it.
+pub(crate) enum Query {
+    Sqlite(SqlxQuery<'static, Sqlite, SqliteArguments>),
+    Postgres(SqlxQuery<'static, Postgres, PgArguments>),
+}
+
+impl Query {
+    /// Binds the next `$n` parameter.
+    pub(crate) fn bind<T: Param>(self, value: T) -> Self {
+        match self {
+            Query::Sqlite(q) => Query::Sqlite(q.bind(value)),
+            Query::Postgres(q) => Query::Postgres(q.bind(value)),
+        }
+    }
+}
+
+/// A result row of either backend.
+pub(crate) enum Row {
+    Sqlite(SqliteRow),
+    Postgres(PgRow),
+}
+
+impl Row {
+    /// Reads column `name`.
+    pub(crate) fn get<T: Column>(&self, name: &str) -> Result<T, Error> {
+        match self {
+            Row::Sqlite(row) => row.try_get(name),
+            Row::Postgres(row) => row.try_get(name),
+        }
+        .map_err(|e| Error::internal(format!("reading column {name}: {e}")))
+    }
+}
+
+/// An open transaction of either backend. Dropped without `commit`, it rolls back.
+pub(crate) enum Tx {
+    Sqlite(Transaction<'static, Sqlite>),
+    Postgres(Transaction<'static, Postgres>),
+}
+
+/// What a transaction may touch, set on PostgreSQL as transaction-local settings
+/// that the row-level-security policies read.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum TxScope {
+    Platform,
+    Tenant(TenantId),
+}
+
+impl Pool {
+    /// Begins a transaction bound to `scope`. On PostgreSQL the scope is set with
+    /// `set_config(…, true)`, so it ends with the transaction and a pooled
+    /// connection never carries it over. On SQLite writers take the lock up front
+    /// (`BEGIN IMMEDIATE`) so two transactions never deadlock upgrading a read.
+    pub(crate) async fn begin(&self, scope: TxScope, write: bool) -> Result<Tx, Error> {
+        match self {
+            Pool::Sqlite(pool) => {
+                let tx = if write {
+                    pool.begin_with("BEGIN IMMEDIATE").await
+                } else {
+                    pool.begin().await
+                };
+                Ok(Tx::Sqlite(tx.map_err(map_sqlx)?))
+            }
+            Pool::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(map_sqlx)?;
+                let (name, value) = match scope {
+                    TxScope::Platform => ("karen.scope", "platform".to_owned()),
+                    TxScope::Tenant(tenant) => ("karen.tenant_id", tenant.to_string()),
+                };
+                sqlx::query("SELECT set_config($1, $2, true)")
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+                Ok(Tx::Postgres(tx))
+            }
+        }
+    }
+
+    /// `SELECT 1`.
+    pub(crate) async fn ping(&self) -> Result<(), Error> {
+        match self {
+            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+        .map_err(map_sqlx)
+    }
+
+    /// Closes every connection.
+    pub(crate) async fn close(&self) {
+        match self {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+impl Tx {
+    /// Starts a statement for this transaction's backend.
+    pub(crate) fn query(&self, sql: &'static str) -> Query {
+        match self {
+            Tx::Sqlite(_) => Query::Sqlite(sqlx::query(sql)),
+            Tx::Postgres(_) => Query::Postgres(sqlx::query(sql)),
+        }
+    }
+
+    async fn execute_raw(&mut self, query: Query) -> Result<u64, sqlx::Error> {
+        match (self, query) {
+            (Tx::Sqlite(tx), Query::Sqlite(q)) => {
+                q.execute(&mut **tx).await.map(|r| r.rows_affected())
+            }
+            (Tx::Postgres(tx), Query::Postgres(q)) => {
+                q.execute(&mut **tx).await.map(|r| r.rows_affected())
+            }
+            _ => Err(sqlx::Error::Protocol(
+                "statement built for another backend".into(),
+            )),
+        }
+    }
+
+    /// Runs a statement; returns the number of rows it changed.
+    pub(crate) async fn execute(&mut self, query: Query) -> Result<u64, Error> {
+        self.execute_raw(query).await.map_err(map_sqlx)
+    }
+
+    /// Runs a statement whose unique-constraint violation means `conflict`.
+    pub(crate) async fn execute_unique(
+        &mut self,
+        query: Query,
+        conflict: &str,
+    ) -> Result<u64, Error> {
+        self.execute_raw(query).await.map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                Error::Conflict(conflict.to_owned())
+            }
+            _ => map_sqlx(error),
+        })
+    }
+
+    /// Runs a statement that returns at most one row.
+    pub(crate) async fn fetch_optional(&mut self, query: Query) -> Result<Option<Row>, Error> {
+        match (self, query) {
+            (Tx::Sqlite(tx), Query::Sqlite(q)) => q
+                .fetch_optional(&mut **tx)
+                .await
+                .map(|r| r.map(Row::Sqlite))
+                .map_err(map_sqlx),
+            (Tx::Postgres(tx), Query::Postgres(q)) => q
+                .fetch_optional(&mut **tx)
+                .await
+                .map(|r| r.map(Row::Postgres))
+                .map_err(map_sqlx),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Runs a statement that returns exactly one row.
+    pub(crate) async fn fetch_one(&mut self, query: Query) -> Result<Row, Error> {
+        self.fetch_optional(query)
+            .await?
+            .ok_or_else(|| Error::internal("statement returned no row"))
+    }
+
+    /// Runs a statement and collects its rows.
+    pub(crate) async fn fetch_all(&mut self, query: Query) -> Result<Vec<Row>, Error> {
+        match (self, query) {
+            (Tx::Sqlite(tx), Query::Sqlite(q)) => q
+                .fetch_all(&mut **tx)
+                .await
+                .map(|rows| rows.into_iter().map(Row::Sqlite).collect())
+                .map_err(map_sqlx),
+            (Tx::Postgres(tx), Query::Postgres(q)) => q
+                .fetch_all(&mut **tx)
+                .await
+                .map(|rows| rows.into_iter().map(Row::Postgres).collect())
+                .map_err(map_sqlx),
+            _ => Err(mismatch()),
+        }
+    }
+
+    /// Commits.
+    pub(crate) async fn commit(self) -> Result<(), Error> {
+        match self {
+            Tx::Sqlite(tx) => tx.commit().await,
+            Tx::Postgres(tx) => tx.commit().await,
+        }
+        .map_err(map_sqlx)
+    }
+}
+
+fn mismatch() -> Error {
+    Error::internal("statement built for another backend than its transaction")
+}
+
+/// Maps a driver error: connection trouble is `service_unavailable`, the rest is internal.
+pub(crate) fn map_sqlx(error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => Error::Unavailable {
+            component: "database",
+            detail: error.to_string(),
+        },
+        _ => Error::internal(format!("database: {error}")),
+    }
+}

@@ -1,0 +1,6 @@
+//! The tenant repositories, implemented on [`crate::tenant::SqlTenantTx`].
+
+mod api_keys;
+mod roles;
+mod sessions;
+mod users;

@@ -1,0 +1,109 @@
+//! A transaction bound to one tenant. Every statement it builds binds the
+//! tenant id as `$1`, and every tenant statement filters on `tenant_id = $1`;
+//! on PostgreSQL row-level security enforces the same boundary again.
+
+use async_trait::async_trait;
+use karen_domain::clock::to_millis;
+use karen_domain::ports::{ApiKeyRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UserRepo};
+use karen_domain::tenant::{Tenant, TenantSettings};
+use karen_domain::values::TenantName;
+use karen_domain::{Error, Result, TenantId};
+use sqlx::types::Json;
+use time::OffsetDateTime;
+
+use crate::conn::{Query, Tx};
+use crate::rows;
+use crate::schema::TENANT_TABLES;
+
+pub(crate) struct SqlTenantTx {
+    pub(crate) tx: Tx,
+    tenant: TenantId,
+}
+
+impl SqlTenantTx {
+    pub(crate) fn new(tx: Tx, tenant: TenantId) -> Self {
+        Self { tx, tenant }
+    }
+
+    /// Starts a statement with this transaction's tenant bound as `$1`.
+    pub(crate) fn q(&self, sql: &'static str) -> Query {
+        self.tx.query(sql).bind(self.tenant.as_uuid())
+    }
+}
+
+/// `DELETE FROM <table> WHERE tenant_id = $1` for each tenant table, as static
+/// text (table names come from the fixed list, never from input).
+fn purge_statement(table: &str) -> Option<&'static str> {
+    Some(match table {
+        "refresh_tokens" => "DELETE FROM refresh_tokens WHERE tenant_id = $1",
+        "sessions" => "DELETE FROM sessions WHERE tenant_id = $1",
+        "api_keys" => "DELETE FROM api_keys WHERE tenant_id = $1",
+        "user_roles" => "DELETE FROM user_roles WHERE tenant_id = $1",
+        "users" => "DELETE FROM users WHERE tenant_id = $1",
+        "custom_roles" => "DELETE FROM custom_roles WHERE tenant_id = $1",
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl TenantTx for SqlTenantTx {
+    fn tenant_id(&self) -> TenantId {
+        self.tenant
+    }
+
+    fn users(&mut self) -> &mut dyn UserRepo {
+        self
+    }
+
+    fn roles(&mut self) -> &mut dyn RoleRepo {
+        self
+    }
+
+    fn api_keys(&mut self) -> &mut dyn ApiKeyRepo {
+        self
+    }
+
+    fn sessions(&mut self) -> &mut dyn SessionRepo {
+        self
+    }
+
+    async fn tenant(&mut self) -> Result<Tenant> {
+        let q = self.q("SELECT * FROM tenants WHERE id = $1");
+        let row = self
+            .tx
+            .fetch_optional(q)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        rows::tenant(&row)
+    }
+
+    async fn update_tenant_profile(
+        &mut self,
+        name: &TenantName,
+        settings: &TenantSettings,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        let q = self
+            .q("UPDATE tenants SET name = $2, settings = $3, updated_at = $4 WHERE id = $1")
+            .bind(name.as_str())
+            .bind(Json(settings))
+            .bind(to_millis(at));
+        self.tx.execute(q).await.map(drop)
+    }
+
+    async fn purge(&mut self) -> Result<PurgeReport> {
+        let mut report = PurgeReport::default();
+        for table in TENANT_TABLES {
+            let sql = purge_statement(table).ok_or_else(|| {
+                Error::internal(format!("no purge statement for tenant table {table}"))
+            })?;
+            let deleted = self.tx.execute(self.q(sql)).await?;
+            report.rows_by_table.push((table, deleted));
+        }
+        Ok(report)
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.tx.commit().await
+    }
+}

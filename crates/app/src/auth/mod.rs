@@ -1,0 +1,90 @@
+//! Authentication: password login with throttling and lockout, sessions with
+//! rotating refresh tokens, access tokens, API keys and operator keys.
+
+mod login;
+mod sessions;
+mod verify;
+
+use std::sync::Arc;
+
+use karen_domain::credentials::{RefreshTokenRecord, SessionRecord};
+use karen_domain::ports::{AccessClaims, TenantTx};
+use karen_domain::{RefreshTokenId, Result, SessionId, TenantId, UserId};
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use crate::Deps;
+use crate::credentials::{self, Kind};
+
+pub use login::LoginRequest;
+pub(crate) use sessions::end_all_sessions;
+
+/// Where a request came from (for throttling and the session list).
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// What a successful login or refresh returns.
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: SecretString,
+    pub expires_in_secs: u64,
+    pub session_id: SessionId,
+}
+
+/// The authentication service.
+#[derive(Clone)]
+pub struct AuthService {
+    deps: Arc<Deps>,
+}
+
+impl AuthService {
+    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// Mints a refresh token for `session` and an access token, inside `tx`.
+    async fn issue_tokens(
+        &self,
+        tx: &mut dyn TenantTx,
+        tenant: TenantId,
+        user: UserId,
+        session: &SessionRecord,
+        now: OffsetDateTime,
+    ) -> Result<TokenPair> {
+        let token_id = RefreshTokenId::generate();
+        let minted = credentials::mint(Kind::Refresh, &[tenant.as_uuid(), token_id.as_uuid()])?;
+        tx.sessions()
+            .insert_refresh_token(&RefreshTokenRecord {
+                id: token_id,
+                tenant_id: tenant,
+                session_id: session.id,
+                user_id: user,
+                secret_hash: minted.hash,
+                expires_at: session.expires_at,
+                used_at: None,
+                created_at: now,
+            })
+            .await?;
+        let ttl = self.deps.policy.access_token_ttl;
+        let access_token = self
+            .deps
+            .tokens
+            .issue(&AccessClaims {
+                tenant_id: tenant,
+                user_id: user,
+                session_id: session.id,
+                issued_at: now,
+                expires_at: now + ttl,
+            })
+            .await?;
+        Ok(TokenPair {
+            access_token,
+            refresh_token: minted.text,
+            expires_in_secs: ttl.as_secs(),
+            session_id: session.id,
+        })
+    }
+}

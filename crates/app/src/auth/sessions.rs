@@ -1,0 +1,153 @@
+//! Refresh-token rotation with reuse detection, logout, and password change.
+
+use karen_domain::error::AuthFailure;
+use karen_domain::user::{Password, UserStatus};
+use karen_domain::{
+    Error, RefreshTokenId, Result, Subject, SystemReason, TenantContext, TenantId, TenantScope,
+};
+
+use super::{AuthService, TokenPair};
+use crate::credentials::{self, Kind};
+
+fn invalid() -> Error {
+    Error::Unauthenticated(AuthFailure::Invalid)
+}
+
+impl AuthService {
+    /// Exchanges a refresh token for a new pair. Each refresh token works once:
+    /// presenting a spent one again (a stolen copy, or the victim after the
+    /// thief) revokes the whole session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        let presented = credentials::parse(Kind::Refresh, refresh_token.trim())?;
+        let [tenant, token_id] = presented.ids[..] else {
+            return Err(invalid());
+        };
+        let (tenant, token_id) = (
+            TenantId::from_uuid(tenant),
+            RefreshTokenId::from_uuid(token_id),
+        );
+        let now = self.deps.clock.now();
+        let mut tx = self
+            .deps
+            .store
+            .tenant(TenantScope::system(tenant, SystemReason::TokenRefresh))
+            .await?;
+        let token = tx
+            .sessions()
+            .refresh_token(token_id)
+            .await?
+            .ok_or_else(invalid)?;
+        if !presented.matches(&token.secret_hash) {
+            return Err(invalid());
+        }
+        if token.used_at.is_some() || !tx.sessions().spend_refresh_token(token_id, now).await? {
+            tx.sessions().revoke_session(token.session_id, now).await?;
+            tx.commit().await?;
+            tracing::warn!(tenant_id = %tenant, session_id = %token.session_id, "refresh token reused; session revoked");
+            return Err(invalid());
+        }
+        let session = tx
+            .sessions()
+            .session(token.session_id)
+            .await?
+            .ok_or_else(invalid)?;
+        if session.revoked_at.is_some() || session.expires_at <= now || token.expires_at <= now {
+            return Err(invalid());
+        }
+        tx.tenant().await?.ensure_usable()?;
+        let user = tx
+            .users()
+            .user_by_id(token.user_id)
+            .await?
+            .ok_or_else(invalid)?;
+        if user.status == UserStatus::Disabled {
+            return Err(Error::UserDisabled);
+        }
+        let pair = self
+            .issue_tokens(&mut *tx, tenant, user.id, &session, now)
+            .await?;
+        tx.commit().await?;
+        Ok(pair)
+    }
+
+    /// Ends the session of the presented access token.
+    pub async fn logout(&self, ctx: &TenantContext) -> Result<()> {
+        let Subject::User { session_id } = ctx.principal().subject else {
+            return Err(Error::Forbidden(
+                "an API key has no session to log out of; revoke the key instead".into(),
+            ));
+        };
+        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        tx.sessions()
+            .revoke_session(session_id, self.deps.clock.now())
+            .await?;
+        tx.commit().await
+    }
+
+    /// Ends every session of the principal's user, on every device.
+    pub async fn logout_everywhere(&self, ctx: &TenantContext) -> Result<u64> {
+        let now = self.deps.clock.now();
+        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        let revoked = end_all_sessions(&mut *tx, ctx.principal().user_id, now).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Changes the principal's own password (the current one is required) and
+    /// ends every other session.
+    pub async fn change_password(
+        &self,
+        ctx: &TenantContext,
+        current: &Password,
+        new: Password,
+    ) -> Result<()> {
+        let user_id = ctx.principal().user_id;
+        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        let mut user = tx
+            .users()
+            .user_by_id(user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        if !self
+            .deps
+            .hasher
+            .verify(current, user.password_hash.as_ref())
+            .await?
+        {
+            return Err(Error::invalid(
+                Some("current_password"),
+                "the current password is incorrect",
+            ));
+        }
+        let now = self.deps.clock.now();
+        user.password_hash = Some(self.deps.hasher.hash(&new).await?);
+        user.updated_at = now;
+        tx.users().update_user(&user).await?;
+        let keep = match ctx.principal().subject {
+            Subject::User { session_id } => Some(session_id),
+            Subject::ApiKey { .. } => None,
+        };
+        let sessions = tx
+            .sessions()
+            .revoke_user_sessions(user_id, keep, now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %ctx.tenant_id(), user_id = %user_id, sessions, "password changed");
+        Ok(())
+    }
+}
+
+/// Revokes every session of `user` and refuses access tokens issued before now.
+pub(crate) async fn end_all_sessions(
+    tx: &mut dyn karen_domain::ports::TenantTx,
+    user: karen_domain::UserId,
+    now: time::OffsetDateTime,
+) -> Result<u64> {
+    let revoked = tx.sessions().revoke_user_sessions(user, None, now).await?;
+    if let Some(mut record) = tx.users().user_by_id(user).await? {
+        record.sessions_valid_after = now;
+        record.updated_at = now;
+        tx.users().update_user(&record).await?;
+    }
+    Ok(revoked)
+}

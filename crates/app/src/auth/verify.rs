@@ -1,0 +1,201 @@
+//! Turning a presented bearer credential into a principal: an access token
+//! (JWT), a tenant API key, or a platform operator key. Every check that can
+//! revoke access runs on every request: tenant status, user status, session
+//! revocation, key revocation and expiry.
+
+use karen_domain::credentials::OperatorKeyRecord;
+use karen_domain::error::AuthFailure;
+use karen_domain::permission::PermissionSet;
+use karen_domain::ports::TenantTx;
+use karen_domain::tenant::Tenant;
+use karen_domain::user::{User, UserStatus, permissions_of};
+use karen_domain::values::Label;
+use karen_domain::{
+    ApiKeyId, Error, OperatorKeyId, OperatorPrincipal, Principal, Result, Subject, SystemReason,
+    TenantContext, TenantId, TenantScope, UserId,
+};
+use secrecy::SecretString;
+
+use super::AuthService;
+use crate::credentials::{self, Kind};
+
+fn invalid() -> Error {
+    Error::Unauthenticated(AuthFailure::Invalid)
+}
+
+/// A member's tenant, user record and permissions from its roles.
+pub(crate) async fn load_member(
+    tx: &mut dyn TenantTx,
+    user_id: UserId,
+) -> Result<(Tenant, User, PermissionSet)> {
+    let tenant = tx.tenant().await?;
+    tenant.ensure_usable()?;
+    let user = tx.users().user_by_id(user_id).await?.ok_or_else(invalid)?;
+    if user.status == UserStatus::Disabled {
+        return Err(Error::UserDisabled);
+    }
+    let needs_custom = user
+        .roles
+        .iter()
+        .any(|r| karen_domain::BuiltinRole::from_name(r.as_str()).is_none());
+    let custom = if needs_custom {
+        tx.roles().list_custom_roles().await?
+    } else {
+        Vec::new()
+    };
+    let permissions = permissions_of(&user.roles, &custom);
+    Ok((tenant, user, permissions))
+}
+
+impl AuthService {
+    /// Resolves `Authorization: Bearer <credential>` for tenant routes.
+    pub async fn authenticate(&self, bearer: &str) -> Result<TenantContext> {
+        let bearer = bearer.trim();
+        match credentials::kind_of(bearer) {
+            Some(Kind::ApiKey) => self.authenticate_api_key(bearer).await,
+            // Operator keys and refresh tokens are not access credentials for tenant routes.
+            Some(Kind::Operator | Kind::Refresh) => Err(invalid()),
+            None => self.authenticate_access_token(bearer).await,
+        }
+    }
+
+    async fn authenticate_access_token(&self, token: &str) -> Result<TenantContext> {
+        let claims = self.deps.tokens.verify(token).await?;
+        let scope = TenantScope::system(claims.tenant_id, SystemReason::Authenticate);
+        let mut tx = self.deps.store.tenant_read(scope).await?;
+        let (tenant, user, permissions) = load_member(&mut *tx, claims.user_id).await?;
+        // "Log out everywhere" refuses tokens issued before it (token times are whole seconds).
+        if claims.issued_at.unix_timestamp() < user.sessions_valid_after.unix_timestamp() {
+            return Err(invalid());
+        }
+        let session = tx
+            .sessions()
+            .session(claims.session_id)
+            .await?
+            .ok_or_else(invalid)?;
+        tx.commit().await?;
+        if session.revoked_at.is_some() || session.user_id != user.id {
+            return Err(invalid());
+        }
+        Ok(TenantContext::authenticated(Principal {
+            tenant_id: tenant.id,
+            tenant_slug: tenant.slug,
+            user_id: user.id,
+            email: user.email,
+            subject: Subject::User {
+                session_id: session.id,
+            },
+            roles: user.roles,
+            permissions,
+        }))
+    }
+
+    async fn authenticate_api_key(&self, text: &str) -> Result<TenantContext> {
+        let presented = credentials::parse(Kind::ApiKey, text)?;
+        let [tenant, key] = presented.ids[..] else {
+            return Err(invalid());
+        };
+        let (tenant, key_id) = (TenantId::from_uuid(tenant), ApiKeyId::from_uuid(key));
+        let now = self.deps.clock.now();
+        let scope = TenantScope::system(tenant, SystemReason::Authenticate);
+        let mut tx = self.deps.store.tenant_read(scope).await?;
+        let key = tx.api_keys().api_key(key_id).await?.ok_or_else(invalid)?;
+        if !presented.matches(&key.secret_hash) || !key.is_live(now) {
+            return Err(invalid());
+        }
+        let (tenant, user, owner_permissions) = load_member(&mut *tx, key.user_id).await?;
+        tx.commit().await?;
+        if key
+            .last_used_at
+            .is_none_or(|at| now - at > time::Duration::MINUTE)
+        {
+            let mut tx = self.deps.store.tenant(scope).await?;
+            tx.api_keys().touch_api_key(key_id, now).await?;
+            tx.commit().await?;
+        }
+        Ok(TenantContext::authenticated(Principal {
+            tenant_id: tenant.id,
+            tenant_slug: tenant.slug,
+            user_id: user.id,
+            email: user.email,
+            subject: Subject::ApiKey { key_id },
+            roles: user.roles,
+            // A key never carries more than its owner holds now.
+            permissions: key.scopes.intersection(owner_permissions),
+        }))
+    }
+
+    /// Resolves an operator key for platform routes.
+    pub async fn authenticate_operator(&self, bearer: &str) -> Result<OperatorPrincipal> {
+        let presented = credentials::parse(Kind::Operator, bearer.trim())?;
+        let [id] = presented.ids[..] else {
+            return Err(invalid());
+        };
+        let id = OperatorKeyId::from_uuid(id);
+        let now = self.deps.clock.now();
+        let mut tx = self.deps.store.platform().await?;
+        let key = tx.operator_key(id).await?.ok_or_else(invalid)?;
+        if !presented.matches(&key.secret_hash) || key.revoked_at.is_some() {
+            return Err(invalid());
+        }
+        tx.touch_operator_key(id, now).await?;
+        tx.commit().await?;
+        Ok(OperatorPrincipal { key_id: id })
+    }
+
+    /// Creates an operator key; the secret is returned once.
+    pub async fn create_operator_key(
+        &self,
+        name: &str,
+    ) -> Result<(OperatorKeyRecord, SecretString)> {
+        let id = OperatorKeyId::generate();
+        let minted = credentials::mint(Kind::Operator, &[id.as_uuid()])?;
+        let record = OperatorKeyRecord {
+            id,
+            name: Label::parse(name)?,
+            secret_hash: minted.hash,
+            created_at: self.deps.clock.now(),
+            last_used_at: None,
+            revoked_at: None,
+        };
+        let mut tx = self.deps.store.platform().await?;
+        tx.insert_operator_key(&record).await?;
+        tx.commit().await?;
+        Ok((record, minted.text))
+    }
+
+    /// On a fresh installation (no operator key at all), creates the first
+    /// operator key and returns its secret, to be shown once.
+    pub async fn bootstrap_operator_key(&self) -> Result<Option<SecretString>> {
+        let mut tx = self.deps.store.platform().await?;
+        let existing = tx.list_operator_keys().await?;
+        tx.commit().await?;
+        if !existing.is_empty() {
+            return Ok(None);
+        }
+        let (_, secret) = self.create_operator_key("bootstrap").await?;
+        Ok(Some(secret))
+    }
+
+    /// Lists operator keys (never their secrets).
+    pub async fn list_operator_keys(&self) -> Result<Vec<OperatorKeyRecord>> {
+        let mut tx = self.deps.store.platform().await?;
+        let keys = tx.list_operator_keys().await?;
+        tx.commit().await?;
+        Ok(keys)
+    }
+
+    /// Revokes an operator key.
+    pub async fn revoke_operator_key(&self, id: OperatorKeyId) -> Result<()> {
+        let mut tx = self.deps.store.platform().await?;
+        if !tx.revoke_operator_key(id, self.deps.clock.now()).await? {
+            return Err(Error::NotFound("operator key"));
+        }
+        tx.commit().await
+    }
+
+    /// Makes a new signing key current (`karen keys rotate`).
+    pub async fn rotate_signing_key(&self) -> Result<karen_domain::SigningKeyId> {
+        self.deps.tokens.rotate().await
+    }
+}

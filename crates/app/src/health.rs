@@ -1,0 +1,45 @@
+//! Readiness: is every store this process depends on answering?
+
+use std::sync::Arc;
+
+use crate::Deps;
+
+/// One dependency's state.
+#[derive(Debug, Clone)]
+pub struct ComponentHealth {
+    pub name: &'static str,
+    pub ok: bool,
+    /// What failed (no secrets: driver messages only).
+    pub detail: Option<String>,
+}
+
+/// The health service.
+#[derive(Clone)]
+pub struct HealthService {
+    deps: Arc<Deps>,
+}
+
+impl HealthService {
+    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// Pings the SQL store and the cache.
+    pub async fn readiness(&self) -> Vec<ComponentHealth> {
+        let (database, cache) = tokio::join!(self.deps.store.ping(), self.deps.counters.ping());
+        let check = |name, result: karen_domain::Result<()>| ComponentHealth {
+            name,
+            ok: result.is_ok(),
+            detail: result.err().map(|e| match e {
+                karen_domain::Error::Unavailable { detail, .. } => detail,
+                other => other.to_string(),
+            }),
+        };
+        vec![check("database", database), check("cache", cache)]
+    }
+
+    /// The SQL backend in use.
+    pub fn backend(&self) -> &'static str {
+        self.deps.store.backend()
+    }
+}

@@ -1,0 +1,99 @@
+//! Karen's services. They take ports (store, hasher, tokens, counters, tenant
+//! namespaces, clock), never concrete adapters, and hold every business rule:
+//! who may do what, to which object, and what happens to the data.
+
+pub mod api_keys;
+pub mod auth;
+mod authority;
+pub mod credentials;
+pub mod health;
+pub mod roles;
+pub mod tenants;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use karen_domain::clock::Clock;
+use karen_domain::ports::{AccessTokens, Counters, PasswordHasher, Store, TenantNamespace};
+
+pub use authority::Authority;
+
+/// Authentication rules (from configuration).
+#[derive(Debug, Clone)]
+pub struct AuthPolicy {
+    /// Lifetime of an access token (default 15 minutes).
+    pub access_token_ttl: Duration,
+    /// Lifetime of a session and its refresh tokens (default 30 days).
+    pub session_ttl: Duration,
+    /// Failed logins after which each further attempt must wait (doubling).
+    pub delay_after_failures: i32,
+    /// Longest wait between attempts before the lockout.
+    pub max_delay: Duration,
+    /// Failed logins that lock the account.
+    pub lockout_after_failures: i32,
+    /// How long a lockout lasts.
+    pub lockout_duration: Duration,
+    /// Failed logins from one IP address within `ip_window` before that address is refused.
+    pub ip_max_failures: u64,
+    /// The window of the per-IP count.
+    pub ip_window: Duration,
+    /// Whether anyone may create a tenant through `POST /v1/signup`.
+    pub self_signup: bool,
+}
+
+impl Default for AuthPolicy {
+    fn default() -> Self {
+        Self {
+            access_token_ttl: Duration::from_secs(15 * 60),
+            session_ttl: Duration::from_secs(30 * 24 * 3600),
+            delay_after_failures: 3,
+            max_delay: Duration::from_secs(60),
+            lockout_after_failures: 10,
+            lockout_duration: Duration::from_secs(15 * 60),
+            ip_max_failures: 50,
+            ip_window: Duration::from_secs(15 * 60),
+            self_signup: false,
+        }
+    }
+}
+
+/// What every service needs.
+#[derive(Clone)]
+pub struct Deps {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub hasher: Arc<dyn PasswordHasher>,
+    pub tokens: Arc<dyn AccessTokens>,
+    pub counters: Arc<dyn Counters>,
+    /// Stores outside SQL that hold per-tenant state (provisioned on tenant
+    /// creation, destroyed on deletion).
+    pub namespaces: Vec<Arc<dyn TenantNamespace>>,
+    pub policy: AuthPolicy,
+}
+
+/// All services, built once and shared by the HTTP layer and the CLI.
+#[derive(Clone)]
+pub struct Services {
+    pub auth: auth::AuthService,
+    pub tenants: tenants::TenantService,
+    pub users: users::UserService,
+    pub roles: roles::RoleService,
+    pub api_keys: api_keys::ApiKeyService,
+    pub health: health::HealthService,
+}
+
+impl Services {
+    /// Builds every service over the same dependencies.
+    pub fn new(deps: Deps) -> Self {
+        let deps = Arc::new(deps);
+        Self {
+            auth: auth::AuthService::new(deps.clone()),
+            tenants: tenants::TenantService::new(deps.clone()),
+            users: users::UserService::new(deps.clone()),
+            roles: roles::RoleService::new(deps.clone()),
+            api_keys: api_keys::ApiKeyService::new(deps.clone()),
+            health: health::HealthService::new(deps),
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! Tenant lifecycle (platform operator): create with an owner account and a
+//! namespace in every store, suspend, resume, and delete everything.
+
+use std::sync::Arc;
+
+use karen_domain::page::{Page, PageRequest};
+use karen_domain::permission::{BuiltinRole, Permission};
+use karen_domain::ports::PurgeReport;
+use karen_domain::tenant::{Tenant, TenantSettings, TenantStatus};
+use karen_domain::user::{LoginFailures, Password, User, UserStatus};
+use karen_domain::values::{DisplayName, Email, PlanName, RoleName, Slug, TenantName};
+use karen_domain::{Error, Result, SystemReason, TenantContext, TenantId, TenantScope, UserId};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::{Deps, credentials};
+
+/// What the operator (or a self-service signup) supplies to create a tenant.
+pub struct NewTenant {
+    pub slug: String,
+    pub name: String,
+    pub plan: Option<String>,
+    pub owner_email: String,
+    pub owner_name: Option<String>,
+    /// If absent, a random password is generated and returned once.
+    pub owner_password: Option<Password>,
+}
+
+/// A created tenant and its owner.
+pub struct CreatedTenant {
+    pub tenant: Tenant,
+    pub owner: User,
+    /// The generated owner password, when none was given (shown once).
+    pub initial_password: Option<SecretString>,
+}
+
+/// What a deletion removed.
+#[derive(Debug, Clone)]
+pub struct DeletionReport {
+    pub tenant_id: TenantId,
+    pub rows: PurgeReport,
+    pub namespaces: Vec<&'static str>,
+}
+
+/// Changes the operator may make to a tenant.
+#[derive(Default)]
+pub struct TenantChanges {
+    pub name: Option<String>,
+    pub plan: Option<String>,
+}
+
+/// Changes a tenant admin may make to its own tenant.
+#[derive(Default)]
+pub struct ProfileChanges {
+    pub name: Option<String>,
+    pub settings: Option<TenantSettings>,
+}
+
+/// The tenant service.
+#[derive(Clone)]
+pub struct TenantService {
+    deps: Arc<Deps>,
+}
+
+const DEFAULT_PLAN: &str = "free";
+
+impl TenantService {
+    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// Creates a tenant with its owner and provisions it in every store. If any
+    /// step fails, what was created is removed again.
+    pub async fn create(&self, request: NewTenant) -> Result<CreatedTenant> {
+        let slug = Slug::parse(request.slug.trim())?;
+        let name = TenantName::parse(&request.name)?;
+        let plan = PlanName::parse(request.plan.as_deref().unwrap_or(DEFAULT_PLAN))?;
+        let email = Email::parse(&request.owner_email)?;
+        let display_name = request
+            .owner_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose()?;
+        let (password, initial_password) = match request.owner_password {
+            Some(password) => (password, None),
+            None => {
+                let generated = credentials::random_password()?;
+                (Password::parse(generated.expose_secret())?, Some(generated))
+            }
+        };
+        // Hash before writing anything: the slow step must not widen the window
+        // in which a half-created tenant exists.
+        let hash = self.deps.hasher.hash(&password).await?;
+        let now = self.deps.clock.now();
+        let tenant = Tenant {
+            id: TenantId::generate(),
+            slug,
+            name,
+            plan,
+            status: TenantStatus::Active,
+            settings: TenantSettings::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let mut platform = self.deps.store.platform().await?;
+        platform.insert_tenant(&tenant).await?;
+        platform.commit().await?;
+
+        let owner = User {
+            id: UserId::generate(),
+            tenant_id: tenant.id,
+            email,
+            display_name,
+            status: UserStatus::Active,
+            roles: vec![RoleName::parse(BuiltinRole::Owner.name())?],
+            password_hash: Some(hash),
+            login_failures: LoginFailures::default(),
+            sessions_valid_after: now,
+            last_login_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let created = self.provision(&tenant, &owner).await;
+        if let Err(error) = created {
+            tracing::error!(tenant_id = %tenant.id, %error, "tenant creation failed; removing what was created");
+            if let Err(cleanup) = self.delete(tenant.id).await {
+                tracing::error!(tenant_id = %tenant.id, error = %cleanup, "cleanup of a failed tenant creation failed; run `karen tenant delete`");
+            }
+            return Err(error);
+        }
+        tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, "tenant created");
+        Ok(CreatedTenant {
+            tenant,
+            owner,
+            initial_password,
+        })
+    }
+
+    async fn provision(&self, tenant: &Tenant, owner: &User) -> Result<()> {
+        for namespace in &self.deps.namespaces {
+            namespace.provision(tenant.id).await?;
+        }
+        let mut tx = self
+            .deps
+            .store
+            .tenant(TenantScope::system(tenant.id, SystemReason::Lifecycle))
+            .await?;
+        tx.users().insert_user(owner).await?;
+        tx.commit().await
+    }
+
+    /// Self-service signup (when enabled): a new tenant on the default plan.
+    pub async fn signup(&self, request: NewTenant) -> Result<CreatedTenant> {
+        if !self.deps.policy.self_signup {
+            return Err(Error::FeatureDisabled("self_signup"));
+        }
+        if request.owner_password.is_none() {
+            return Err(Error::invalid(
+                Some("password"),
+                "a password is required to sign up",
+            ));
+        }
+        self.create(NewTenant {
+            plan: None,
+            ..request
+        })
+        .await
+    }
+
+    /// One page of tenants.
+    pub async fn list(&self, page: &PageRequest) -> Result<Page<Tenant>> {
+        let mut tx = self.deps.store.platform().await?;
+        let rows = tx.list_tenants(page).await?;
+        tx.commit().await?;
+        Ok(Page::from_rows(rows, page, |t| t.id.as_uuid()))
+    }
+
+    /// A tenant by id.
+    pub async fn get(&self, id: TenantId) -> Result<Tenant> {
+        let mut tx = self.deps.store.platform().await?;
+        let tenant = tx
+            .tenant_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// A tenant by id or slug (for the CLI).
+    pub async fn find(&self, id_or_slug: &str) -> Result<Tenant> {
+        let mut tx = self.deps.store.platform().await?;
+        let tenant = match TenantId::parse(id_or_slug) {
+            Ok(id) => tx.tenant_by_id(id).await?,
+            Err(_) => tx.tenant_by_slug(&Slug::parse(id_or_slug)?).await?,
+        };
+        tx.commit().await?;
+        tenant.ok_or(Error::NotFound("tenant"))
+    }
+
+    async fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant> {
+        let mut tx = self.deps.store.platform().await?;
+        let mut tenant = tx
+            .tenant_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        if tenant.status == TenantStatus::Deleting {
+            return Err(Error::Conflict("the tenant is being deleted".into()));
+        }
+        tenant.status = status;
+        tenant.updated_at = self.deps.clock.now();
+        tx.update_tenant(&tenant).await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %id, status = status.as_str(), "tenant status changed");
+        Ok(tenant)
+    }
+
+    /// Suspends a tenant: its users and keys are refused until resumed.
+    pub async fn suspend(&self, id: TenantId) -> Result<Tenant> {
+        self.set_status(id, TenantStatus::Suspended).await
+    }
+
+    /// Resumes a suspended tenant.
+    pub async fn resume(&self, id: TenantId) -> Result<Tenant> {
+        self.set_status(id, TenantStatus::Active).await
+    }
+
+    /// Changes a tenant's name or plan (operator).
+    pub async fn update(&self, id: TenantId, changes: TenantChanges) -> Result<Tenant> {
+        let mut tx = self.deps.store.platform().await?;
+        let mut tenant = tx
+            .tenant_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        if let Some(name) = changes.name {
+            tenant.name = TenantName::parse(&name)?;
+        }
+        if let Some(plan) = changes.plan {
+            tenant.plan = PlanName::parse(&plan)?;
+        }
+        tenant.updated_at = self.deps.clock.now();
+        tx.update_tenant(&tenant).await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Deletes a tenant and all its data from every store, irreversibly. Safe
+    /// to repeat: an interrupted deletion resumes where it stopped.
+    pub async fn delete(&self, id: TenantId) -> Result<DeletionReport> {
+        let mut tx = self.deps.store.platform().await?;
+        let mut tenant = tx
+            .tenant_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("tenant"))?;
+        tenant.status = TenantStatus::Deleting;
+        tenant.updated_at = self.deps.clock.now();
+        tx.update_tenant(&tenant).await?;
+        tx.commit().await?;
+
+        let mut tenant_tx = self
+            .deps
+            .store
+            .tenant(TenantScope::system(id, SystemReason::Lifecycle))
+            .await?;
+        let rows = tenant_tx.purge().await?;
+        tenant_tx.commit().await?;
+        let mut namespaces = Vec::new();
+        for namespace in &self.deps.namespaces {
+            namespace.destroy(id).await?;
+            if namespace.holds_data(id).await? {
+                return Err(Error::internal(format!(
+                    "{} still holds data of tenant {id}",
+                    namespace.name()
+                )));
+            }
+            namespaces.push(namespace.name());
+        }
+        let mut tx = self.deps.store.platform().await?;
+        // The registry row goes last; foreign keys refuse it while any data remains.
+        tx.delete_tenant(id).await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %id, "tenant deleted");
+        Ok(DeletionReport {
+            tenant_id: id,
+            rows,
+            namespaces,
+        })
+    }
+
+    /// The principal's own tenant.
+    pub async fn own(&self, ctx: &TenantContext) -> Result<Tenant> {
+        ctx.require(Permission::TenantRead)?;
+        let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
+        let tenant = tx.tenant().await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    /// Changes the principal's own tenant's name or settings.
+    pub async fn update_own(&self, ctx: &TenantContext, changes: ProfileChanges) -> Result<Tenant> {
+        ctx.require(Permission::TenantManage)?;
+        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        let mut tenant = tx.tenant().await?;
+        if let Some(name) = changes.name {
+            tenant.name = TenantName::parse(&name)?;
+        }
+        if let Some(settings) = changes.settings {
+            settings.validate()?;
+            let role = &settings.default_role;
+            if BuiltinRole::from_name(role.as_str()).is_none()
+                && tx.roles().custom_role(role).await?.is_none()
+            {
+                return Err(Error::invalid(
+                    Some("settings.default_role"),
+                    format!("there is no role named '{role}'"),
+                ));
+            }
+            tenant.settings = settings;
+        }
+        tenant.updated_at = self.deps.clock.now();
+        tx.update_tenant_profile(&tenant.name, &tenant.settings, tenant.updated_at)
+            .await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+}

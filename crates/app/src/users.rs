@@ -1,0 +1,319 @@
+//! Users of a tenant: create, list, change, assign roles, disable and enable.
+//! Nobody may grant, or act on someone holding, permissions they lack, and the
+//! last active owner cannot be disabled or demoted.
+
+use std::sync::Arc;
+
+use karen_domain::page::{Page, PageRequest};
+use karen_domain::permission::{BuiltinRole, Permission, PermissionSet};
+use karen_domain::ports::TenantTx;
+use karen_domain::user::{LoginFailures, Password, User, UserStatus, permissions_of};
+use karen_domain::values::{DisplayName, Email, RoleName};
+use karen_domain::{Error, Result, UserId};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::auth::end_all_sessions;
+use crate::{Authority, Deps, credentials};
+
+/// A user to create.
+pub struct NewUser {
+    pub email: String,
+    pub display_name: Option<String>,
+    /// If absent, a random password is generated and returned once.
+    pub password: Option<Password>,
+    /// If absent, the tenant's default role.
+    pub roles: Option<Vec<String>>,
+}
+
+/// Changes to a user's profile.
+#[derive(Default)]
+pub struct UserChanges {
+    pub email: Option<String>,
+    /// `Some(None)` clears the display name.
+    pub display_name: Option<Option<String>>,
+}
+
+/// The user service.
+#[derive(Clone)]
+pub struct UserService {
+    deps: Arc<Deps>,
+}
+
+/// Parses role names and checks each exists (built in, or a custom role of the tenant).
+pub(crate) async fn resolve_roles(
+    tx: &mut dyn TenantTx,
+    names: &[String],
+) -> Result<(Vec<RoleName>, PermissionSet)> {
+    if names.len() > 32 {
+        return Err(Error::invalid(
+            Some("roles"),
+            "at most 32 roles may be assigned",
+        ));
+    }
+    let mut roles: Vec<RoleName> = Vec::new();
+    for name in names {
+        let role = RoleName::parse(name.trim())?;
+        if !roles.contains(&role) {
+            roles.push(role);
+        }
+    }
+    let custom = tx.roles().list_custom_roles().await?;
+    for role in &roles {
+        if BuiltinRole::from_name(role.as_str()).is_none()
+            && !custom.iter().any(|c| &c.name == role)
+        {
+            return Err(Error::invalid(
+                Some("roles"),
+                format!("there is no role named '{role}'"),
+            ));
+        }
+    }
+    let permissions = permissions_of(&roles, &custom);
+    Ok((roles, permissions))
+}
+
+async fn permissions_of_user(tx: &mut dyn TenantTx, user: &User) -> Result<PermissionSet> {
+    let custom = tx.roles().list_custom_roles().await?;
+    Ok(permissions_of(&user.roles, &custom))
+}
+
+fn owner_role() -> Result<RoleName> {
+    RoleName::parse(BuiltinRole::Owner.name())
+}
+
+impl UserService {
+    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// One page of users.
+    pub async fn list(&self, authority: Authority<'_>, page: &PageRequest) -> Result<Page<User>> {
+        authority.require(Permission::UsersRead)?;
+        let mut tx = self.deps.store.tenant_read(authority.scope()).await?;
+        let rows = tx.users().list_users(page).await?;
+        tx.commit().await?;
+        Ok(Page::from_rows(rows, page, |u| u.id.as_uuid()))
+    }
+
+    /// One user (a member may always read their own record).
+    pub async fn get(&self, authority: Authority<'_>, id: UserId) -> Result<User> {
+        if authority.user_id() != Some(id) {
+            authority.require(Permission::UsersRead)?;
+        }
+        let mut tx = self.deps.store.tenant_read(authority.scope()).await?;
+        let user = tx
+            .users()
+            .user_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// One user by id or email (for the CLI).
+    pub async fn find(&self, authority: Authority<'_>, id_or_email: &str) -> Result<User> {
+        authority.require(Permission::UsersRead)?;
+        let mut tx = self.deps.store.tenant_read(authority.scope()).await?;
+        let user = match UserId::parse(id_or_email) {
+            Ok(id) => tx.users().user_by_id(id).await?,
+            Err(_) => {
+                tx.users()
+                    .user_by_email(&Email::parse(id_or_email)?)
+                    .await?
+            }
+        };
+        tx.commit().await?;
+        user.ok_or(Error::NotFound("user"))
+    }
+
+    /// Creates a user; returns the generated password when none was given.
+    pub async fn create(
+        &self,
+        authority: Authority<'_>,
+        request: NewUser,
+    ) -> Result<(User, Option<SecretString>)> {
+        authority.require(Permission::UsersManage)?;
+        let email = Email::parse(&request.email)?;
+        let display_name = request
+            .display_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose()?;
+        let (password, generated) = match request.password {
+            Some(password) => (password, None),
+            None => {
+                let generated = credentials::random_password()?;
+                (Password::parse(generated.expose_secret())?, Some(generated))
+            }
+        };
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let tenant = tx.tenant().await?;
+        if !tenant.settings.allows_email(&email) {
+            return Err(Error::invalid(
+                Some("email"),
+                format!(
+                    "this organisation only accepts emails in: {}",
+                    tenant.settings.allowed_email_domains.join(", ")
+                ),
+            ));
+        }
+        let names = request
+            .roles
+            .unwrap_or_else(|| vec![tenant.settings.default_role.to_string()]);
+        let (roles, granted) = resolve_roles(&mut *tx, &names).await?;
+        authority.ensure_within(granted, "assigning these roles")?;
+        let hash = self.deps.hasher.hash(&password).await?;
+        let now = self.deps.clock.now();
+        let user = User {
+            id: UserId::generate(),
+            tenant_id: authority.tenant_id(),
+            email,
+            display_name,
+            status: UserStatus::Active,
+            roles,
+            password_hash: Some(hash),
+            login_failures: LoginFailures::default(),
+            sessions_valid_after: now,
+            last_login_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.users().insert_user(&user).await?;
+        tx.commit().await?;
+        Ok((user, generated))
+    }
+
+    /// Loads a user the authority may manage: it must exist in the tenant and
+    /// hold no permission the authority lacks.
+    async fn managed_user(
+        &self,
+        authority: Authority<'_>,
+        tx: &mut dyn TenantTx,
+        id: UserId,
+    ) -> Result<User> {
+        authority.require(Permission::UsersManage)?;
+        let user = tx
+            .users()
+            .user_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        let held = permissions_of_user(tx, &user).await?;
+        authority.ensure_within(held, "managing this user")?;
+        Ok(user)
+    }
+
+    async fn ensure_not_last_owner(&self, tx: &mut dyn TenantTx, user: &User) -> Result<()> {
+        let owner = owner_role()?;
+        if user.status == UserStatus::Active
+            && user.roles.contains(&owner)
+            && tx.users().count_active_with_role(&owner).await? <= 1
+        {
+            return Err(Error::Conflict(
+                "this is the organisation's last active owner; make someone else owner first"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Changes email or display name.
+    pub async fn update(
+        &self,
+        authority: Authority<'_>,
+        id: UserId,
+        changes: UserChanges,
+    ) -> Result<User> {
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let mut user = self.managed_user(authority, &mut *tx, id).await?;
+        if let Some(email) = changes.email {
+            let email = Email::parse(&email)?;
+            if !tx.tenant().await?.settings.allows_email(&email) {
+                return Err(Error::invalid(
+                    Some("email"),
+                    "this email domain is not accepted by the organisation",
+                ));
+            }
+            user.email = email;
+        }
+        if let Some(display_name) = changes.display_name {
+            user.display_name = display_name
+                .as_deref()
+                .map(DisplayName::parse)
+                .transpose()?;
+        }
+        user.updated_at = self.deps.clock.now();
+        tx.users().update_user(&user).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Replaces a user's roles.
+    pub async fn set_roles(
+        &self,
+        authority: Authority<'_>,
+        id: UserId,
+        names: &[String],
+    ) -> Result<User> {
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let mut user = self.managed_user(authority, &mut *tx, id).await?;
+        let (roles, granted) = resolve_roles(&mut *tx, names).await?;
+        authority.ensure_within(granted, "assigning these roles")?;
+        if !roles.contains(&owner_role()?) {
+            self.ensure_not_last_owner(&mut *tx, &user).await?;
+        }
+        tx.users().set_roles(id, &roles).await?;
+        user.roles = roles;
+        user.updated_at = self.deps.clock.now();
+        tx.users().update_user(&user).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Disables a user and ends all their sessions at once.
+    pub async fn disable(&self, authority: Authority<'_>, id: UserId) -> Result<User> {
+        if authority.user_id() == Some(id) {
+            return Err(Error::Conflict(
+                "you cannot disable your own account".into(),
+            ));
+        }
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let mut user = self.managed_user(authority, &mut *tx, id).await?;
+        self.ensure_not_last_owner(&mut *tx, &user).await?;
+        let now = self.deps.clock.now();
+        end_all_sessions(&mut *tx, id, now).await?;
+        user = tx
+            .users()
+            .user_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        user.status = UserStatus::Disabled;
+        user.updated_at = now;
+        tx.users().update_user(&user).await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "user disabled; sessions ended");
+        Ok(user)
+    }
+
+    /// Enables a disabled user.
+    pub async fn enable(&self, authority: Authority<'_>, id: UserId) -> Result<User> {
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let mut user = self.managed_user(authority, &mut *tx, id).await?;
+        user.status = UserStatus::Active;
+        user.updated_at = self.deps.clock.now();
+        tx.users().update_user(&user).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// A user's effective permissions (from their roles).
+    pub async fn permissions(
+        &self,
+        authority: Authority<'_>,
+        user: &User,
+    ) -> Result<PermissionSet> {
+        let mut tx = self.deps.store.tenant_read(authority.scope()).await?;
+        let held = permissions_of_user(&mut *tx, user).await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+}

@@ -1,0 +1,24 @@
+//! Karen's domain: the types and rules of tenants, users, roles, permissions and
+//! credentials, the one error enum with stable codes, and the ports (traits) that
+//! adapters implement. Nothing here performs I/O.
+
+pub mod clock;
+pub mod credentials;
+pub mod error;
+pub mod ids;
+pub mod page;
+pub mod permission;
+pub mod ports;
+pub mod principal;
+pub mod tenant;
+pub mod user;
+pub mod values;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use ids::{ApiKeyId, OperatorKeyId, RefreshTokenId, SessionId, SigningKeyId, TenantId, UserId};
+pub use permission::{BuiltinRole, Permission, PermissionSet};
+pub use principal::{
+    Actor, OperatorPrincipal, Principal, Subject, SystemReason, TenantContext, TenantScope,
+};
+pub use values::{DisplayName, Email, RoleName, Slug, TenantName};

@@ -1,0 +1,74 @@
+//! Short-lived counters (login throttling now, rate limits later) and the
+//! per-tenant namespace hook that every store implements.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::{Result, TenantId};
+
+/// A cache key. Built only by these constructors, so every tenant key carries
+/// its tenant in one fixed place (tenancy rule 1) and can be purged with it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey(String);
+
+impl CacheKey {
+    /// A key of one tenant: `t:{<tenant>}:<kind>:<part>`. The braces make it a
+    /// Redis Cluster hash tag, so a tenant's keys live in one slot.
+    pub fn tenant(tenant: TenantId, kind: &'static str, part: &str) -> Self {
+        Self(format!("{}{kind}:{part}", Self::tenant_prefix(tenant)))
+    }
+
+    /// A key that belongs to no tenant (e.g. a client IP): `g:<kind>:<part>`.
+    pub fn global(kind: &'static str, part: &str) -> Self {
+        Self(format!("g:{kind}:{part}"))
+    }
+
+    /// The prefix shared by all of a tenant's keys.
+    pub fn tenant_prefix(tenant: TenantId) -> String {
+        format!("t:{{{tenant}}}:")
+    }
+
+    /// The key text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for CacheKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CacheKey({})", self.0)
+    }
+}
+
+/// Fixed-window counters with expiry: in-process, or Redis when replicas share them.
+#[async_trait]
+pub trait Counters: Send + Sync + 'static {
+    /// Adds one; the first hit starts a window of `window`. Returns the count in the window.
+    async fn hit(&self, key: &CacheKey, window: Duration) -> Result<u64>;
+    /// The count in the current window (0 when none).
+    async fn count(&self, key: &CacheKey) -> Result<u64>;
+    /// Forgets the counter.
+    async fn clear(&self, key: &CacheKey) -> Result<()>;
+    /// Removes every key of a tenant; returns how many.
+    async fn purge_tenant(&self, tenant: TenantId) -> Result<u64>;
+    /// How many keys a tenant has (used to prove a purge).
+    async fn tenant_key_count(&self, tenant: TenantId) -> Result<u64>;
+    /// Checks that the cache answers.
+    async fn ping(&self) -> Result<()>;
+}
+
+/// A store that keeps per-tenant state outside the SQL store (cache, files,
+/// indexes). Tenant creation provisions it; deletion destroys it.
+#[async_trait]
+pub trait TenantNamespace: Send + Sync + 'static {
+    /// The store's name, for errors and reports.
+    fn name(&self) -> &'static str;
+    /// Creates whatever the tenant needs in this store (idempotent).
+    async fn provision(&self, tenant: TenantId) -> Result<()>;
+    /// Removes everything of the tenant from this store (idempotent).
+    async fn destroy(&self, tenant: TenantId) -> Result<()>;
+    /// Whether anything of the tenant remains in this store.
+    async fn holds_data(&self, tenant: TenantId) -> Result<bool>;
+}

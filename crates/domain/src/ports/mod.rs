@@ -1,0 +1,12 @@
+//! Ports: the traits services use and adapters implement. Each has an embedded
+//! and a scale-out implementation, tested by one shared contract suite.
+
+mod cache;
+mod security;
+mod store;
+
+pub use cache::{CacheKey, Counters, TenantNamespace};
+pub use security::{AccessClaims, AccessTokens, PasswordHasher};
+pub use store::{
+    ApiKeyRepo, PlatformTx, PurgeReport, RoleRepo, SessionRepo, Store, TenantTx, UserRepo,
+};

@@ -1,0 +1,179 @@
+//! The relational store: the source of truth. Work happens in transactions; a
+//! tenant's data is reachable only through a [`TenantTx`] opened with a
+//! [`TenantScope`] (tenancy rule 4), and every query it runs is bound to that
+//! tenant (and, on PostgreSQL, checked again by row-level security).
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::credentials::{
+    ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
+};
+use crate::page::PageRequest;
+use crate::tenant::{Tenant, TenantSettings};
+use crate::user::{CustomRole, LoginFailures, User};
+use crate::values::{Email, RoleName, Slug, TenantName};
+use crate::{
+    ApiKeyId, OperatorKeyId, RefreshTokenId, Result, SessionId, SigningKeyId, TenantId,
+    TenantScope, UserId,
+};
+
+/// The relational store.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Opens a transaction over platform tables (tenants registry, operator and
+    /// signing keys). It cannot see any tenant's data.
+    async fn platform(&self) -> Result<Box<dyn PlatformTx>>;
+
+    /// Opens a read-write transaction over one tenant's data.
+    async fn tenant(&self, scope: TenantScope) -> Result<Box<dyn TenantTx>>;
+
+    /// Opens a transaction over one tenant's data for reading (it may still
+    /// write, but lets concurrent readers proceed on SQLite).
+    async fn tenant_read(&self, scope: TenantScope) -> Result<Box<dyn TenantTx>>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+}
+
+/// A transaction over platform tables. Dropped without `commit`, it rolls back.
+#[async_trait]
+pub trait PlatformTx: Send {
+    /// Adds a tenant; `conflict` if the slug is taken.
+    async fn insert_tenant(&mut self, tenant: &Tenant) -> Result<()>;
+    async fn tenant_by_id(&mut self, id: TenantId) -> Result<Option<Tenant>>;
+    async fn tenant_by_slug(&mut self, slug: &Slug) -> Result<Option<Tenant>>;
+    async fn list_tenants(&mut self, page: &PageRequest) -> Result<Vec<Tenant>>;
+    /// Stores name, plan, status and settings.
+    async fn update_tenant(&mut self, tenant: &Tenant) -> Result<()>;
+    /// Removes the registry row (after the tenant's data was purged).
+    async fn delete_tenant(&mut self, id: TenantId) -> Result<bool>;
+
+    async fn insert_operator_key(&mut self, key: &OperatorKeyRecord) -> Result<()>;
+    async fn operator_key(&mut self, id: OperatorKeyId) -> Result<Option<OperatorKeyRecord>>;
+    async fn list_operator_keys(&mut self) -> Result<Vec<OperatorKeyRecord>>;
+    async fn revoke_operator_key(&mut self, id: OperatorKeyId, at: OffsetDateTime) -> Result<bool>;
+    /// Records use, at most about once a minute per key.
+    async fn touch_operator_key(&mut self, id: OperatorKeyId, at: OffsetDateTime) -> Result<()>;
+
+    async fn insert_signing_key(&mut self, key: &SigningKeyRecord) -> Result<()>;
+    /// Signing keys not retired before `retired_after`, newest first.
+    async fn signing_keys(
+        &mut self,
+        retired_after: OffsetDateTime,
+    ) -> Result<Vec<SigningKeyRecord>>;
+    /// Retires every key but `keep`.
+    async fn retire_signing_keys(&mut self, keep: SigningKeyId, at: OffsetDateTime) -> Result<u64>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// How many rows of each table a tenant purge removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub rows_by_table: Vec<(&'static str, u64)>,
+}
+
+/// A transaction over one tenant's data. Dropped without `commit`, it rolls back.
+#[async_trait]
+pub trait TenantTx: Send {
+    /// The tenant this transaction is bound to.
+    fn tenant_id(&self) -> TenantId;
+    fn users(&mut self) -> &mut dyn UserRepo;
+    fn roles(&mut self) -> &mut dyn RoleRepo;
+    fn api_keys(&mut self) -> &mut dyn ApiKeyRepo;
+    fn sessions(&mut self) -> &mut dyn SessionRepo;
+
+    /// The tenant's own registry row.
+    async fn tenant(&mut self) -> Result<Tenant>;
+    /// Changes the tenant's name and settings.
+    async fn update_tenant_profile(
+        &mut self,
+        name: &TenantName,
+        settings: &TenantSettings,
+        at: OffsetDateTime,
+    ) -> Result<()>;
+    /// Deletes every row of the tenant's data (not the registry row).
+    async fn purge(&mut self) -> Result<PurgeReport>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Users of the tenant.
+#[async_trait]
+pub trait UserRepo: Send {
+    /// Adds a user with its roles; `conflict` if the email is taken in this tenant.
+    async fn insert_user(&mut self, user: &User) -> Result<()>;
+    async fn user_by_id(&mut self, id: UserId) -> Result<Option<User>>;
+    async fn user_by_email(&mut self, email: &Email) -> Result<Option<User>>;
+    async fn list_users(&mut self, page: &PageRequest) -> Result<Vec<User>>;
+    /// Stores email, display name, status, password hash and session cut-off.
+    async fn update_user(&mut self, user: &User) -> Result<()>;
+    /// Replaces the user's roles.
+    async fn set_roles(&mut self, id: UserId, roles: &[RoleName]) -> Result<()>;
+    /// Counts active users holding `role`.
+    async fn count_active_with_role(&mut self, role: &RoleName) -> Result<i64>;
+    /// Atomically counts one more failed login; locks the account until
+    /// `lock_until` when the count reaches `lock_threshold`.
+    async fn record_login_failure(
+        &mut self,
+        id: UserId,
+        at: OffsetDateTime,
+        lock_threshold: i32,
+        lock_until: OffsetDateTime,
+    ) -> Result<LoginFailures>;
+    /// Clears failures and records the login time.
+    async fn record_login_success(&mut self, id: UserId, at: OffsetDateTime) -> Result<()>;
+}
+
+/// Custom roles of the tenant.
+#[async_trait]
+pub trait RoleRepo: Send {
+    async fn list_custom_roles(&mut self) -> Result<Vec<CustomRole>>;
+    async fn custom_role(&mut self, name: &RoleName) -> Result<Option<CustomRole>>;
+    /// `conflict` if the name is taken.
+    async fn insert_custom_role(&mut self, role: &CustomRole) -> Result<()>;
+    async fn update_custom_role(&mut self, role: &CustomRole) -> Result<bool>;
+    async fn delete_custom_role(&mut self, name: &RoleName) -> Result<bool>;
+    /// How many users hold the role.
+    async fn role_assignment_count(&mut self, name: &RoleName) -> Result<i64>;
+}
+
+/// API keys of the tenant.
+#[async_trait]
+pub trait ApiKeyRepo: Send {
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> Result<()>;
+    async fn api_key(&mut self, id: ApiKeyId) -> Result<Option<ApiKeyRecord>>;
+    /// Keys of one user, or of everyone when `user` is `None`, oldest first.
+    async fn list_api_keys(
+        &mut self,
+        user: Option<UserId>,
+        page: &PageRequest,
+    ) -> Result<Vec<ApiKeyRecord>>;
+    async fn revoke_api_key(&mut self, id: ApiKeyId, at: OffsetDateTime) -> Result<bool>;
+    /// Records use, at most about once a minute per key.
+    async fn touch_api_key(&mut self, id: ApiKeyId, at: OffsetDateTime) -> Result<()>;
+}
+
+/// Sessions and refresh tokens of the tenant.
+#[async_trait]
+pub trait SessionRepo: Send {
+    async fn insert_session(&mut self, session: &SessionRecord) -> Result<()>;
+    async fn session(&mut self, id: SessionId) -> Result<Option<SessionRecord>>;
+    async fn revoke_session(&mut self, id: SessionId, at: OffsetDateTime) -> Result<bool>;
+    /// Revokes every live session of a user but `except`; returns how many.
+    async fn revoke_user_sessions(
+        &mut self,
+        user: UserId,
+        except: Option<SessionId>,
+        at: OffsetDateTime,
+    ) -> Result<u64>;
+    async fn insert_refresh_token(&mut self, token: &RefreshTokenRecord) -> Result<()>;
+    async fn refresh_token(&mut self, id: RefreshTokenId) -> Result<Option<RefreshTokenRecord>>;
+    /// Marks the token spent; `false` if it already was (a reuse, or a race lost).
+    async fn spend_refresh_token(&mut self, id: RefreshTokenId, at: OffsetDateTime)
+    -> Result<bool>;
+}

@@ -1,0 +1,73 @@
+//! Karen's HTTP API: axum routes grouped by area, one middleware stack,
+//! problem+json errors, and the OpenAPI document generated from the handlers.
+
+pub mod error;
+pub mod extract;
+pub mod middleware;
+mod openapi;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use karen_app::Services;
+use tower_http::catch_panic::CatchPanicLayer;
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// How long a request may take before it is abandoned with a problem.
+    pub request_timeout: Duration,
+    /// How many reverse proxies in front of Karen append to `X-Forwarded-For`
+    /// (0: use the peer address; never trust the header from the open internet).
+    pub trusted_proxy_hops: usize,
+    /// Send `Strict-Transport-Security` (when served over HTTPS).
+    pub hsts: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            trusted_proxy_hops: 0,
+            hsts: false,
+        }
+    }
+}
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Services,
+    pub config: Arc<HttpConfig>,
+}
+
+/// The whole application: every route, the middleware stack and `/openapi.json`.
+pub fn router(services: Services, config: HttpConfig) -> Router {
+    let (api, document) = routes::api().split_for_parts();
+    let document = openapi::finish(document);
+    let state = AppState {
+        services,
+        config: Arc::new(config.clone()),
+    };
+    api.merge(routes::system::openapi_route(document))
+        .fallback(middleware::not_found)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_envelope,
+        ))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(DefaultBodyLimit::max(config.body_limit))
+        .with_state(state)
+}
+
+/// The OpenAPI 3.1 document of every route (what `/openapi.json` serves).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes::api().split_for_parts().1)
+}

@@ -1,0 +1,170 @@
+//! The request path: request id → trace span → security headers → timeout →
+//! (handler, which authenticates and authorises through its extractors) →
+//! one structured log line per request.
+
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The request-id header, accepted from clients (sanitised) and echoed.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+tokio::task_local! {
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request being handled on this task, if any.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
+/// Accepts a client's request id if it is short and plain; otherwise makes one.
+fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|id| {
+            !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        })
+        .map_or_else(|| uuid::Uuid::now_v7().to_string(), str::to_owned)
+}
+
+/// Wraps every request: assigns the request id, opens the request span (whose
+/// fields appear on every log line of the request), applies the timeout, adds
+/// security headers, and logs one line when the response is ready.
+pub async fn request_envelope(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let request_id = request_id_of(&request);
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        tenant_id = tracing::field::Empty,
+        user_id = tracing::field::Empty,
+    );
+    let timeout = state.config.request_timeout;
+    let id_for_task = request_id.clone();
+    let mut response = CURRENT_REQUEST_ID
+        .scope(id_for_task, async move {
+            match tokio::time::timeout(timeout, next.run(request)).await {
+                Ok(response) => response,
+                Err(_) => ApiError::http(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "request_timeout",
+                    format!(
+                        "the request took longer than {} seconds and was abandoned",
+                        timeout.as_secs()
+                    ),
+                )
+                .into_response(),
+            }
+        })
+        .instrument(span.clone())
+        .await;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(REQUEST_ID, value);
+    }
+    security_headers(headers, state.config.hsts);
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, latency_ms, "request completed");
+        } else {
+            tracing::info!(status, latency_ms, "request completed");
+        }
+    });
+    response
+}
+
+fn security_headers(headers: &mut axum::http::HeaderMap, hsts: bool) {
+    let fixed: [(HeaderName, &'static str); 5] = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
+    ];
+    for (name, value) in fixed {
+        headers
+            .entry(name)
+            .or_insert(HeaderValue::from_static(value));
+    }
+    // API responses carry tokens and tenant data: never cache them.
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+}
+
+/// 404 for unknown routes, as a problem.
+pub async fn not_found() -> Response {
+    ApiError::http(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "there is no such endpoint; see /openapi.json",
+    )
+    .into_response()
+}
+
+/// 405 for a known route with the wrong method, as a problem.
+pub async fn method_not_allowed() -> Response {
+    ApiError::http(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+    .into_response()
+}
+
+/// 500 for a panic (never expected: the code has no panic paths; this is the net).
+pub fn panic_response(_panic: Box<dyn std::any::Any + Send + 'static>) -> Response<Body> {
+    tracing::error!("handler panicked");
+    ApiError::http(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "internal error",
+    )
+    .into_response()
+}
+
+/// How long in-flight requests get to finish after a shutdown signal.
+pub fn drain_deadline(grace: Duration) -> Duration {
+    grace.max(Duration::from_secs(1))
+}

@@ -1,0 +1,27 @@
+//! Routes, grouped by area. Each handler extracts, calls one service method
+//! and maps the result; its `#[utoipa::path]` is its OpenAPI entry.
+
+mod api_keys;
+mod auth;
+mod platform;
+mod roles;
+pub(crate) mod system;
+mod tenant;
+mod users;
+mod views;
+
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::AppState;
+
+/// Every API route with its OpenAPI description.
+pub(crate) fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .merge(system::routes())
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(roles::routes())
+        .merge(api_keys::routes())
+        .merge(tenant::routes())
+        .merge(platform::routes())
+}

@@ -1,0 +1,231 @@
+//! Users of the caller's tenant.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use karen_app::Authority;
+use karen_app::users::{NewUser, UserChanges};
+use karen_domain::UserId;
+use karen_domain::user::Password;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::views::{PageParams, Paged, UserView};
+use crate::AppState;
+use crate::error::ApiResult;
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, path_id, perm};
+
+pub(crate) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
+        .routes(routes!(set_roles))
+        .routes(routes!(disable_user))
+        .routes(routes!(enable_user))
+}
+
+/// Lists the tenant's users, oldest first.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(PageParams), security(("bearer" = ["users:read"])),
+    responses((status = 200, body = Paged<UserView>)))]
+async fn list_users(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersRead>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<Paged<UserView>>> {
+    let page = state
+        .services
+        .users
+        .list(Authority::Member(&auth.ctx), &params.request()?)
+        .await?;
+    Ok(Json(Paged::from_page(page, UserView::from)))
+}
+
+/// A user to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateUserBody {
+    email: String,
+    display_name: Option<String>,
+    /// At least 12 characters; if absent one is generated and returned once.
+    password: Option<String>,
+    /// Role names; the tenant's default role if absent. Never beyond your own rights.
+    roles: Option<Vec<String>>,
+}
+
+/// A created user.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct UserCreated {
+    user: UserView,
+    /// The generated password when none was given; shown only here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    initial_password: Option<String>,
+}
+
+/// Creates a user.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUserBody, security(("bearer" = ["users:manage"])),
+    responses((status = 201, body = UserCreated),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "the email is taken")))]
+async fn create_user(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiJson(body): ApiJson<CreateUserBody>,
+) -> ApiResult<(StatusCode, Json<UserCreated>)> {
+    let password = body.password.as_deref().map(Password::parse).transpose()?;
+    let request = NewUser {
+        email: body.email,
+        display_name: body.display_name,
+        password,
+        roles: body.roles,
+    };
+    let (user, generated) = state
+        .services
+        .users
+        .create(Authority::Member(&auth.ctx), request)
+        .await?;
+    let body = UserCreated {
+        user: user.into(),
+        initial_password: generated.map(|p| p.expose_secret().to_owned()),
+    };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// One user (yourself, or anyone with `users:read`).
+#[utoipa::path(get, path = "/v1/users/{user_id}", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, body = UserView),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant")))]
+async fn get_user(
+    State(state): State<AppState>,
+    auth: Authorized<perm::Member>,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    let id: UserId = path_id(&user_id)?;
+    Ok(Json(
+        state
+            .services
+            .users
+            .get(Authority::Member(&auth.ctx), id)
+            .await?
+            .into(),
+    ))
+}
+
+fn double_option<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(deserializer).map(Some)
+}
+
+/// Profile changes; absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UpdateUserBody {
+    email: Option<String>,
+    /// `null` clears it.
+    #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>)]
+    display_name: Option<Option<String>>,
+}
+
+/// Changes a user's email or display name.
+#[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    request_body = UpdateUserBody, security(("bearer" = ["users:manage"])),
+    responses((status = 200, body = UserView),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "the email is taken")))]
+async fn update_user(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateUserBody>,
+) -> ApiResult<Json<UserView>> {
+    let id: UserId = path_id(&user_id)?;
+    let changes = UserChanges {
+        email: body.email,
+        display_name: body.display_name,
+    };
+    Ok(Json(
+        state
+            .services
+            .users
+            .update(Authority::Member(&auth.ctx), id, changes)
+            .await?
+            .into(),
+    ))
+}
+
+/// The complete new set of roles.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RolesBody {
+    roles: Vec<String>,
+}
+
+/// Replaces a user's roles (never beyond your own rights; the last owner stays owner).
+#[utoipa::path(put, path = "/v1/users/{user_id}/roles", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    request_body = RolesBody, security(("bearer" = ["users:manage"])),
+    responses((status = 200, body = UserView),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "would remove the last owner")))]
+async fn set_roles(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+    ApiJson(body): ApiJson<RolesBody>,
+) -> ApiResult<Json<UserView>> {
+    let id: UserId = path_id(&user_id)?;
+    Ok(Json(
+        state
+            .services
+            .users
+            .set_roles(Authority::Member(&auth.ctx), id, &body.roles)
+            .await?
+            .into(),
+    ))
+}
+
+/// Disables a user and ends all their sessions at once.
+#[utoipa::path(post, path = "/v1/users/{user_id}/disable", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    security(("bearer" = ["users:manage"])),
+    responses((status = 200, body = UserView),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "yourself, or the last owner")))]
+async fn disable_user(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    let id: UserId = path_id(&user_id)?;
+    Ok(Json(
+        state
+            .services
+            .users
+            .disable(Authority::Member(&auth.ctx), id)
+            .await?
+            .into(),
+    ))
+}
+
+/// Enables a disabled user.
+#[utoipa::path(post, path = "/v1/users/{user_id}/enable", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    security(("bearer" = ["users:manage"])),
+    responses((status = 200, body = UserView),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant")))]
+async fn enable_user(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    let id: UserId = path_id(&user_id)?;
+    Ok(Json(
+        state
+            .services
+            .users
+            .enable(Authority::Member(&auth.ctx), id)
+            .await?
+            .into(),
+    ))
+}

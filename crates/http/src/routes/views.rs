@@ -1,0 +1,162 @@
+//! Response bodies shared by several areas.
+
+use karen_domain::credentials::ApiKeyRecord;
+use karen_domain::page::Page;
+use karen_domain::tenant::{Tenant, TenantSettings};
+use karen_domain::user::User;
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// One page of a list. Pass `next_cursor` as `after` to get the next page.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Paged<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+impl<T: ToSchema> Paged<T> {
+    pub(crate) fn from_page<U>(page: Page<U>, view: impl FnMut(U) -> T) -> Self {
+        let page = page.map(view);
+        Self {
+            items: page.items,
+            next_cursor: page.next_cursor,
+        }
+    }
+}
+
+/// A user.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: Option<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    pub roles: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_login_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<User> for UserView {
+    fn from(user: User) -> Self {
+        Self {
+            id: user.id.as_uuid(),
+            email: user.email.into(),
+            display_name: user.display_name.map(Into::into),
+            status: user.status.as_str().into(),
+            roles: user.roles.into_iter().map(Into::into).collect(),
+            last_login_at: user.last_login_at,
+            created_at: user.created_at,
+            updated_at: user.updated_at,
+        }
+    }
+}
+
+/// Tenant-wide settings.
+#[derive(Debug, Serialize, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SettingsView {
+    /// The role given to users created without explicit roles.
+    pub default_role: String,
+    /// If not empty, users may only have emails in these domains.
+    pub allowed_email_domains: Vec<String>,
+}
+
+impl From<TenantSettings> for SettingsView {
+    fn from(settings: TenantSettings) -> Self {
+        Self {
+            default_role: settings.default_role.into(),
+            allowed_email_domains: settings.allowed_email_domains,
+        }
+    }
+}
+
+/// A tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TenantView {
+    pub id: Uuid,
+    pub slug: String,
+    pub name: String,
+    pub plan: String,
+    /// `active`, `suspended` or `deleting`.
+    pub status: String,
+    pub settings: SettingsView,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl From<Tenant> for TenantView {
+    fn from(tenant: Tenant) -> Self {
+        Self {
+            id: tenant.id.as_uuid(),
+            slug: tenant.slug.into(),
+            name: tenant.name.into(),
+            plan: tenant.plan.into(),
+            status: tenant.status.as_str().into(),
+            settings: tenant.settings.into(),
+            created_at: tenant.created_at,
+            updated_at: tenant.updated_at,
+        }
+    }
+}
+
+/// An API key (never its secret).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ApiKeyView {
+    pub id: Uuid,
+    pub name: String,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    /// Whose rights the key carries.
+    pub user_id: Uuid,
+    pub scopes: Vec<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_used_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<ApiKeyRecord> for ApiKeyView {
+    fn from(key: ApiKeyRecord) -> Self {
+        Self {
+            id: key.id.as_uuid(),
+            name: key.name.into(),
+            prefix: key.display_prefix,
+            user_id: key.user_id.as_uuid(),
+            scopes: key.scopes.names(),
+            expires_at: key.expires_at,
+            last_used_at: key.last_used_at,
+            revoked_at: key.revoked_at,
+            created_at: key.created_at,
+        }
+    }
+}
+
+/// Paging parameters.
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageParams {
+    /// The `next_cursor` of the previous page.
+    pub after: Option<String>,
+    /// Items per page (1–200, default 50).
+    pub limit: Option<u32>,
+}
+
+impl PageParams {
+    pub(crate) fn request(&self) -> Result<karen_domain::page::PageRequest, karen_domain::Error> {
+        karen_domain::page::PageRequest::parse(self.after.as_deref(), self.limit)
+    }
+}

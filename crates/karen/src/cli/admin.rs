@@ -1,0 +1,439 @@
+//! Administration commands that run on the server's machine with direct
+//! access to the store: tenants, users, API keys, operator keys.
+
+use std::io::BufRead as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Subcommand;
+use karen::Karen;
+use karen::config::Config;
+use karen_app::Authority;
+use karen_app::api_keys::NewApiKey;
+use karen_app::tenants::NewTenant;
+use karen_app::users::NewUser;
+use karen_domain::clock::SystemClock;
+use karen_domain::page::{MAX_LIMIT, PageRequest};
+use karen_domain::user::Password;
+use karen_domain::{ApiKeyId, OperatorKeyId, SystemReason, TenantId, TenantScope};
+use secrecy::ExposeSecret;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum TenantCommand {
+    /// Create a tenant and its owner account.
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        plan: Option<String>,
+        #[arg(long)]
+        owner_email: String,
+        #[arg(long)]
+        owner_name: Option<String>,
+        /// Read the owner's password from the first line of stdin (otherwise one is generated and printed once).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List tenants.
+    List,
+    /// Show one tenant (by id or slug).
+    Show { tenant: String },
+    /// Suspend a tenant: its users and keys are refused.
+    Suspend { tenant: String },
+    /// Resume a suspended tenant.
+    Resume { tenant: String },
+    /// Delete a tenant and all its data from every store (irreversible).
+    Delete {
+        tenant: String,
+        /// Confirm the irreversible deletion.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum UserCommand {
+    /// Create a user in a tenant.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// A role to grant (repeatable); the tenant's default role if none.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// Read the password from the first line of stdin (otherwise one is generated and printed once).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the users of a tenant.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Disable a user (by id or email) and end all their sessions.
+    Disable {
+        #[arg(long)]
+        tenant: String,
+        user: String,
+    },
+    /// Enable a disabled user.
+    Enable {
+        #[arg(long)]
+        tenant: String,
+        user: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum ApiKeyCommand {
+    /// Create an API key for a user; the key is printed once.
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// The owner (id or email); the key carries at most their permissions.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// A permission to grant (repeatable); all of the owner's if none.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Days until the key expires.
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List the API keys of a tenant.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke an API key at once.
+    Revoke {
+        #[arg(long)]
+        tenant: String,
+        key: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(super) enum OperatorKeyCommand {
+    /// Create an operator key; it is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// List operator keys.
+    List,
+    /// Revoke an operator key.
+    Revoke { id: String },
+}
+
+async fn open(config: &Config) -> anyhow::Result<Karen> {
+    Karen::open(config.clone(), Arc::new(SystemClock)).await
+}
+
+fn read_password() -> anyhow::Result<Password> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(Password::parse(line.trim_end_matches(['\r', '\n']))?)
+}
+
+fn all_rows() -> PageRequest {
+    PageRequest {
+        after: None,
+        limit: MAX_LIMIT,
+    }
+}
+
+pub(super) async fn tenant(config: &Config, command: TenantCommand) -> anyhow::Result<ExitCode> {
+    let karen = open(config).await?;
+    let tenants = &karen.services.tenants;
+    match command {
+        TenantCommand::Create {
+            slug,
+            name,
+            plan,
+            owner_email,
+            owner_name,
+            password_stdin,
+        } => {
+            let owner_password = if password_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
+            let created = tenants
+                .create(NewTenant {
+                    slug,
+                    name,
+                    plan,
+                    owner_email,
+                    owner_name,
+                    owner_password,
+                })
+                .await?;
+            println!(
+                "tenant {} ({}) created; owner {} ({})",
+                created.tenant.slug, created.tenant.id, created.owner.email, created.owner.id
+            );
+            if let Some(password) = created.initial_password {
+                println!("owner password (shown once): {}", password.expose_secret());
+            }
+        }
+        TenantCommand::List => {
+            let mut page = all_rows();
+            loop {
+                let result = tenants.list(&page).await?;
+                for t in &result.items {
+                    println!(
+                        "{}  {:<24} {:<10} {:<8} {}",
+                        t.id,
+                        t.slug,
+                        t.status.as_str(),
+                        t.plan,
+                        t.name
+                    );
+                }
+                match result.next_cursor.and_then(|c| c.parse().ok()) {
+                    Some(after) => page.after = Some(after),
+                    None => break,
+                }
+            }
+        }
+        TenantCommand::Show { tenant } => {
+            let t = tenants.find(&tenant).await?;
+            println!(
+                "id:       {}\nslug:     {}\nname:     {}\nplan:     {}\nstatus:   {}\ncreated:  {}\nsettings: {}",
+                t.id,
+                t.slug,
+                t.name,
+                t.plan,
+                t.status.as_str(),
+                t.created_at,
+                serde_json::to_string(&t.settings)?
+            );
+        }
+        TenantCommand::Suspend { tenant } => {
+            let t = tenants.suspend(tenants.find(&tenant).await?.id).await?;
+            println!("tenant {} suspended", t.slug);
+        }
+        TenantCommand::Resume { tenant } => {
+            let t = tenants.resume(tenants.find(&tenant).await?.id).await?;
+            println!("tenant {} resumed", t.slug);
+        }
+        TenantCommand::Delete { tenant, yes } => {
+            let found = tenants.find(&tenant).await?;
+            if !yes {
+                eprintln!(
+                    "refusing to delete tenant {} ({}) without --yes: deletion is irreversible",
+                    found.slug, found.id
+                );
+                return Ok(ExitCode::from(2));
+            }
+            let report = tenants.delete(found.id).await?;
+            let rows: u64 = report.rows.rows_by_table.iter().map(|(_, n)| n).sum();
+            println!(
+                "tenant {} deleted: {rows} rows removed; also removed from: {}",
+                found.slug,
+                report.namespaces.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn tenant_scope(karen: &Karen, tenant: &str) -> anyhow::Result<TenantScope> {
+    let id: TenantId = karen.services.tenants.find(tenant).await?.id;
+    Ok(TenantScope::system(id, SystemReason::Cli))
+}
+
+pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Result<ExitCode> {
+    let karen = open(config).await?;
+    let users = &karen.services.users;
+    match command {
+        UserCommand::Create {
+            tenant,
+            email,
+            name,
+            roles,
+            password_stdin,
+        } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let password = if password_stdin {
+                Some(read_password()?)
+            } else {
+                None
+            };
+            let roles = if roles.is_empty() { None } else { Some(roles) };
+            let (user, generated) = users
+                .create(
+                    Authority::platform(scope),
+                    NewUser {
+                        email,
+                        display_name: name,
+                        password,
+                        roles,
+                    },
+                )
+                .await?;
+            println!(
+                "user {} ({}) created with roles {:?}",
+                user.email,
+                user.id,
+                user.roles
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            );
+            if let Some(password) = generated {
+                println!("password (shown once): {}", password.expose_secret());
+            }
+        }
+        UserCommand::List { tenant } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let mut page = all_rows();
+            loop {
+                let result = users.list(Authority::platform(scope), &page).await?;
+                for u in &result.items {
+                    let roles: Vec<String> = u.roles.iter().map(ToString::to_string).collect();
+                    println!(
+                        "{}  {:<32} {:<9} {}",
+                        u.id,
+                        u.email,
+                        u.status.as_str(),
+                        roles.join(",")
+                    );
+                }
+                match result.next_cursor.and_then(|c| c.parse().ok()) {
+                    Some(after) => page.after = Some(after),
+                    None => break,
+                }
+            }
+        }
+        UserCommand::Disable { tenant, user } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let found = users.find(Authority::platform(scope), &user).await?;
+            let disabled = users.disable(Authority::platform(scope), found.id).await?;
+            println!("user {} disabled; all sessions ended", disabled.email);
+        }
+        UserCommand::Enable { tenant, user } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let found = users.find(Authority::platform(scope), &user).await?;
+            let enabled = users.enable(Authority::platform(scope), found.id).await?;
+            println!("user {} enabled", enabled.email);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn api_key(config: &Config, command: ApiKeyCommand) -> anyhow::Result<ExitCode> {
+    let karen = open(config).await?;
+    let keys = &karen.services.api_keys;
+    match command {
+        ApiKeyCommand::Create {
+            tenant,
+            user,
+            name,
+            scopes,
+            expires_in_days,
+        } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let owner = karen
+                .services
+                .users
+                .find(Authority::platform(scope), &user)
+                .await?;
+            let expires_at = expires_in_days.map(|days| {
+                karen_domain::Clock::now(&SystemClock) + time::Duration::days(i64::from(days))
+            });
+            let scopes = if scopes.is_empty() {
+                None
+            } else {
+                Some(scopes)
+            };
+            let (record, secret) = keys
+                .create(
+                    Authority::platform(scope),
+                    NewApiKey {
+                        name,
+                        scopes,
+                        expires_at,
+                        owner: Some(owner.id),
+                    },
+                )
+                .await?;
+            println!(
+                "API key {} created for {} with scopes {}",
+                record.id,
+                owner.email,
+                record.scopes.names().join(",")
+            );
+            println!("key (shown once): {}", secret.expose_secret());
+        }
+        ApiKeyCommand::List { tenant } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let mut page = all_rows();
+            loop {
+                let result = keys.list(Authority::platform(scope), true, &page).await?;
+                for k in &result.items {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}  {:<16} {:<8} user={} {}",
+                        k.id, k.display_prefix, state, k.user_id, k.name
+                    );
+                }
+                match result.next_cursor.and_then(|c| c.parse().ok()) {
+                    Some(after) => page.after = Some(after),
+                    None => break,
+                }
+            }
+        }
+        ApiKeyCommand::Revoke { tenant, key } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let id = ApiKeyId::parse(&key)?;
+            keys.revoke(Authority::platform(scope), id).await?;
+            println!("API key {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn operator_key(
+    config: &Config,
+    command: OperatorKeyCommand,
+) -> anyhow::Result<ExitCode> {
+    let karen = open(config).await?;
+    let auth = &karen.services.auth;
+    match command {
+        OperatorKeyCommand::Create { name } => {
+            let (record, secret) = auth.create_operator_key(&name).await?;
+            println!("operator key {} created", record.id);
+            println!("key (shown once): {}", secret.expose_secret());
+        }
+        OperatorKeyCommand::List => {
+            for key in auth.list_operator_keys().await? {
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
+                println!("{}  {:<8} {}", key.id, state, key.name);
+            }
+        }
+        OperatorKeyCommand::Revoke { id } => {
+            let id = OperatorKeyId::parse(&id)?;
+            auth.revoke_operator_key(id).await?;
+            println!("operator key {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,101 @@
+//! The command line: what each command is, in one line each (`karen --help`).
+
+mod admin;
+mod ops;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Karen: a self-hosted, multi-tenant AI-assistant platform.
+#[derive(Parser, Debug)]
+#[command(name = "karen", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (default: ./karen.toml when present). KAREN_* variables override it.
+    #[arg(long, global = true, env = "KAREN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server (embedded SQLite and in-process cache unless configured otherwise).
+    Serve,
+    /// Apply, revert, inspect or verify database migrations.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
+    /// Create, list, show, suspend, resume or delete tenants.
+    #[command(subcommand)]
+    Tenant(admin::TenantCommand),
+    /// Create, list, disable or enable users of a tenant.
+    #[command(subcommand)]
+    User(admin::UserCommand),
+    /// Create, list or revoke API keys of a tenant.
+    #[command(subcommand)]
+    Apikey(admin::ApiKeyCommand),
+    /// Manage platform operator keys (they create and remove tenants).
+    #[command(subcommand, name = "operator-key")]
+    OperatorKey(admin::OperatorKeyCommand),
+    /// Rotate the access-token signing key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check the configuration and print it with secrets redacted.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the OpenAPI 3.1 document of the HTTP API.
+    Openapi,
+}
+
+#[derive(Subcommand, Debug)]
+enum MigrateCommand {
+    /// Apply every pending migration and grant the application role (PostgreSQL).
+    Up,
+    /// Revert migrations newer than --to (default: revert the newest one).
+    Down {
+        /// Revert down to this version (0 reverts everything).
+        #[arg(long)]
+        to: Option<i64>,
+    },
+    /// List migrations and whether each is applied.
+    Status,
+    /// Apply up, down, up on a scratch database and compare schemas.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Make a new signing key current; tokens signed by older keys stay valid until they expire.
+    Rotate,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate the effective configuration and print it (passwords redacted); non-zero exit if invalid.
+    Check,
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = cli.config.as_deref();
+    match cli.command {
+        Command::Config(ConfigCommand::Check) => ops::config_check(path),
+        Command::Openapi => {
+            println!("{}", karen_http::openapi_document().to_pretty_json()?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve => ops::serve(&ops::load(path)?).await,
+        Command::Migrate(MigrateCommand::Up) => ops::migrate_up(&ops::load(path)?).await,
+        Command::Migrate(MigrateCommand::Down { to }) => {
+            ops::migrate_down(&ops::load(path)?, to).await
+        }
+        Command::Migrate(MigrateCommand::Status) => ops::migrate_status(&ops::load(path)?).await,
+        Command::Migrate(MigrateCommand::Verify) => ops::migrate_verify(&ops::load(path)?).await,
+        Command::Keys(KeysCommand::Rotate) => ops::rotate_keys(&ops::load(path)?).await,
+        Command::Tenant(command) => admin::tenant(&ops::load(path)?, command).await,
+        Command::User(command) => admin::user(&ops::load(path)?, command).await,
+        Command::Apikey(command) => admin::api_key(&ops::load(path)?, command).await,
+        Command::OperatorKey(command) => admin::operator_key(&ops::load(path)?, command).await,
+    }
+}

@@ -1,0 +1,439 @@
+//! Configuration: built-in defaults, then `karen.toml`, then `KAREN_*`
+//! environment variables (nested keys joined by `__`, e.g.
+//! `KAREN_DATABASE__URL`). Validated as a whole at start; every problem names
+//! its key.
+
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Deployment mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Embedded everything: SQLite in the data dir, in-process cache. The default.
+    Minimal,
+    /// PostgreSQL (row-level security) and Redis; stateless replicas.
+    Standard,
+    /// Standard plus every optional component that is switched on under `[features]`.
+    Full,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub mode: Mode,
+    /// Where embedded state lives (SQLite file, per-tenant directories).
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub auth: AuthConfig,
+    pub features: Features,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Minimal,
+            data_dir: PathBuf::from("karen-data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            auth: AuthConfig::default(),
+            features: Features::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request body accepted.
+    pub body_limit_bytes: usize,
+    /// Requests taking longer are abandoned with a 503 problem.
+    pub request_timeout_secs: u64,
+    /// After SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_grace_secs: u64,
+    /// Reverse proxies in front of Karen that append to X-Forwarded-For (0 = none).
+    pub trusted_proxy_hops: usize,
+    /// Send Strict-Transport-Security (enable when served over HTTPS).
+    pub hsts: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            body_limit_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 20,
+            trusted_proxy_hops: 0,
+            hsts: false,
+        }
+    }
+}
+
+/// `[database]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Serving connection. Default: `sqlite://<data_dir>/karen.db`. On PostgreSQL
+    /// this is the application role (not owner, not superuser, no BYPASSRLS).
+    pub url: Option<String>,
+    /// PostgreSQL owner connection used for migrations (and to grant `app_role`).
+    pub migration_url: Option<String>,
+    /// The application role that `karen migrate up` grants data access to.
+    pub app_role: String,
+    /// Pool size.
+    pub max_connections: u32,
+    /// Apply pending migrations when `karen serve` starts (SQLite always; PostgreSQL
+    /// only when `migration_url` is set).
+    pub auto_migrate: bool,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            migration_url: None,
+            app_role: "karen_app".into(),
+            max_connections: 10,
+            auto_migrate: true,
+        }
+    }
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://host:6379/0`; required in standard and full modes.
+    pub url: Option<String>,
+    /// Prefix of every key (to share one Redis between deployments).
+    pub key_prefix: String,
+    /// Per-command timeout.
+    pub timeout_ms: u64,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            key_prefix: "karen:".into(),
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// `[auth]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Access-token lifetime.
+    pub access_token_ttl_secs: u64,
+    /// Session (refresh-token family) lifetime.
+    pub session_ttl_days: u64,
+    /// Failed logins after which each attempt must wait (doubling, up to `max_delay_secs`).
+    pub delay_after_failures: i32,
+    pub max_delay_secs: u64,
+    /// Failed logins that lock an account, and for how long.
+    pub lockout_after_failures: i32,
+    pub lockout_minutes: u64,
+    /// Failed logins from one address within the window before it is refused.
+    pub ip_max_failures: u64,
+    pub ip_window_secs: u64,
+    /// `iss` and `aud` of access tokens.
+    pub issuer: String,
+    /// argon2id cost.
+    pub password_hash_memory_kib: u32,
+    pub password_hash_iterations: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 900,
+            session_ttl_days: 30,
+            delay_after_failures: 3,
+            max_delay_secs: 60,
+            lockout_after_failures: 10,
+            lockout_minutes: 15,
+            ip_max_failures: 50,
+            ip_window_secs: 900,
+            issuer: "karen".into(),
+            password_hash_memory_kib: 19_456,
+            password_hash_iterations: 2,
+        }
+    }
+}
+
+/// `[features]`: one toggle per optional component.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Features {
+    /// Anyone may create a tenant with `POST /v1/signup`.
+    pub self_signup: bool,
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (one object per line) or `pretty` (for a terminal).
+    pub format: LogFormat,
+    /// Level, or per-module directives: `info,karen_sql=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Problems found in a configuration, each naming its key.
+#[derive(Debug)]
+pub struct ConfigError(pub Vec<String>);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for problem in &self.0 {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads defaults, then `path` (if given it must exist; otherwise `karen.toml`
+    /// is read when present), then `KAREN_*` variables; then validates.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(
+            path,
+            Env::prefixed("KAREN_").split("__").ignore(&["config"]),
+        )
+    }
+
+    /// As [`Config::load`], with an explicit environment provider (for tests).
+    pub fn load_from(path: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        match path {
+            Some(path) if !path.exists() => {
+                return Err(ConfigError(vec![format!(
+                    "config file {} does not exist",
+                    path.display()
+                )]));
+            }
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None if Path::new("karen.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("karen.toml"))
+            }
+            None => {}
+        }
+        let config: Config = figment
+            .merge(env)
+            .extract()
+            .map_err(|error| ConfigError(error.into_iter().map(|e| e.to_string()).collect()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The serving database URL (with the embedded default).
+    pub fn database_url(&self) -> String {
+        self.database
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("karen.db").display()))
+    }
+
+    /// Checks the configuration as a whole.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let url = self.database_url();
+        let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+        if !postgres && !url.starts_with("sqlite:") {
+            problems.push("database.url: must start with sqlite:// or postgres://".to_owned());
+        }
+        match self.mode {
+            Mode::Minimal => {
+                if postgres {
+                    problems.push("database.url: mode 'minimal' runs on the embedded SQLite store; set mode = \"standard\" to use PostgreSQL".into());
+                }
+                if self.redis.url.is_some() {
+                    problems.push("redis.url: mode 'minimal' uses in-process limits; set mode = \"standard\" to use Redis".into());
+                }
+            }
+            Mode::Standard | Mode::Full => {
+                if !postgres {
+                    problems.push(format!(
+                        "database.url: mode '{}' needs a postgres:// URL (the application role)",
+                        self.mode_name()
+                    ));
+                }
+                match &self.redis.url {
+                    None => problems.push(format!(
+                        "redis.url: mode '{}' needs Redis (redis://host:6379)",
+                        self.mode_name()
+                    )),
+                    Some(r) if !(r.starts_with("redis://") || r.starts_with("rediss://")) => {
+                        problems.push("redis.url: must start with redis:// or rediss://".into());
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Some(m) = &self.database.migration_url
+            && !(m.starts_with("postgres://") || m.starts_with("postgresql://"))
+        {
+            problems.push(
+                "database.migration_url: only PostgreSQL needs a separate owner URL (postgres://…)"
+                    .into(),
+            );
+        }
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "server.listen: '{}' is not an address like 127.0.0.1:8080",
+                self.server.listen
+            ));
+        }
+        let ranges: [(&str, u64, u64, u64); 9] = [
+            (
+                "server.body_limit_bytes",
+                self.server.body_limit_bytes as u64,
+                1024,
+                1 << 30,
+            ),
+            (
+                "server.request_timeout_secs",
+                self.server.request_timeout_secs,
+                1,
+                3600,
+            ),
+            (
+                "server.shutdown_grace_secs",
+                self.server.shutdown_grace_secs,
+                1,
+                600,
+            ),
+            (
+                "database.max_connections",
+                u64::from(self.database.max_connections),
+                1,
+                1000,
+            ),
+            (
+                "auth.access_token_ttl_secs",
+                self.auth.access_token_ttl_secs,
+                60,
+                86_400,
+            ),
+            ("auth.session_ttl_days", self.auth.session_ttl_days, 1, 365),
+            (
+                "auth.password_hash_memory_kib",
+                u64::from(self.auth.password_hash_memory_kib),
+                8_192,
+                1 << 21,
+            ),
+            (
+                "auth.password_hash_iterations",
+                u64::from(self.auth.password_hash_iterations),
+                1,
+                20,
+            ),
+            ("redis.timeout_ms", self.redis.timeout_ms, 10, 60_000),
+        ];
+        for (key, value, min, max) in ranges {
+            if value < min || value > max {
+                problems.push(format!("{key}: {value} is out of range ({min}–{max})"));
+            }
+        }
+        if self.auth.lockout_after_failures < 1 || self.auth.delay_after_failures < 0 {
+            problems.push("auth.lockout_after_failures must be at least 1 and auth.delay_after_failures at least 0".into());
+        }
+        if self.auth.issuer.trim().is_empty() {
+            problems.push("auth.issuer: must not be empty".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level: '{}' is not a level or a list of module=level directives",
+                self.log.level
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Minimal => "minimal",
+            Mode::Standard => "standard",
+            Mode::Full => "full",
+        }
+    }
+
+    /// The effective configuration as TOML, with passwords in URLs replaced by `***`.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = Some(redact_url(&self.database_url()));
+        shown.database.migration_url = self.database.migration_url.as_deref().map(redact_url);
+        shown.redis.url = self.redis.url.as_deref().map(redact_url);
+        toml::to_string_pretty(&shown)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host…` (and any
+/// `password=` query parameter) with `***`.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest_start = scheme_end + 3;
+        let authority_end = out[rest_start..]
+            .find('/')
+            .map_or(out.len(), |i| rest_start + i);
+        if let Some(at) = out[rest_start..authority_end].rfind('@') {
+            let userinfo = &out[rest_start..rest_start + at];
+            if let Some(colon) = userinfo.find(':') {
+                out.replace_range(rest_start + colon + 1..rest_start + at, "***");
+            }
+        }
+    }
+    if let Some(query) = out.find('?') {
+        let (head, tail) = out.split_at(query + 1);
+        let redacted: Vec<String> = tail
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", redacted.join("&"));
+    }
+    out
+}

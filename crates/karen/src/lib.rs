@@ -1,0 +1,221 @@
+//! The composition root: reads the configuration, connects the adapters the
+//! deployment mode calls for, builds the services and serves HTTP. The CLI in
+//! `main.rs` and the test kit both start Karen through [`Karen::open`].
+
+pub mod config;
+pub mod logging;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use karen_app::{AuthPolicy, Deps, Services};
+use karen_cache::{CounterNamespace, MemoryCounters, RedisCounters, RedisOptions};
+use karen_crypto::{Argon2Hasher, Argon2Params, JwtConfig, JwtTokens};
+use karen_domain::clock::Clock;
+use karen_domain::ports::{Counters, Store, TenantNamespace};
+use karen_files::TenantDirectories;
+use karen_http::HttpConfig;
+use karen_sql::{Backend, SqlOptions, SqlStore};
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Mode};
+
+/// A running Karen's parts.
+pub struct Karen {
+    pub config: Config,
+    pub store: Arc<SqlStore>,
+    pub counters: Arc<dyn Counters>,
+    pub namespaces: Vec<Arc<dyn TenantNamespace>>,
+    pub services: Services,
+}
+
+/// Connects to the store that migrations run on: the owner URL on PostgreSQL,
+/// the database file on SQLite.
+pub async fn migration_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let url = config.database_url();
+    let url = match Backend::of_url(&url)? {
+        Backend::Sqlite => url,
+        Backend::Postgres => config.database.migration_url.clone().context(
+            "database.migration_url: set the PostgreSQL owner URL to run migrations (the serving URL is the application role)",
+        )?,
+    };
+    Ok(SqlStore::connect(&SqlOptions::new(url)).await?)
+}
+
+/// Applies pending migrations and (PostgreSQL) grants the application role.
+pub async fn migrate_up(config: &Config) -> anyhow::Result<()> {
+    let store = migration_store(config).await?;
+    store.migrate_up().await?;
+    store.grant_app_role(&config.database.app_role).await?;
+    store.close().await;
+    Ok(())
+}
+
+impl Karen {
+    /// Connects everything the configuration names, applying migrations when
+    /// allowed, and refuses to start on a role that would bypass row-level security.
+    pub async fn open(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        config.validate()?;
+        let url = config.database_url();
+        let backend = Backend::of_url(&url)?;
+        let may_migrate = config.database.auto_migrate
+            && (backend == Backend::Sqlite || config.database.migration_url.is_some());
+        if may_migrate {
+            migrate_up(&config).await.context("applying migrations")?;
+        }
+        let options = SqlOptions {
+            max_connections: config.database.max_connections,
+            ..SqlOptions::new(url)
+        };
+        let store = Arc::new(
+            SqlStore::connect(&options)
+                .await
+                .context("connecting to the database")?,
+        );
+        store.ensure_serving_role_is_confined().await?;
+        store.ensure_schema_current().await?;
+
+        let counters: Arc<dyn Counters> = match (&config.mode, &config.redis.url) {
+            (Mode::Minimal, _) | (_, None) => Arc::new(MemoryCounters::new(clock.clone())),
+            (Mode::Standard | Mode::Full, Some(redis_url)) => {
+                let options = RedisOptions {
+                    url: redis_url.clone(),
+                    key_prefix: config.redis.key_prefix.clone(),
+                    timeout: Duration::from_millis(config.redis.timeout_ms),
+                };
+                Arc::new(
+                    RedisCounters::connect(&options)
+                        .await
+                        .context("connecting to Redis")?,
+                )
+            }
+        };
+        let mut namespaces: Vec<Arc<dyn TenantNamespace>> =
+            vec![Arc::new(CounterNamespace(counters.clone()))];
+        if config.mode == Mode::Minimal {
+            // Embedded per-tenant state lives on this one machine's disk.
+            namespaces.push(Arc::new(TenantDirectories::new(&config.data_dir)));
+        }
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        let hasher = Arc::new(Argon2Hasher::new(
+            Argon2Params {
+                memory_kib: config.auth.password_hash_memory_kib,
+                iterations: config.auth.password_hash_iterations,
+            },
+            cores,
+        )?);
+        let store_port: Arc<dyn Store> = store.clone();
+        let ttl = Duration::from_secs(config.auth.access_token_ttl_secs);
+        let tokens = Arc::new(
+            JwtTokens::new(
+                store_port.clone(),
+                clock.clone(),
+                JwtConfig {
+                    issuer: config.auth.issuer.clone(),
+                    audience: config.auth.issuer.clone(),
+                    ttl,
+                },
+            )
+            .await
+            .context("loading token signing keys")?,
+        );
+        let policy = AuthPolicy {
+            access_token_ttl: ttl,
+            session_ttl: Duration::from_secs(config.auth.session_ttl_days * 86_400),
+            delay_after_failures: config.auth.delay_after_failures,
+            max_delay: Duration::from_secs(config.auth.max_delay_secs),
+            lockout_after_failures: config.auth.lockout_after_failures,
+            lockout_duration: Duration::from_secs(config.auth.lockout_minutes * 60),
+            ip_max_failures: config.auth.ip_max_failures,
+            ip_window: Duration::from_secs(config.auth.ip_window_secs),
+            self_signup: config.features.self_signup,
+        };
+        let services = Services::new(Deps {
+            store: store_port,
+            clock,
+            hasher,
+            tokens,
+            counters: counters.clone(),
+            namespaces: namespaces.clone(),
+            policy,
+        });
+        Ok(Self {
+            config,
+            store,
+            counters,
+            namespaces,
+            services,
+        })
+    }
+
+    /// The HTTP application.
+    pub fn router(&self) -> axum::Router {
+        karen_http::router(
+            self.services.clone(),
+            HttpConfig {
+                body_limit: self.config.server.body_limit_bytes,
+                request_timeout: Duration::from_secs(self.config.server.request_timeout_secs),
+                trusted_proxy_hops: self.config.server.trusted_proxy_hops,
+                hsts: self.config.server.hsts,
+            },
+        )
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish
+    /// for at most `server.shutdown_grace_secs`.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+        let app = self
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutdown requested; draining in-flight requests");
+            let _ = signalled_tx.send(());
+        });
+        let deadline = async move {
+            if signalled_rx.await.is_ok() {
+                tokio::time::sleep(grace).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            result = server => result.context("serving HTTP")?,
+            () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "drain deadline passed; closing remaining connections"),
+        }
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {},
+                    _ = terminate.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,25 @@
+//! Structured logs: JSON lines (default) or human-readable, levels per module.
+//! Each line of a request carries the request span's fields (request_id,
+//! method, route, tenant_id, user_id).
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogConfig, LogFormat};
+
+/// Installs the global subscriber (once; later calls are ignored).
+pub fn init(config: &LogConfig) {
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    let _ = match config.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_target(true)
+            .try_init(),
+        LogFormat::Pretty => builder.with_target(false).try_init(),
+    };
+}

@@ -1,0 +1,1 @@
+//! Test support: spawn a whole Karen server per test on SQLite or PostgreSQL.

@@ -1,1 +1,268 @@
-//! Test support: spawn a whole Karen server per test on SQLite or PostgreSQL.
+//! Test support: [`spawn`] starts a whole Karen in-process on its own loopback
+//! port, on the embedded backend (SQLite file + in-process cache) or the
+//! scale-out one (a fresh PostgreSQL database served through the confined
+//! application role, plus Redis with a per-test key prefix), and returns an
+//! HTTP client for it. With `CI` set, a missing PostgreSQL or Redis fails the
+//! test instead of skipping it.
+
+// Test support: failing loudly at the first surprise is the point.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod clock;
+mod reply;
+mod services;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use karen::Karen;
+use karen::config::{Config, Mode};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub use clock::TestClock;
+pub use reply::Reply;
+pub use services::{PgDatabase, redis_url};
+
+/// Which stores a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite file and in-process counters (mode `minimal`).
+    Sqlite,
+    /// PostgreSQL with row-level security and Redis (mode `standard`).
+    Postgres,
+}
+
+/// A password that satisfies the policy, used for test accounts.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A running test server.
+pub struct TestApp {
+    pub backend: Backend,
+    pub base_url: String,
+    pub http: reqwest::Client,
+    /// The bootstrap operator key.
+    pub operator_key: String,
+    pub clock: Arc<TestClock>,
+    pub karen: Arc<Karen>,
+    pub postgres: Option<PgDatabase>,
+    pub redis_prefix: Option<String>,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+/// A tenant created through the operator API, with its owner logged in.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: Uuid,
+    pub slug: String,
+    pub owner_id: Uuid,
+    pub owner_email: String,
+    pub owner_token: String,
+    pub owner_refresh: String,
+}
+
+/// Starts Karen on `backend`; `None` only when the backend's services are
+/// missing and `CI` is not set (the test then skips, saying why).
+pub async fn spawn(backend: Backend) -> Option<TestApp> {
+    spawn_with(backend, |_| {}).await
+}
+
+/// As [`spawn`], letting the test adjust the configuration first.
+pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
+    karen_crypto::install_crypto_provider();
+    let data_dir = std::env::temp_dir().join(format!("karen-test-{}", Uuid::now_v7().simple()));
+    let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
+    config.server.listen = "127.0.0.1:0".into();
+    // Real argon2id, at a cost that keeps hundreds of logins fast.
+    config.auth.password_hash_memory_kib = 8192;
+    config.auth.password_hash_iterations = 1;
+    config.log.level = "warn".into();
+    let mut postgres = None;
+    let mut redis_prefix = None;
+    match backend {
+        Backend::Sqlite => {
+            config.mode = Mode::Minimal;
+        }
+        Backend::Postgres => {
+            let database = PgDatabase::create().await?;
+            let redis = redis_url().await?;
+            let prefix = format!("karen-test-{}:", Uuid::now_v7().simple());
+            config.mode = Mode::Standard;
+            config.database.url = Some(database.app_url.clone());
+            config.database.migration_url = Some(database.owner_url.clone());
+            config.database.app_role = services::APP_ROLE.into();
+            config.database.max_connections = 8;
+            config.redis.url = Some(redis);
+            config.redis.key_prefix = prefix.clone();
+            postgres = Some(database);
+            redis_prefix = Some(prefix);
+        }
+    }
+    configure(&mut config);
+    let clock = Arc::new(TestClock::default());
+    let karen = Arc::new(Karen::open(config, clock.clone()).await.expect("karen starts"));
+    let operator_key = karen
+        .services
+        .auth
+        .bootstrap_operator_key()
+        .await
+        .expect("bootstrap key")
+        .map(|k| secrecy::ExposeSecret::expose_secret(&k).to_owned())
+        .expect("fresh installation creates an operator key");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = karen.clone();
+    tokio::spawn(async move {
+        let _ = server
+            .serve(listener, async move {
+                let _ = shutdown_rx.await;
+            })
+            .await;
+    });
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    Some(TestApp {
+        backend,
+        base_url,
+        http,
+        operator_key,
+        clock,
+        karen,
+        postgres,
+        redis_prefix,
+        data_dir,
+        shutdown: Some(shutdown_tx),
+    })
+}
+
+impl TestApp {
+    /// Sends a request with an optional bearer token and JSON body.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::read(request.send().await.expect("request reaches the server")).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        self.call("GET", path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("POST", path, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("PATCH", path, Some(token), Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, token: &str, body: Value) -> Reply {
+        self.call("PUT", path, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Reply {
+        self.call("DELETE", path, Some(token), None).await
+    }
+
+    /// Logs in; returns the token response body.
+    pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Reply {
+        self.call("POST", "/v1/auth/login", None, Some(json!({"tenant": tenant, "email": email, "password": password})))
+            .await
+    }
+
+    /// Logs in and returns the access token, failing the test otherwise.
+    pub async fn token(&self, tenant: &str, email: &str, password: &str) -> String {
+        let reply = self.login(tenant, email, password).await;
+        reply.expect(200);
+        reply.str("access_token").to_owned()
+    }
+
+    /// Creates a tenant (owner password [`PASSWORD`]) and logs its owner in.
+    pub async fn create_tenant(&self, slug: &str) -> TestTenant {
+        let owner_email = format!("owner@{slug}.test");
+        let reply = self
+            .post(
+                "/v1/platform/tenants",
+                &self.operator_key,
+                json!({"slug": slug, "name": format!("{slug} Inc."), "owner_email": owner_email, "owner_password": PASSWORD}),
+            )
+            .await;
+        reply.expect(201);
+        let login = self.login(slug, &owner_email, PASSWORD).await;
+        login.expect(200);
+        TestTenant {
+            id: reply.uuid("/tenant/id"),
+            slug: slug.to_owned(),
+            owner_id: reply.uuid("/owner/id"),
+            owner_email,
+            owner_token: login.str("access_token").to_owned(),
+            owner_refresh: login.str("refresh_token").to_owned(),
+        }
+    }
+
+    /// Creates a user with `roles` (password [`PASSWORD`]); returns its id and an access token.
+    pub async fn create_user(&self, tenant: &TestTenant, email: &str, roles: &[&str]) -> (Uuid, String) {
+        let reply = self
+            .post("/v1/users", &tenant.owner_token, json!({"email": email, "password": PASSWORD, "roles": roles}))
+            .await;
+        reply.expect(201);
+        (reply.uuid("/user/id"), self.token(&tenant.slug, email, PASSWORD).await)
+    }
+
+    /// Creates an API key as `token`; returns its id and secret.
+    pub async fn create_api_key(&self, token: &str, body: Value) -> (Uuid, String) {
+        let reply = self.post("/v1/api-keys", token, body).await;
+        reply.expect(201);
+        (reply.uuid("/api_key/id"), reply.str("key").to_owned())
+    }
+
+    /// Stops the server and removes the test's database, keys and files.
+    pub async fn stop(mut self) {
+        self.shutdown_now();
+        if let Some(database) = self.postgres.take() {
+            database.drop_database().await;
+        }
+        if let Some(prefix) = self.redis_prefix.take() {
+            services::delete_redis_prefix(&prefix).await;
+        }
+        let _ = tokio::fs::remove_dir_all(&self.data_dir).await;
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // A test that panicked did not call `stop`: clean up from a plain thread.
+        self.shutdown_now();
+        let database = self.postgres.take();
+        let prefix = self.redis_prefix.take();
+        let dir = self.data_dir.clone();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(async move {
+                    if let Some(database) = database {
+                        database.drop_database().await;
+                    }
+                    if let Some(prefix) = prefix {
+                        services::delete_redis_prefix(&prefix).await;
+                    }
+                });
+            }
+            let _ = std::fs::remove_dir_all(dir);
+        })
+        .join();
+    }
+}

@@ -1,0 +1,33 @@
+//! Karen's integration tests: whole servers on both backends, driven over HTTP
+//! (plus direct checks of the stores where a rule is about the stores).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+/// Generates, for each `case(backend)` function, a `sqlite` and a `postgres` test.
+macro_rules! on_both_backends {
+    ($($case:ident),+ $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$case(karen_testkit::Backend::Sqlite).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$case(karen_testkit::Backend::Postgres).await;
+                }
+            }
+        )+
+    };
+}
+
+mod api_keys;
+mod auth;
+mod contract;
+mod http;
+mod isolation;
+mod migrations;
+mod rbac;
+mod rls;
+mod tenants;

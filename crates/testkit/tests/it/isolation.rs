@@ -1,1 +1,335 @@
-//! (tests to come)
+//! Tenancy rule 7: every tenant endpoint, exercised by tenant A (with an access
+//! token and with an API key) against tenant B's objects, on both backends.
+//! Foreign ids answer 404 exactly like missing ids, lists never show B's rows,
+//! and B's data is unchanged afterwards. The test also checks that it covered
+//! every bearer-secured operation of the OpenAPI document.
+
+use std::collections::BTreeSet;
+
+use karen_testkit::{Backend, PASSWORD, Reply, TestApp, spawn};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+struct Tracker<'a> {
+    app: &'a TestApp,
+    covered: BTreeSet<(String, String)>,
+}
+
+impl Tracker<'_> {
+    async fn call(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        self.covered
+            .insert((method.to_lowercase(), template.to_owned()));
+        self.app.call(method, path, Some(token), body).await
+    }
+
+    /// Calls `template` with B's id and with a missing id; both must be the same 404.
+    async fn foreign_is_missing(
+        &mut self,
+        method: &str,
+        template: &str,
+        placeholder: &str,
+        foreign: &str,
+        token: &str,
+        body: Option<Value>,
+    ) {
+        let missing = Uuid::now_v7().to_string();
+        let missing_name = "no-such-role".to_owned();
+        let absent = if placeholder == "{name}" {
+            missing_name
+        } else {
+            missing
+        };
+        let foreign_reply = self
+            .call(
+                method,
+                template,
+                &template.replace(placeholder, foreign),
+                token,
+                body.clone(),
+            )
+            .await;
+        let missing_reply = self
+            .call(
+                method,
+                template,
+                &template.replace(placeholder, &absent),
+                token,
+                body,
+            )
+            .await;
+        foreign_reply.expect_problem(404, "not_found");
+        missing_reply.expect_problem(404, "not_found");
+        assert_eq!(
+            foreign_reply.body["detail"], missing_reply.body["detail"],
+            "{method} {template}: foreign and missing differ"
+        );
+    }
+}
+
+async fn tenants_cannot_reach_each_other(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let alpha = app.create_tenant("alpha").await;
+    let bravo = app.create_tenant("bravo").await;
+
+    // Tenant B's objects.
+    let (b_user, b_user_token) = app
+        .create_user(&bravo, "member@bravo.test", &["member"])
+        .await;
+    let (b_key, b_key_secret) = app
+        .create_api_key(&bravo.owner_token, json!({"name": "bravo key"}))
+        .await;
+    app.post(
+        "/v1/roles",
+        &bravo.owner_token,
+        json!({"name": "bravo-role", "permissions": ["chat:read"]}),
+    )
+    .await
+    .expect(201);
+    // Tenant A's own objects, and an API key of A's owner (a second kind of credential).
+    let (a_user, _) = app
+        .create_user(&alpha, "member@alpha.test", &["member"])
+        .await;
+    let (_, a_key_secret) = app
+        .create_api_key(&alpha.owner_token, json!({"name": "alpha key"}))
+        .await;
+
+    let mut t = Tracker {
+        app: &app,
+        covered: BTreeSet::new(),
+    };
+    for token in [alpha.owner_token.as_str(), a_key_secret.as_str()] {
+        let b_user = b_user.to_string();
+        let b_key = b_key.to_string();
+        for (method, template, body) in [
+            ("GET", "/v1/users/{user_id}", None),
+            (
+                "PATCH",
+                "/v1/users/{user_id}",
+                Some(json!({"display_name": "Mallory"})),
+            ),
+            (
+                "PUT",
+                "/v1/users/{user_id}/roles",
+                Some(json!({"roles": ["viewer"]})),
+            ),
+            ("POST", "/v1/users/{user_id}/disable", None),
+            ("POST", "/v1/users/{user_id}/enable", None),
+        ] {
+            t.foreign_is_missing(method, template, "{user_id}", &b_user, token, body)
+                .await;
+        }
+        for (method, template) in [
+            ("GET", "/v1/api-keys/{key_id}"),
+            ("DELETE", "/v1/api-keys/{key_id}"),
+        ] {
+            t.foreign_is_missing(method, template, "{key_id}", &b_key, token, None)
+                .await;
+        }
+        for (method, template, body) in [
+            ("GET", "/v1/roles/{name}", None),
+            (
+                "PATCH",
+                "/v1/roles/{name}",
+                Some(json!({"permissions": ["chat:read", "chat:write"]})),
+            ),
+            ("DELETE", "/v1/roles/{name}", None),
+        ] {
+            t.foreign_is_missing(method, template, "{name}", "bravo-role", token, body)
+                .await;
+        }
+
+        // Lists show A's rows only.
+        let users = t
+            .call("GET", "/v1/users", "/v1/users?limit=200", token, None)
+            .await;
+        users.expect(200);
+        let ids = users.item_ids();
+        assert!(ids.contains(&a_user.to_string()) && ids.contains(&alpha.owner_id.to_string()));
+        assert!(
+            !ids.contains(&b_user) && !ids.contains(&bravo.owner_id.to_string()),
+            "B's users listed for A"
+        );
+        let keys = t
+            .call("GET", "/v1/api-keys", "/v1/api-keys?all=true", token, None)
+            .await;
+        keys.expect(200);
+        assert!(!keys.item_ids().contains(&b_key), "B's key listed for A");
+        let roles = t.call("GET", "/v1/roles", "/v1/roles", token, None).await;
+        roles.expect(200);
+        assert!(!roles.text.contains("bravo-role"), "B's role listed for A");
+        let tenant = t.call("GET", "/v1/tenant", "/v1/tenant", token, None).await;
+        tenant.expect(200);
+        assert_eq!(tenant.str("slug"), "alpha");
+        let me = t.call("GET", "/v1/me", "/v1/me", token, None).await;
+        assert_eq!(me.expect(200).str("tenant_slug"), "alpha");
+        t.call("GET", "/v1/permissions", "/v1/permissions", token, None)
+            .await
+            .expect(200);
+    }
+
+    // Writes without ids land in A: B's email is free to use in A, names do not collide.
+    let owner = alpha.owner_token.as_str();
+    t.call(
+        "POST",
+        "/v1/users",
+        "/v1/users",
+        owner,
+        Some(json!({"email": "member@bravo.test", "password": PASSWORD})),
+    )
+    .await
+    .expect(201);
+    t.call(
+        "POST",
+        "/v1/roles",
+        "/v1/roles",
+        owner,
+        Some(json!({"name": "bravo-role", "permissions": []})),
+    )
+    .await
+    .expect(201);
+    t.call(
+        "POST",
+        "/v1/api-keys",
+        "/v1/api-keys",
+        owner,
+        Some(json!({"name": "bravo key"})),
+    )
+    .await
+    .expect(201);
+    t.call(
+        "PATCH",
+        "/v1/tenant",
+        "/v1/tenant",
+        owner,
+        Some(json!({"name": "Alpha renamed"})),
+    )
+    .await
+    .expect(200);
+    // Sessions: A logging out (everywhere) and changing passwords leaves B alone.
+    let second = app.token("alpha", &alpha.owner_email, PASSWORD).await;
+    t.call(
+        "POST",
+        "/v1/me/password",
+        "/v1/me/password",
+        &second,
+        Some(json!({"current_password": PASSWORD, "new_password": "another long passphrase"})),
+    )
+    .await
+    .expect(204);
+    t.call("POST", "/v1/auth/logout", "/v1/auth/logout", &second, None)
+        .await
+        .expect(204);
+    let third = app
+        .token("alpha", &alpha.owner_email, "another long passphrase")
+        .await;
+    t.call(
+        "POST",
+        "/v1/auth/logout-all",
+        "/v1/auth/logout-all",
+        &third,
+        None,
+    )
+    .await
+    .expect(200);
+
+    // B is untouched.
+    let b_owner = bravo.owner_token.as_str();
+    let user = app.get(&format!("/v1/users/{b_user}"), b_owner).await;
+    user.expect(200);
+    assert_eq!(user.str("status"), "active");
+    assert!(user.body["display_name"].is_null());
+    assert_eq!(user.body["roles"], json!(["member"]));
+    let key = app.get(&format!("/v1/api-keys/{b_key}"), b_owner).await;
+    assert!(key.expect(200).body["revoked_at"].is_null());
+    let role = app.get("/v1/roles/bravo-role", b_owner).await;
+    assert_eq!(role.expect(200).body["permissions"], json!(["chat:read"]));
+    assert_eq!(
+        app.get("/v1/tenant", b_owner).await.expect(200).str("name"),
+        "bravo Inc."
+    );
+    app.get("/v1/me", &b_user_token).await.expect(200);
+    app.get("/v1/me", &b_key_secret).await.expect(200);
+    app.token("bravo", &bravo.owner_email, PASSWORD).await;
+
+    // Every bearer-secured operation of the API was exercised above.
+    let document = app.call("GET", "/openapi.json", None, None).await;
+    let mut secured = BTreeSet::new();
+    for (path, item) in document.body["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let bearer = operation["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            if bearer {
+                secured.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    let missed: Vec<_> = secured.difference(&t.covered).collect();
+    assert!(
+        missed.is_empty(),
+        "the isolation suite does not exercise: {missed:?}"
+    );
+    app.stop().await;
+}
+
+/// A credential cannot be re-pointed at another tenant: an API key whose
+/// embedded tenant id is swapped for B's is unknown there.
+async fn credentials_are_bound_to_their_tenant(backend: Backend) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let alpha = app.create_tenant("alpha").await;
+    let bravo = app.create_tenant("bravo").await;
+    let (_, key) = app
+        .create_api_key(&alpha.owner_token, json!({"name": "k"}))
+        .await;
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(key.trim_start_matches("krn_"))
+        .unwrap();
+    raw[1..17].copy_from_slice(bravo.id.as_bytes());
+    let moved = format!("krn_{}", URL_SAFE_NO_PAD.encode(&raw));
+    app.get("/v1/me", &moved)
+        .await
+        .expect_problem(401, "invalid_token");
+    // The same for a refresh token.
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(alpha.owner_refresh.trim_start_matches("krr_"))
+        .unwrap();
+    raw[1..17].copy_from_slice(bravo.id.as_bytes());
+    let moved = format!("krr_{}", URL_SAFE_NO_PAD.encode(&raw));
+    app.call(
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": moved})),
+    )
+    .await
+    .expect_problem(401, "invalid_token");
+    // Operator keys are not tenant credentials, and tenant credentials are not operator keys.
+    app.get("/v1/me", &app.operator_key)
+        .await
+        .expect_problem(401, "invalid_token");
+    app.get("/v1/platform/tenants", &alpha.owner_token)
+        .await
+        .expect_problem(401, "invalid_token");
+    app.get("/v1/platform/tenants", &key)
+        .await
+        .expect_problem(401, "invalid_token");
+    app.stop().await;
+}
+
+on_both_backends!(
+    tenants_cannot_reach_each_other,
+    credentials_are_bound_to_their_tenant
+);

@@ -215,7 +215,7 @@ pub enum BuiltinRole {
     Owner,
     /// Everything but billing.
     Admin,
-    /// Manages users and their roles.
+    /// Manages users and their roles (and uses the assistant like a member).
     UserManager,
     /// Reads usage, audit and the user list.
     Analyst,
@@ -253,7 +253,7 @@ impl BuiltinRole {
         match self {
             BuiltinRole::Owner => "Everything, including billing; the organisation's first user.",
             BuiltinRole::Admin => "Everything except billing.",
-            BuiltinRole::UserManager => "Manages users and assigns roles up to their own rights.",
+            BuiltinRole::UserManager => "A member who also manages users, assigning roles up to their own rights.",
             BuiltinRole::Analyst => "Reads usage, the audit trail and the user list.",
             BuiltinRole::Member => "Uses the assistant: chat, memory, documents and own API keys.",
             BuiltinRole::Viewer => "Reads conversations, memories and documents.",
@@ -274,7 +274,10 @@ impl BuiltinRole {
                 .iter()
                 .filter(|p| *p != BillingManage)
                 .collect(),
-            BuiltinRole::UserManager => [UsersRead, UsersManage, TenantRead].into_iter().collect(),
+            // A user manager onboards members, so holds what it hands out.
+            BuiltinRole::UserManager => {
+                BuiltinRole::Member.permissions().union([UsersRead, UsersManage].into_iter().collect())
+            }
             BuiltinRole::Analyst => [UsageRead, AuditRead, UsersRead, TenantRead]
                 .into_iter()
                 .collect(),

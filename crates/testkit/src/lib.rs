@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 pub use clock::TestClock;
 pub use reply::Reply;
-pub use services::{PgDatabase, redis_url};
+pub use services::{PgDatabase, delete_redis_prefix, redis_url};
 
 /// Which stores a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,10 @@ pub async fn spawn(backend: Backend) -> Option<TestApp> {
 pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Option<TestApp> {
     karen_crypto::install_crypto_provider();
     let data_dir = std::env::temp_dir().join(format!("karen-test-{}", Uuid::now_v7().simple()));
-    let mut config = Config { data_dir: data_dir.clone(), ..Config::default() };
+    let mut config = Config {
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
     config.server.listen = "127.0.0.1:0".into();
     // Real argon2id, at a cost that keeps hundreds of logins fast.
     config.auth.password_hash_memory_kib = 8192;
@@ -103,7 +106,11 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
     }
     configure(&mut config);
     let clock = Arc::new(TestClock::default());
-    let karen = Arc::new(Karen::open(config, clock.clone()).await.expect("karen starts"));
+    let karen = Arc::new(
+        Karen::open(config, clock.clone())
+            .await
+            .expect("karen starts"),
+    );
     let operator_key = karen
         .services
         .auth
@@ -112,7 +119,9 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
         .expect("bootstrap key")
         .map(|k| secrecy::ExposeSecret::expose_secret(&k).to_owned())
         .expect("fresh installation creates an operator key");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let base_url = format!("http://{}", listener.local_addr().expect("addr"));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let server = karen.clone();
@@ -123,7 +132,10 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             })
             .await;
     });
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
     Some(TestApp {
         backend,
         base_url,
@@ -140,9 +152,17 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
 
 impl TestApp {
     /// Sends a request with an optional bearer token and JSON body.
-    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut request = self.http.request(method, format!("{}{path}", self.base_url));
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
@@ -174,8 +194,13 @@ impl TestApp {
 
     /// Logs in; returns the token response body.
     pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Reply {
-        self.call("POST", "/v1/auth/login", None, Some(json!({"tenant": tenant, "email": email, "password": password})))
-            .await
+        self.call(
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(json!({"tenant": tenant, "email": email, "password": password})),
+        )
+        .await
     }
 
     /// Logs in and returns the access token, failing the test otherwise.
@@ -209,12 +234,24 @@ impl TestApp {
     }
 
     /// Creates a user with `roles` (password [`PASSWORD`]); returns its id and an access token.
-    pub async fn create_user(&self, tenant: &TestTenant, email: &str, roles: &[&str]) -> (Uuid, String) {
+    pub async fn create_user(
+        &self,
+        tenant: &TestTenant,
+        email: &str,
+        roles: &[&str],
+    ) -> (Uuid, String) {
         let reply = self
-            .post("/v1/users", &tenant.owner_token, json!({"email": email, "password": PASSWORD, "roles": roles}))
+            .post(
+                "/v1/users",
+                &tenant.owner_token,
+                json!({"email": email, "password": PASSWORD, "roles": roles}),
+            )
             .await;
         reply.expect(201);
-        (reply.uuid("/user/id"), self.token(&tenant.slug, email, PASSWORD).await)
+        (
+            reply.uuid("/user/id"),
+            self.token(&tenant.slug, email, PASSWORD).await,
+        )
     }
 
     /// Creates an API key as `token`; returns its id and secret.
@@ -251,7 +288,10 @@ impl Drop for TestApp {
         let prefix = self.redis_prefix.take();
         let dir = self.data_dir.clone();
         let _ = std::thread::spawn(move || {
-            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 runtime.block_on(async move {
                     if let Some(database) = database {
                         database.drop_database().await;

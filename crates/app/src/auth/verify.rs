@@ -28,8 +28,10 @@ pub(crate) async fn load_member(
     tx: &mut dyn TenantTx,
     user_id: UserId,
 ) -> Result<(Tenant, User, PermissionSet)> {
-    let tenant = tx.tenant().await?;
-    tenant.ensure_usable()?;
+    // A deleted (or deleting) tenant makes its credentials invalid, not "not found".
+    let gone = |e: Error| if matches!(e, Error::NotFound(_)) { invalid() } else { e };
+    let tenant = tx.tenant().await.map_err(gone)?;
+    tenant.ensure_usable().map_err(gone)?;
     let user = tx.users().user_by_id(user_id).await?.ok_or_else(invalid)?;
     if user.status == UserStatus::Disabled {
         return Err(Error::UserDisabled);

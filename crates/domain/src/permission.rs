@@ -253,7 +253,9 @@ impl BuiltinRole {
         match self {
             BuiltinRole::Owner => "Everything, including billing; the organisation's first user.",
             BuiltinRole::Admin => "Everything except billing.",
-            BuiltinRole::UserManager => "A member who also manages users, assigning roles up to their own rights.",
+            BuiltinRole::UserManager => {
+                "A member who also manages users, assigning roles up to their own rights."
+            }
             BuiltinRole::Analyst => "Reads usage, the audit trail and the user list.",
             BuiltinRole::Member => "Uses the assistant: chat, memory, documents and own API keys.",
             BuiltinRole::Viewer => "Reads conversations, memories and documents.",
@@ -275,9 +277,9 @@ impl BuiltinRole {
                 .filter(|p| *p != BillingManage)
                 .collect(),
             // A user manager onboards members, so holds what it hands out.
-            BuiltinRole::UserManager => {
-                BuiltinRole::Member.permissions().union([UsersRead, UsersManage].into_iter().collect())
-            }
+            BuiltinRole::UserManager => BuiltinRole::Member
+                .permissions()
+                .union([UsersRead, UsersManage].into_iter().collect()),
             BuiltinRole::Analyst => [UsageRead, AuditRead, UsersRead, TenantRead]
                 .into_iter()
                 .collect(),

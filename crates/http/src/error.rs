@@ -68,6 +68,27 @@ impl ApiError {
         }
     }
 
+    /// Renames the field of a validation error to the request's own key (value
+    /// types name themselves, e.g. `email`, where a body says `owner_email`).
+    pub fn rename_field(error: Error, renames: &[(&str, &str)]) -> Error {
+        match error {
+            Error::Invalid {
+                field: Some(field),
+                message,
+            } => {
+                let renamed = renames
+                    .iter()
+                    .find(|(from, _)| *from == field)
+                    .map_or(field, |(_, to)| (*to).to_owned());
+                Error::Invalid {
+                    field: Some(renamed),
+                    message,
+                }
+            }
+            other => other,
+        }
+    }
+
     /// `bad_request` with a message.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         ApiError::Domain(Error::BadRequest(detail.into()))

@@ -35,7 +35,9 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             "malformed_json",
             format!("the body is not valid JSON: {text}"),
         ),
-        JsonRejection::JsonDataError(_) => ApiError::Domain(Error::invalid(None, text)),
+        JsonRejection::JsonDataError(_) => {
+            ApiError::Domain(Error::invalid(data_error_field(&text).as_deref(), text))
+        }
         JsonRejection::BytesRejection(_) if too_large => ApiError::http(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -43,6 +45,14 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
         ),
         _ => ApiError::http(StatusCode::BAD_REQUEST, "bad_request", text),
     }
+}
+
+/// The JSON path of a deserialisation error ("…target type: owner.email: …").
+fn data_error_field(text: &str) -> Option<String> {
+    let rest = text.split_once("target type: ")?.1;
+    let (path, _) = rest.split_once(": ")?;
+    let path = path.trim();
+    (!path.is_empty() && path != "." && !path.contains(' ')).then(|| path.to_owned())
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {

@@ -408,8 +408,8 @@ impl Config {
     }
 }
 
-/// Replaces the password of `scheme://user:password@host…` (and any
-/// `password=` query parameter) with `***`.
+/// Replaces the password of `scheme://user:password@host…` (and any query
+/// parameter whose name contains `password`) with `***`.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
     if let Some(scheme_end) = out.find("://") {
@@ -429,11 +429,337 @@ pub fn redact_url(url: &str) -> String {
         let redacted: Vec<String> = tail
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
                 _ => pair.to_owned(),
             })
             .collect();
         out = format!("{head}{}", redacted.join("&"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    // `Jail` closures must return `figment::Error`, which is large by design.
+    #![allow(clippy::result_large_err)]
+
+    use figment::Jail;
+
+    use super::*;
+
+    /// An environment provider that reads nothing (no variable has this prefix).
+    fn no_env() -> Env {
+        Env::prefixed("KAREN_CONFIG_TEST_UNSET_").split("__")
+    }
+
+    /// Loads `toml` as the configuration file, with no environment overrides.
+    fn load_toml(toml: &str) -> Result<Config, ConfigError> {
+        let mut result = None;
+        Jail::expect_with(|jail| {
+            jail.create_file("test.toml", toml)?;
+            result = Some(Config::load_from(Some(Path::new("test.toml")), no_env()));
+            Ok(())
+        });
+        result.expect("the jail ran")
+    }
+
+    /// The problems of a configuration that must be rejected, as one text.
+    #[track_caller]
+    fn rejected(result: Result<Config, ConfigError>) -> String {
+        match result {
+            Ok(config) => panic!("configuration accepted: {config:?}"),
+            Err(error) => {
+                assert!(!error.0.is_empty(), "a rejection lists its problems");
+                error.to_string()
+            }
+        }
+    }
+
+    #[track_caller]
+    fn problems_of(config: &Config) -> String {
+        rejected(config.validate().map(|()| config.clone()))
+    }
+
+    #[test]
+    fn defaults_validate_and_run_minimal_on_sqlite_in_the_data_dir() {
+        let config = Config::default();
+        config.validate().expect("defaults are valid");
+        assert_eq!(config.mode, Mode::Minimal);
+        assert!(config.database.url.is_none());
+        assert!(config.redis.url.is_none());
+        let expected = format!("sqlite://{}", config.data_dir.join("karen.db").display());
+        assert_eq!(config.database_url(), expected);
+        assert!(config.database_url().starts_with("sqlite://"));
+        assert!(config.database_url().contains("karen-data"));
+
+        let moved = Config {
+            data_dir: PathBuf::from("/var/lib/karen"),
+            ..Config::default()
+        };
+        assert_eq!(moved.database_url(), "sqlite:///var/lib/karen/karen.db");
+        moved.validate().expect("another data dir is valid");
+    }
+
+    #[test]
+    fn loading_nothing_gives_the_defaults() {
+        Jail::expect_with(|_jail| {
+            // The jail's working directory is empty: no karen.toml.
+            let config = Config::load_from(None, no_env()).expect("defaults load");
+            assert_eq!(config.mode, Mode::Minimal);
+            assert_eq!(config.server.listen, ServerConfig::default().listen);
+            assert_eq!(config.database_url(), Config::default().database_url());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_the_file() {
+        Jail::expect_with(|jail| {
+            jail.create_file(
+                "karen.toml",
+                "[server]\nlisten = \"127.0.0.1:1111\"\n[database]\nmax_connections = 3\n",
+            )?;
+            jail.set_env("KAREN_SERVER__LISTEN", "0.0.0.0:9090");
+            jail.set_env("KAREN_DATABASE__MAX_CONNECTIONS", "42");
+            let config = Config::load(None).expect("valid configuration");
+            assert_eq!(config.server.listen, "0.0.0.0:9090");
+            assert_eq!(config.database.max_connections, 42);
+            // Untouched keys keep their defaults.
+            assert_eq!(config.server.request_timeout_secs, 30);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_values_are_validated_too() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KAREN_DATABASE__MAX_CONNECTIONS", "0");
+            let message = rejected(Config::load(None));
+            assert!(message.contains("database.max_connections"), "{message}");
+            jail.set_env("KAREN_DATABASE__MAX_CONNECTIONS", "many");
+            // Named as the variable spells it (upper case).
+            let message = rejected(Config::load(None)).to_lowercase();
+            assert!(message.contains("database.max_connections"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_file_is_read_and_a_missing_named_file_is_an_error() {
+        let config = load_toml("mode = \"minimal\"\n[server]\nlisten = \"127.0.0.1:7070\"\n")
+            .expect("valid file");
+        assert_eq!(config.server.listen, "127.0.0.1:7070");
+        Jail::expect_with(|_jail| {
+            let message = rejected(Config::load_from(
+                Some(Path::new("does-not-exist.toml")),
+                no_env(),
+            ));
+            assert!(message.contains("does-not-exist.toml"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_naming_the_key() {
+        let message = rejected(load_toml(
+            "[server]\nlisten = \"127.0.0.1:8080\"\nlisten_port = 8080\n",
+        ));
+        assert!(message.contains("listen_port"), "{message}");
+        let message = rejected(load_toml("colour = \"blue\"\n"));
+        assert!(message.contains("colour"), "{message}");
+        let message = rejected(load_toml("[cache]\nsize = 1\n"));
+        assert!(message.contains("cache"), "{message}");
+    }
+
+    #[test]
+    fn wrong_types_are_rejected_naming_the_key() {
+        let message = rejected(load_toml("[server]\nrequest_timeout_secs = \"soon\"\n"));
+        assert!(message.contains("request_timeout_secs"), "{message}");
+        let message = rejected(load_toml("mode = \"huge\"\n"));
+        assert!(message.contains("mode"), "{message}");
+        let message = rejected(load_toml("[auth]\naccess_token_ttl_secs = -5\n"));
+        assert!(message.contains("access_token_ttl_secs"), "{message}");
+    }
+
+    #[test]
+    fn standard_mode_needs_both_database_and_redis_urls() {
+        let config = Config {
+            mode: Mode::Standard,
+            ..Config::default()
+        };
+        let message = problems_of(&config);
+        assert!(message.contains("database.url"), "{message}");
+        assert!(message.contains("redis.url"), "{message}");
+
+        let message = rejected(load_toml("mode = \"full\"\n"));
+        assert!(message.contains("database.url"), "{message}");
+        assert!(message.contains("redis.url"), "{message}");
+
+        let mut complete = Config {
+            mode: Mode::Standard,
+            ..Config::default()
+        };
+        complete.database.url = Some("postgres://karen_app@db:5432/karen".into());
+        complete.redis.url = Some("redis://cache:6379/0".into());
+        complete
+            .validate()
+            .expect("standard with both URLs is valid");
+        complete.redis.url = Some("http://cache:6379".into());
+        let message = problems_of(&complete);
+        assert!(message.contains("redis.url"), "{message}");
+    }
+
+    #[test]
+    fn minimal_mode_refuses_postgres_and_redis() {
+        let mut config = Config::default();
+        config.database.url = Some("postgres://karen@db:5432/karen".into());
+        let message = problems_of(&config);
+        assert!(message.contains("database.url"), "{message}");
+
+        let mut config = Config::default();
+        config.redis.url = Some("redis://cache:6379".into());
+        let message = problems_of(&config);
+        assert!(message.contains("redis.url"), "{message}");
+
+        let mut config = Config::default();
+        config.database.url = Some("mysql://karen@db/karen".into());
+        let message = problems_of(&config);
+        assert!(message.contains("database.url"), "{message}");
+    }
+
+    #[test]
+    fn a_listen_value_that_is_not_an_address_is_rejected() {
+        for listen in ["nope", "localhost", "127.0.0.1", ":8080", "127.0.0.1:99999"] {
+            let mut config = Config::default();
+            config.server.listen = listen.into();
+            let message = problems_of(&config);
+            assert!(message.contains("server.listen"), "{listen}: {message}");
+        }
+        let message = rejected(load_toml("[server]\nlisten = \"nope\"\n"));
+        assert!(message.contains("server.listen"), "{message}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected_naming_the_key() {
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 9] = [
+            ("auth.access_token_ttl_secs", |c| {
+                c.auth.access_token_ttl_secs = 5
+            }),
+            ("auth.access_token_ttl_secs", |c| {
+                c.auth.access_token_ttl_secs = 86_401
+            }),
+            ("server.body_limit_bytes", |c| {
+                c.server.body_limit_bytes = 10
+            }),
+            ("server.request_timeout_secs", |c| {
+                c.server.request_timeout_secs = 0
+            }),
+            ("database.max_connections", |c| {
+                c.database.max_connections = 0
+            }),
+            ("auth.session_ttl_days", |c| c.auth.session_ttl_days = 0),
+            ("auth.password_hash_memory_kib", |c| {
+                c.auth.password_hash_memory_kib = 64
+            }),
+            ("redis.timeout_ms", |c| c.redis.timeout_ms = 1),
+            ("log.level", |c| c.log.level = "loud,,=".into()),
+        ];
+        for (key, change) in cases {
+            let mut config = Config::default();
+            change(&mut config);
+            let message = problems_of(&config);
+            assert!(message.contains(key), "{key}: {message}");
+        }
+        let message = rejected(load_toml("[auth]\naccess_token_ttl_secs = 5\n"));
+        assert!(message.contains("auth.access_token_ttl_secs"), "{message}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut config = Config {
+            mode: Mode::Standard,
+            ..Config::default()
+        };
+        config.server.listen = "nope".into();
+        config.auth.access_token_ttl_secs = 5;
+        let Err(error) = config.validate() else {
+            panic!("invalid configuration accepted");
+        };
+        let message = error.to_string();
+        for key in [
+            "database.url",
+            "redis.url",
+            "server.listen",
+            "auth.access_token_ttl_secs",
+        ] {
+            assert!(message.contains(key), "{key}: {message}");
+        }
+        assert!(error.0.len() >= 4, "{message}");
+    }
+
+    #[test]
+    fn redact_url_hides_passwords_in_userinfo_and_query() {
+        let redacted = redact_url("postgres://u:secret@h:5432/db?password=x");
+        assert!(!redacted.contains("secret"), "{redacted}");
+        assert!(!redacted.contains("password=x"), "{redacted}");
+        assert_eq!(redacted, "postgres://u:***@h:5432/db?password=***");
+
+        let redacted =
+            redact_url("postgres://karen@h/db?sslmode=require&PASSWORD=hunter2&application_name=k");
+        assert!(!redacted.contains("hunter2"), "{redacted}");
+        assert!(redacted.contains("sslmode=require"), "{redacted}");
+        assert!(redacted.contains("application_name=k"), "{redacted}");
+
+        let redacted = redact_url("redis://:redispass@cache:6379/0");
+        assert!(!redacted.contains("redispass"), "{redacted}");
+        let redacted = redact_url("postgres://u:p@ss@h/db");
+        assert!(!redacted.contains("p@ss"), "{redacted}");
+        assert!(redacted.ends_with("@h/db"), "{redacted}");
+
+        // Nothing secret: unchanged.
+        for plain in [
+            "postgres://karen_app@db:5432/karen",
+            "sqlite://karen-data/karen.db",
+            "redis://cache:6379",
+        ] {
+            assert_eq!(redact_url(plain), plain);
+        }
+    }
+
+    #[test]
+    fn redacted_toml_never_contains_a_password() {
+        let mut config = Config {
+            mode: Mode::Standard,
+            ..Config::default()
+        };
+        config.database.url = Some("postgres://karen_app:app-secret@db:5432/karen".into());
+        config.database.migration_url =
+            Some("postgres://karen_owner:owner-secret@db:5432/karen?password=query-secret".into());
+        config.redis.url = Some("rediss://default:redis-secret@cache:6380/0".into());
+        config.validate().expect("valid configuration");
+        let shown = config.to_redacted_toml();
+        for secret in ["app-secret", "owner-secret", "query-secret", "redis-secret"] {
+            assert!(!shown.contains(secret), "'{secret}' leaked: {shown}");
+        }
+        assert!(shown.contains("***"), "{shown}");
+        assert!(
+            shown.contains("karen_app"),
+            "the user stays visible: {shown}"
+        );
+        // The original is untouched.
+        assert_eq!(
+            config.database.url.as_deref(),
+            Some("postgres://karen_app:app-secret@db:5432/karen")
+        );
+    }
+
+    #[test]
+    fn redacted_toml_of_the_defaults_loads_back() {
+        let shown = Config::default().to_redacted_toml();
+        assert!(shown.contains("sqlite://"), "{shown}");
+        let config = load_toml(&shown).expect("the shown configuration is a valid file");
+        assert_eq!(config.mode, Mode::Minimal);
+        assert_eq!(config.database_url(), Config::default().database_url());
+    }
 }

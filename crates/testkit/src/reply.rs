@@ -19,13 +19,22 @@ impl Reply {
         let headers = response.headers().clone();
         let text = response.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Self { status, headers, text, body }
+        Self {
+            status,
+            headers,
+            text,
+            body,
+        }
     }
 
     /// Fails the test unless the status is `status`.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Self {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.text);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.text
+        );
         self
     }
 
@@ -34,10 +43,22 @@ impl Reply {
     pub fn expect_problem(&self, status: u16, code: &str) -> &Self {
         self.expect(status);
         let content_type = self.header("content-type").unwrap_or_default();
-        assert_eq!(content_type, "application/problem+json", "problem content type; body: {}", self.text);
+        assert_eq!(
+            content_type, "application/problem+json",
+            "problem content type; body: {}",
+            self.text
+        );
         assert_eq!(self.body["code"], code, "problem code; body: {}", self.text);
-        assert_eq!(self.body["status"], status, "problem status field; body: {}", self.text);
-        assert!(self.body["detail"].as_str().is_some_and(|d| !d.is_empty()), "problem detail; body: {}", self.text);
+        assert_eq!(
+            self.body["status"], status,
+            "problem status field; body: {}",
+            self.text
+        );
+        assert!(
+            self.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "problem detail; body: {}",
+            self.text
+        );
         self
     }
 
@@ -49,13 +70,19 @@ impl Reply {
     /// A string at a top-level key.
     #[track_caller]
     pub fn str(&self, key: &str) -> &str {
-        self.body[key].as_str().unwrap_or_else(|| panic!("no string '{key}' in {}", self.text))
+        self.body[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no string '{key}' in {}", self.text))
     }
 
     /// A UUID at a JSON pointer (e.g. `/user/id`).
     #[track_caller]
     pub fn uuid(&self, pointer: &str) -> Uuid {
-        let text = self.body.pointer(pointer).and_then(Value::as_str).unwrap_or_else(|| panic!("no '{pointer}' in {}", self.text));
+        let text = self
+            .body
+            .pointer(pointer)
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no '{pointer}' in {}", self.text));
         Uuid::parse_str(text).unwrap()
     }
 

@@ -23,16 +23,20 @@ fn unavailable<T>(what: &str, error: impl std::fmt::Display) -> Option<T> {
 }
 
 fn admin_url() -> String {
-    std::env::var("KAREN_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("KAREN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The Redis URL for tests, if Redis answers.
 pub async fn redis_url() -> Option<String> {
-    let url = std::env::var("KAREN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let url =
+        std::env::var("KAREN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let probe = async {
         let client = redis::Client::open(url.as_str())?;
         let mut connection = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut connection).await
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
     };
     match tokio::time::timeout(Duration::from_secs(3), probe).await {
         Ok(Ok(_)) => Some(url),
@@ -43,14 +47,28 @@ pub async fn redis_url() -> Option<String> {
 
 /// Deletes every key under a test's prefix.
 pub async fn delete_redis_prefix(prefix: &str) {
-    let Some(url) = std::env::var("KAREN_TEST_REDIS_URL").ok().or_else(|| Some("redis://127.0.0.1:6379".into())) else {
+    let Some(url) = std::env::var("KAREN_TEST_REDIS_URL")
+        .ok()
+        .or_else(|| Some("redis://127.0.0.1:6379".into()))
+    else {
         return;
     };
-    let Ok(client) = redis::Client::open(url.as_str()) else { return };
-    let Ok(mut connection) = client.get_multiplexed_async_connection().await else { return };
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut connection).await.unwrap_or_default();
+    let Ok(client) = redis::Client::open(url.as_str()) else {
+        return;
+    };
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return;
+    };
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_default();
     if !keys.is_empty() {
-        let _: Result<u64, _> = redis::cmd("DEL").arg(keys).query_async(&mut connection).await;
+        let _: Result<u64, _> = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut connection)
+            .await;
     }
 }
 
@@ -79,7 +97,8 @@ impl PgDatabase {
     /// Creates `karen_t_<uuid>`; `None` when PostgreSQL is unavailable locally.
     pub async fn create() -> Option<Self> {
         let admin = admin_url();
-        let connect = tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await;
+        let connect =
+            tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await;
         let mut connection = match connect {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => return unavailable("PostgreSQL", e),
@@ -93,15 +112,22 @@ impl PgDatabase {
         let _ = connection.close().await;
         let owner_url = with_database(&admin, &name);
         let app_url = with_user(&owner_url, APP_ROLE);
-        Some(Self { name, owner_url, app_url })
+        Some(Self {
+            name,
+            owner_url,
+            app_url,
+        })
     }
 
     /// Drops the database (closing any connection left).
     pub async fn drop_database(&self) {
         if let Ok(mut connection) = sqlx::PgConnection::connect(&admin_url()).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)))
-                .execute(&mut connection)
-                .await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&mut connection)
+            .await;
             let _ = connection.close().await;
         }
     }

@@ -29,7 +29,13 @@ pub(crate) async fn load_member(
     user_id: UserId,
 ) -> Result<(Tenant, User, PermissionSet)> {
     // A deleted (or deleting) tenant makes its credentials invalid, not "not found".
-    let gone = |e: Error| if matches!(e, Error::NotFound(_)) { invalid() } else { e };
+    let gone = |e: Error| {
+        if matches!(e, Error::NotFound(_)) {
+            invalid()
+        } else {
+            e
+        }
+    };
     let tenant = tx.tenant().await.map_err(gone)?;
     tenant.ensure_usable().map_err(gone)?;
     let user = tx.users().user_by_id(user_id).await?.ok_or_else(invalid)?;

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::views::{TenantView, UserView};
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Authorized, Client, perm};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -215,7 +215,10 @@ async fn signup(
             owner_name: body.display_name,
             owner_password: Some(Password::parse(&body.password)?),
         })
-        .await?;
+        .await
+        .map_err(|e| {
+            ApiError::rename_field(e, &[("slug", "tenant_slug"), ("name", "tenant_name")])
+        })?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 

@@ -15,7 +15,7 @@ use utoipa_axum::routes;
 use super::auth::TenantCreated;
 use super::views::{PageParams, Paged, TenantView};
 use crate::AppState;
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Operator, path_id};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
@@ -37,6 +37,13 @@ async fn list_tenants(
     let page = state.services.tenants.list(&params.request()?).await?;
     Ok(Json(Paged::from_page(page, TenantView::from)))
 }
+
+/// Value types name themselves; the body names the owner's fields.
+const OWNER_FIELDS: &[(&str, &str)] = &[
+    ("email", "owner_email"),
+    ("display_name", "owner_name"),
+    ("password", "owner_password"),
+];
 
 /// A tenant to create, with its owner.
 #[derive(Deserialize, ToSchema)]
@@ -75,9 +82,11 @@ async fn create_tenant(
                 .owner_password
                 .as_deref()
                 .map(Password::parse)
-                .transpose()?,
+                .transpose()
+                .map_err(|e| ApiError::rename_field(e, OWNER_FIELDS))?,
         })
-        .await?;
+        .await
+        .map_err(|e| ApiError::rename_field(e, OWNER_FIELDS))?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 

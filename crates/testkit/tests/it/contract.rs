@@ -15,7 +15,8 @@ use karen_domain::{SystemReason, TenantId, TenantScope, UserId};
 use karen_testkit::{Backend, spawn};
 use uuid::Uuid;
 
-type Advance<'a> = Box<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> + Send + Sync + 'a>;
+type Advance<'a> =
+    Box<dyn Fn(Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> + Send + Sync + 'a>;
 
 /// The behaviour every `Counters` implementation must have.
 async fn counters_contract(counters: &dyn Counters, advance: Advance<'_>) {
@@ -24,25 +25,48 @@ async fn counters_contract(counters: &dyn Counters, advance: Advance<'_>) {
     let key = CacheKey::tenant(alpha, "test", "k");
     assert_eq!(counters.count(&key).await.unwrap(), 0);
     for expected in 1..=3 {
-        assert_eq!(counters.hit(&key, Duration::from_millis(400)).await.unwrap(), expected);
+        assert_eq!(
+            counters
+                .hit(&key, Duration::from_millis(400))
+                .await
+                .unwrap(),
+            expected
+        );
     }
     assert_eq!(counters.count(&key).await.unwrap(), 3);
     // The window ends and the count starts again.
     advance(Duration::from_millis(700)).await;
     assert_eq!(counters.count(&key).await.unwrap(), 0);
-    assert_eq!(counters.hit(&key, Duration::from_secs(60)).await.unwrap(), 1);
+    assert_eq!(
+        counters.hit(&key, Duration::from_secs(60)).await.unwrap(),
+        1
+    );
     counters.clear(&key).await.unwrap();
     assert_eq!(counters.count(&key).await.unwrap(), 0);
     // Concurrent hits are all counted.
     let global = CacheKey::global("test", &Uuid::now_v7().to_string());
-    let hits = futures::future::join_all((0..20).map(|_| counters.hit(&global, Duration::from_secs(60)))).await;
+    let hits =
+        futures::future::join_all((0..20).map(|_| counters.hit(&global, Duration::from_secs(60))))
+            .await;
     let mut seen: Vec<u64> = hits.into_iter().map(Result::unwrap).collect();
     seen.sort_unstable();
     assert_eq!(seen, (1..=20).collect::<Vec<_>>());
     // Purging a tenant removes its keys only.
     for part in ["a", "b", "c"] {
-        counters.hit(&CacheKey::tenant(alpha, "test", part), Duration::from_secs(60)).await.unwrap();
-        counters.hit(&CacheKey::tenant(bravo, "test", part), Duration::from_secs(60)).await.unwrap();
+        counters
+            .hit(
+                &CacheKey::tenant(alpha, "test", part),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        counters
+            .hit(
+                &CacheKey::tenant(bravo, "test", part),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
     }
     assert_eq!(counters.tenant_key_count(alpha).await.unwrap(), 3);
     assert_eq!(counters.purge_tenant(alpha).await.unwrap(), 3);
@@ -65,9 +89,15 @@ async fn memory_counters_meet_the_contract() {
 
 #[tokio::test]
 async fn redis_counters_meet_the_contract() {
-    let Some(url) = karen_testkit::redis_url().await else { return };
+    let Some(url) = karen_testkit::redis_url().await else {
+        return;
+    };
     let prefix = format!("karen-contract-{}:", Uuid::now_v7().simple());
-    let options = RedisOptions { url, key_prefix: prefix.clone(), timeout: Duration::from_secs(2) };
+    let options = RedisOptions {
+        url,
+        key_prefix: prefix.clone(),
+        timeout: Duration::from_secs(2),
+    };
     let counters = RedisCounters::connect(&options).await.unwrap();
     // Redis expires keys on its own clock: wait for real.
     let advance: Advance<'_> = Box::new(|by| Box::pin(tokio::time::sleep(by)));
@@ -82,13 +112,18 @@ async fn redis_that_is_down_is_reported_unavailable() {
         key_prefix: "x:".into(),
         timeout: Duration::from_millis(300),
     };
-    let error = RedisCounters::connect(&options).await.err().expect("nothing listens on port 1");
+    let error = RedisCounters::connect(&options)
+        .await
+        .err()
+        .expect("nothing listens on port 1");
     assert_eq!(error.code(), "service_unavailable");
 }
 
 /// The store's tenant boundary, its atomic updates and its conflicts.
 async fn store_contract(backend: Backend) {
-    let Some(app) = spawn(backend).await else { return };
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
     let alpha = app.create_tenant("alpha").await;
     let bravo = app.create_tenant("bravo").await;
     let store = app.karen.store.clone();
@@ -96,8 +131,20 @@ async fn store_contract(backend: Backend) {
 
     // A transaction of tenant A cannot find B's user by id, email or listing.
     let mut tx = store.tenant_read(scope(alpha.id)).await.unwrap();
-    assert!(tx.users().user_by_id(UserId::from_uuid(bravo.owner_id)).await.unwrap().is_none());
-    assert!(tx.users().user_by_email(&Email::parse(&bravo.owner_email).unwrap()).await.unwrap().is_none());
+    assert!(
+        tx.users()
+            .user_by_id(UserId::from_uuid(bravo.owner_id))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        tx.users()
+            .user_by_email(&Email::parse(&bravo.owner_email).unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
     let listed = tx.users().list_users(&Default::default()).await.unwrap();
     assert!(listed.iter().all(|u| u.tenant_id.as_uuid() == alpha.id) && listed.len() == 1);
     assert_eq!(tx.tenant().await.unwrap().slug.as_str(), "alpha");
@@ -110,7 +157,11 @@ async fn store_contract(backend: Backend) {
         let store = store.clone();
         async move {
             let mut tx = store.tenant(scope(alpha.id)).await.unwrap();
-            let failures = tx.users().record_login_failure(user, now, 5, now + time::Duration::minutes(15)).await.unwrap();
+            let failures = tx
+                .users()
+                .record_login_failure(user, now, 5, now + time::Duration::minutes(15))
+                .await
+                .unwrap();
             tx.commit().await.unwrap();
             failures
         }
@@ -119,8 +170,18 @@ async fn store_contract(backend: Backend) {
     let mut counts: Vec<i32> = attempts.iter().map(|f| f.count).collect();
     counts.sort_unstable();
     assert_eq!(counts, (1..=8).collect::<Vec<_>>());
-    assert!(attempts.iter().filter(|f| f.count >= 5).all(|f| f.locked_until.is_some()));
-    assert!(attempts.iter().filter(|f| f.count < 5).all(|f| f.locked_until.is_none()));
+    assert!(
+        attempts
+            .iter()
+            .filter(|f| f.count >= 5)
+            .all(|f| f.locked_until.is_some())
+    );
+    assert!(
+        attempts
+            .iter()
+            .filter(|f| f.count < 5)
+            .all(|f| f.locked_until.is_none())
+    );
 
     // A duplicate email is a conflict, and the transaction writes nothing.
     let mut tx = store.tenant(scope(alpha.id)).await.unwrap();
@@ -130,7 +191,14 @@ async fn store_contract(backend: Backend) {
     assert_eq!(error.code(), "conflict");
     drop(tx);
     let mut tx = store.tenant_read(scope(alpha.id)).await.unwrap();
-    assert_eq!(tx.users().list_users(&Default::default()).await.unwrap().len(), 1);
+    assert_eq!(
+        tx.users()
+            .list_users(&Default::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
     drop(tx);
     app.stop().await;
 }

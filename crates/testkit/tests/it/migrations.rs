@@ -6,10 +6,15 @@ use karen_sql::{SqlOptions, SqlStore};
 use karen_testkit::{Backend, spawn};
 
 async fn up_down_up_is_identical(backend: Backend) {
-    let Some(app) = spawn(backend).await else { return };
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
     let url = match &app.postgres {
         Some(database) => database.owner_url.clone(),
-        None => format!("sqlite://{}", app.data_dir.join("scratch-source.db").display()),
+        None => format!(
+            "sqlite://{}",
+            app.data_dir.join("scratch-source.db").display()
+        ),
     };
     let report = SqlStore::verify_on_scratch(&url).await.unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
@@ -21,7 +26,9 @@ async fn up_down_up_is_identical(backend: Backend) {
 }
 
 async fn a_forgotten_tenant_table_is_reported(backend: Backend) {
-    let Some(app) = spawn(backend).await else { return };
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
     let url = match &app.postgres {
         Some(database) => database.owner_url.clone(),
         None => format!("sqlite://{}", app.data_dir.join("karen.db").display()),
@@ -33,17 +40,33 @@ async fn a_forgotten_tenant_table_is_reported(backend: Backend) {
             sqlx::query(ddl).execute(pool).await.unwrap();
         }
         (_, Some(pool)) => {
-            sqlx::query("CREATE TABLE rogue (tenant_id UUID, note TEXT)").execute(pool).await.unwrap();
+            sqlx::query("CREATE TABLE rogue (tenant_id UUID, note TEXT)")
+                .execute(pool)
+                .await
+                .unwrap();
         }
         _ => unreachable!(),
     }
     let problems = owner.tenancy_problems().await.unwrap();
-    assert!(problems.iter().any(|p| p.contains("rogue") && p.contains("TENANT_TABLES")), "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("rogue") && p.contains("TENANT_TABLES")),
+        "{problems:?}"
+    );
     if backend == Backend::Postgres {
-        assert!(problems.iter().any(|p| p.contains("rogue") && p.contains("row-level security")), "{problems:?}");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("rogue") && p.contains("row-level security")),
+            "{problems:?}"
+        );
     }
     owner.close().await;
     app.stop().await;
 }
 
-on_both_backends!(up_down_up_is_identical, a_forgotten_tenant_table_is_reported);
+on_both_backends!(
+    up_down_up_is_identical,
+    a_forgotten_tenant_table_is_reported
+);

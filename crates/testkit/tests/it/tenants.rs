@@ -20,12 +20,22 @@ async fn remaining_rows(app: &TestApp, tenant: Uuid) -> Vec<(String, i64)> {
         let sql = format!("SELECT count(*) FROM {table} WHERE {column} = $1");
         let count: i64 = match &app.postgres {
             Some(database) => {
-                let mut owner = sqlx::PgConnection::connect(&database.owner_url).await.unwrap();
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(tenant).fetch_one(&mut owner).await.unwrap()
+                let mut owner = sqlx::PgConnection::connect(&database.owner_url)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .fetch_one(&mut owner)
+                    .await
+                    .unwrap()
             }
             None => {
                 let pool = app.karen.store.sqlite_pool().unwrap();
-                sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(tenant).fetch_one(pool).await.unwrap()
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(tenant)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap()
             }
         };
         counts.push((table.to_owned(), count));
@@ -34,68 +44,150 @@ async fn remaining_rows(app: &TestApp, tenant: Uuid) -> Vec<(String, i64)> {
 }
 
 async fn deleting_a_tenant_leaves_nothing(backend: Backend) {
-    let Some(app) = spawn(backend).await else { return };
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
     let doomed = app.create_tenant("doomed").await;
     let kept = app.create_tenant("kept").await;
     // Give the doomed tenant data in every table and in the cache.
     for tenant in [&doomed, &kept] {
-        let (user, token) = app.create_user(tenant, &format!("u@{}.test", tenant.slug), &["member"]).await;
+        let (user, token) = app
+            .create_user(tenant, &format!("u@{}.test", tenant.slug), &["member"])
+            .await;
         app.create_api_key(&token, json!({"name": "k"})).await;
-        app.post("/v1/roles", &tenant.owner_token, json!({"name": "extra", "permissions": ["chat:read"]})).await.expect(201);
-        app.put(&format!("/v1/users/{user}/roles"), &tenant.owner_token, json!({"roles": ["member", "extra"]})).await.expect(200);
-        let refreshed = app.call("POST", "/v1/auth/refresh", None, Some(json!({"refresh_token": tenant.owner_refresh}))).await;
+        app.post(
+            "/v1/roles",
+            &tenant.owner_token,
+            json!({"name": "extra", "permissions": ["chat:read"]}),
+        )
+        .await
+        .expect(201);
+        app.put(
+            &format!("/v1/users/{user}/roles"),
+            &tenant.owner_token,
+            json!({"roles": ["member", "extra"]}),
+        )
+        .await
+        .expect(200);
+        let refreshed = app
+            .call(
+                "POST",
+                "/v1/auth/refresh",
+                None,
+                Some(json!({"refresh_token": tenant.owner_refresh})),
+            )
+            .await;
         refreshed.expect(200);
         let key = CacheKey::tenant(TenantId::from_uuid(tenant.id), "probe", "x");
-        app.karen.counters.hit(&key, std::time::Duration::from_secs(600)).await.unwrap();
+        app.karen
+            .counters
+            .hit(&key, std::time::Duration::from_secs(600))
+            .await
+            .unwrap();
     }
     let before = remaining_rows(&app, doomed.id).await;
-    assert!(before.iter().all(|(_, n)| *n > 0), "every table holds data of the tenant first: {before:?}");
+    assert!(
+        before.iter().all(|(_, n)| *n > 0),
+        "every table holds data of the tenant first: {before:?}"
+    );
     let id = TenantId::from_uuid(doomed.id);
     for namespace in &app.karen.namespaces {
-        assert!(namespace.holds_data(id).await.unwrap(), "{} holds data first", namespace.name());
+        assert!(
+            namespace.holds_data(id).await.unwrap(),
+            "{} holds data first",
+            namespace.name()
+        );
     }
 
-    let report = app.delete(&format!("/v1/platform/tenants/{}", doomed.id), &app.operator_key).await;
+    let report = app
+        .delete(
+            &format!("/v1/platform/tenants/{}", doomed.id),
+            &app.operator_key,
+        )
+        .await;
     report.expect(200);
     assert!(report.body["rows"]["users"].as_u64().unwrap() >= 2);
 
     let after = remaining_rows(&app, doomed.id).await;
-    assert!(after.iter().all(|(_, n)| *n == 0), "rows remain after deletion: {after:?}");
+    assert!(
+        after.iter().all(|(_, n)| *n == 0),
+        "rows remain after deletion: {after:?}"
+    );
     for namespace in &app.karen.namespaces {
-        assert!(!namespace.holds_data(id).await.unwrap(), "{} still holds data", namespace.name());
+        assert!(
+            !namespace.holds_data(id).await.unwrap(),
+            "{} still holds data",
+            namespace.name()
+        );
     }
     // Its credentials are dead, its slug is free again, the other tenant is whole.
     app.get("/v1/me", &doomed.owner_token).await.expect(401);
-    app.get(&format!("/v1/platform/tenants/{}", doomed.id), &app.operator_key).await.expect_problem(404, "not_found");
-    app.delete(&format!("/v1/platform/tenants/{}", doomed.id), &app.operator_key).await.expect_problem(404, "not_found");
-    assert!(remaining_rows(&app, kept.id).await.iter().all(|(_, n)| *n > 0));
+    app.get(
+        &format!("/v1/platform/tenants/{}", doomed.id),
+        &app.operator_key,
+    )
+    .await
+    .expect_problem(404, "not_found");
+    app.delete(
+        &format!("/v1/platform/tenants/{}", doomed.id),
+        &app.operator_key,
+    )
+    .await
+    .expect_problem(404, "not_found");
+    assert!(
+        remaining_rows(&app, kept.id)
+            .await
+            .iter()
+            .all(|(_, n)| *n > 0)
+    );
     let kept_id = TenantId::from_uuid(kept.id);
-    assert_eq!(app.karen.counters.tenant_key_count(kept_id).await.unwrap(), 1);
+    assert_eq!(
+        app.karen.counters.tenant_key_count(kept_id).await.unwrap(),
+        1
+    );
     app.get("/v1/me", &kept.owner_token).await.expect(200);
     app.create_tenant("doomed").await;
     app.stop().await;
 }
 
 async fn operator_manages_tenants(backend: Backend) {
-    let Some(app) = spawn(backend).await else { return };
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
     let op = app.operator_key.clone();
     // Without the operator key: refused.
-    app.call("GET", "/v1/platform/tenants", None, None).await.expect_problem(401, "unauthenticated");
+    app.call("GET", "/v1/platform/tenants", None, None)
+        .await
+        .expect_problem(401, "unauthenticated");
     let body = json!({"slug": "acme", "name": "Acme", "owner_email": "boss@acme.test"});
     let created = app.post("/v1/platform/tenants", &op, body.clone()).await;
     created.expect(201);
     // No owner password given: one is generated and shown once; it works.
     let generated = created.str("initial_password").to_owned();
     assert!(generated.len() >= 12);
-    app.login("acme", "boss@acme.test", &generated).await.expect(200);
+    app.login("acme", "boss@acme.test", &generated)
+        .await
+        .expect(200);
     assert_eq!(created.body["owner"]["roles"], json!(["owner"]));
     assert_eq!(created.body["tenant"]["plan"], "free");
-    app.post("/v1/platform/tenants", &op, body).await.expect_problem(409, "conflict");
-    app.post("/v1/platform/tenants", &op, json!({"slug": "Bad Slug", "name": "x", "owner_email": "a@b.test"}))
+    app.post("/v1/platform/tenants", &op, body)
         .await
-        .expect_problem(422, "validation_failed");
+        .expect_problem(409, "conflict");
+    app.post(
+        "/v1/platform/tenants",
+        &op,
+        json!({"slug": "Bad Slug", "name": "x", "owner_email": "a@b.test"}),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
     let id = created.uuid("/tenant/id");
-    let changed = app.patch(&format!("/v1/platform/tenants/{id}"), &op, json!({"plan": "enterprise", "name": "Acme Corp"})).await;
+    let changed = app
+        .patch(
+            &format!("/v1/platform/tenants/{id}"),
+            &op,
+            json!({"plan": "enterprise", "name": "Acme Corp"}),
+        )
+        .await;
     assert_eq!(changed.expect(200).str("plan"), "enterprise");
     for n in 0..3 {
         app.create_tenant(&format!("t{n}-corp")).await;
@@ -104,25 +196,49 @@ async fn operator_manages_tenants(backend: Backend) {
     first.expect(200);
     assert_eq!(first.item_ids().len(), 2);
     let cursor = first.str("next_cursor").to_owned();
-    let second = app.get(&format!("/v1/platform/tenants?limit=2&after={cursor}"), &op).await;
+    let second = app
+        .get(&format!("/v1/platform/tenants?limit=2&after={cursor}"), &op)
+        .await;
     assert_eq!(second.expect(200).item_ids().len(), 2);
     assert!(second.body["next_cursor"].is_null());
-    app.get("/v1/platform/tenants?limit=0", &op).await.expect_problem(422, "validation_failed");
-    app.get("/v1/platform/tenants?limit=abc", &op).await.expect_problem(400, "bad_request");
-    let suspended = app.post(&format!("/v1/platform/tenants/{id}/suspend"), &op, json!({})).await;
-    assert_eq!(suspended.expect(200).str("status"), "suspended");
-    app.post(&format!("/v1/platform/tenants/{}/suspend", Uuid::now_v7()), &op, json!({}))
+    app.get("/v1/platform/tenants?limit=0", &op)
         .await
-        .expect_problem(404, "not_found");
+        .expect_problem(422, "validation_failed");
+    app.get("/v1/platform/tenants?limit=abc", &op)
+        .await
+        .expect_problem(400, "bad_request");
+    let suspended = app
+        .post(
+            &format!("/v1/platform/tenants/{id}/suspend"),
+            &op,
+            json!({}),
+        )
+        .await;
+    assert_eq!(suspended.expect(200).str("status"), "suspended");
+    app.post(
+        &format!("/v1/platform/tenants/{}/suspend", Uuid::now_v7()),
+        &op,
+        json!({}),
+    )
+    .await
+    .expect_problem(404, "not_found");
     app.stop().await;
 }
 
 async fn creation_provisions_every_store(backend: Backend) {
-    let Some(app) = spawn(backend).await else { return };
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
     let acme = app.create_tenant("acme").await;
     let id = TenantId::from_uuid(acme.id);
     if backend == Backend::Sqlite {
-        assert!(app.data_dir.join("tenants").join(acme.id.to_string()).is_dir(), "embedded tenant directory");
+        assert!(
+            app.data_dir
+                .join("tenants")
+                .join(acme.id.to_string())
+                .is_dir(),
+            "embedded tenant directory"
+        );
     }
     // The owner exists in the tenant's own scope.
     let mut tx = app
@@ -132,24 +248,44 @@ async fn creation_provisions_every_store(backend: Backend) {
         .tenant_read(TenantScope::system(id, karen_domain::SystemReason::Cli))
         .await
         .unwrap();
-    assert!(tx.users().user_by_id(karen_domain::UserId::from_uuid(acme.owner_id)).await.unwrap().is_some());
+    assert!(
+        tx.users()
+            .user_by_id(karen_domain::UserId::from_uuid(acme.owner_id))
+            .await
+            .unwrap()
+            .is_some()
+    );
     app.stop().await;
 }
 
 async fn self_service_signup_is_a_toggle(backend: Backend) {
     let signup = json!({"tenant_slug": "newco", "tenant_name": "NewCo", "email": "f@newco.test", "password": PASSWORD});
-    let Some(app) = spawn(backend).await else { return };
-    app.call("POST", "/v1/signup", None, Some(signup.clone())).await.expect_problem(404, "feature_disabled");
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    app.call("POST", "/v1/signup", None, Some(signup.clone()))
+        .await
+        .expect_problem(404, "feature_disabled");
     app.stop().await;
 
-    let Some(app) = spawn_with(backend, |c| c.features.self_signup = true).await else { return };
-    let created = app.call("POST", "/v1/signup", None, Some(signup.clone())).await;
+    let Some(app) = spawn_with(backend, |c| c.features.self_signup = true).await else {
+        return;
+    };
+    let created = app
+        .call("POST", "/v1/signup", None, Some(signup.clone()))
+        .await;
     created.expect(201);
     assert!(created.body.get("initial_password").is_none());
-    app.login("newco", "f@newco.test", PASSWORD).await.expect(200);
-    app.call("POST", "/v1/signup", None, Some(signup)).await.expect_problem(409, "conflict");
+    app.login("newco", "f@newco.test", PASSWORD)
+        .await
+        .expect(200);
+    app.call("POST", "/v1/signup", None, Some(signup))
+        .await
+        .expect_problem(409, "conflict");
     let weak = json!({"tenant_slug": "weak", "tenant_name": "W", "email": "f@w.test", "password": "short"});
-    app.call("POST", "/v1/signup", None, Some(weak)).await.expect_problem(422, "validation_failed");
+    app.call("POST", "/v1/signup", None, Some(weak))
+        .await
+        .expect_problem(422, "validation_failed");
     app.stop().await;
 }
 

@@ -1,0 +1,357 @@
+//! Request ids, security headers, health endpoints and the OpenAPI document.
+
+use std::collections::BTreeSet;
+
+use karen_testkit::{Backend, PASSWORD};
+use reqwest::header::HeaderValue;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::*;
+
+async fn request_id_is_echoed_or_generated(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let with_id = async |path: &str, id: &str| {
+        get_with(
+            &app,
+            path,
+            "x-request-id",
+            HeaderValue::from_str(id).unwrap(),
+        )
+        .await
+    };
+    let at_limit = "a".repeat(128);
+    for id in ["abc-123", "client.id:42_x", at_limit.as_str()] {
+        let reply = with_id("/healthz", id).await;
+        reply.expect(200);
+        assert_eq!(reply.header("x-request-id"), Some(id));
+        // A client id is also the problem's request_id.
+        let reply = with_id("/v1/me", id).await;
+        expect_problem(&reply, 401, "unauthenticated");
+        assert_eq!(reply.body["request_id"], id);
+    }
+
+    // Not even text: a generated id, never an error.
+    let binary = HeaderValue::from_bytes(b"id-\xff\xfe").unwrap();
+    let reply = get_with(&app, "/healthz", "x-request-id", binary).await;
+    reply.expect(200);
+    assert!(Uuid::parse_str(reply.header("x-request-id").unwrap_or_default()).is_ok());
+
+    let too_long = "a".repeat(500);
+    for unsafe_id in [
+        "has spaces in it",
+        &too_long,
+        "semi;colon",
+        "quote\"d",
+        "<script>",
+        "",
+    ] {
+        for path in ["/healthz", "/v1/nope"] {
+            let reply = with_id(path, unsafe_id).await;
+            let echoed = reply
+                .header("x-request-id")
+                .expect("a generated request id");
+            assert_ne!(echoed, unsafe_id);
+            assert!(
+                Uuid::parse_str(echoed).is_ok(),
+                "'{unsafe_id}' replaced by {echoed}"
+            );
+            if path == "/v1/nope" {
+                expect_problem(&reply, 404, "route_not_found");
+            }
+        }
+    }
+
+    let first = app.call("GET", "/healthz", None, None).await;
+    let second = app.call("GET", "/healthz", None, None).await;
+    let first = first
+        .header("x-request-id")
+        .expect("generated id")
+        .to_owned();
+    let second = second
+        .header("x-request-id")
+        .expect("generated id")
+        .to_owned();
+    assert!(Uuid::parse_str(&first).is_ok(), "{first}");
+    assert_ne!(first, second, "each request gets its own id");
+    app.stop().await;
+}
+
+async fn security_headers_are_on_every_response(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let tenant = app.create_tenant("acme").await;
+    let successes = [
+        app.call("GET", "/healthz", None, None).await,
+        app.call("GET", "/readyz", None, None).await,
+        app.call("GET", "/openapi.json", None, None).await,
+        app.get("/v1/me", &tenant.owner_token).await,
+        app.login("acme", &tenant.owner_email, PASSWORD).await,
+    ];
+    let failures = [
+        app.call("GET", "/v1/me", None, None).await,
+        app.call("GET", "/v1/nope", None, None).await,
+        app.call("DELETE", "/v1/me", None, None).await,
+        app.get("/v1/users/not-a-uuid", &tenant.owner_token).await,
+        app.login("acme", &tenant.owner_email, "wrong password!")
+            .await,
+    ];
+    for reply in &successes {
+        assert!(reply.status < 300, "{}", reply.text);
+    }
+    for reply in &failures {
+        assert!((400..500).contains(&reply.status), "{}", reply.text);
+    }
+    for reply in successes.iter().chain(&failures) {
+        expect_security_headers(reply);
+        assert!(
+            reply.header("x-request-id").is_some(),
+            "x-request-id on every response"
+        );
+    }
+    app.stop().await;
+}
+
+async fn health_and_readiness(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let reply = app.call("GET", "/healthz", None, None).await;
+    reply.expect(200);
+    assert_eq!(reply.body, json!({"status": "ok"}));
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json")
+    );
+
+    let reply = app.call("GET", "/readyz", None, None).await;
+    reply.expect(200);
+    assert_eq!(reply.str("status"), "ready");
+    let expected_backend = match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(reply.str("backend"), expected_backend);
+    let components = reply.body["components"].as_array().expect("components");
+    for name in ["database", "cache"] {
+        let component = components.iter().find(|c| c["name"] == name);
+        let component = component.unwrap_or_else(|| panic!("no {name}: {}", reply.text));
+        assert_eq!(component["ok"], true, "{name}: {}", reply.text);
+    }
+    app.stop().await;
+}
+
+/// Every operation declared by a `#[utoipa::path]` in crates/http/src/routes.
+const DECLARED_ROUTES: &str = "
+    get /healthz  get /readyz
+    post /v1/auth/login  post /v1/auth/refresh  post /v1/auth/logout  post /v1/auth/logout-all
+    post /v1/signup  get /v1/me  post /v1/me/password
+    get /v1/users  post /v1/users  get /v1/users/{user_id}  patch /v1/users/{user_id}
+    put /v1/users/{user_id}/roles  post /v1/users/{user_id}/disable
+    post /v1/users/{user_id}/enable
+    get /v1/permissions  get /v1/roles  post /v1/roles
+    get /v1/roles/{name}  patch /v1/roles/{name}  delete /v1/roles/{name}
+    get /v1/api-keys  post /v1/api-keys  get /v1/api-keys/{key_id}  delete /v1/api-keys/{key_id}
+    get /v1/tenant  patch /v1/tenant
+    get /v1/platform/tenants  post /v1/platform/tenants
+    get /v1/platform/tenants/{tenant_id}  patch /v1/platform/tenants/{tenant_id}
+    delete /v1/platform/tenants/{tenant_id}
+    post /v1/platform/tenants/{tenant_id}/suspend  post /v1/platform/tenants/{tenant_id}/resume";
+
+/// The routes that need no credential.
+const PUBLIC_ROUTES: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/v1/auth/login",
+    "/v1/auth/refresh",
+    "/v1/signup",
+];
+
+fn declared_routes() -> Vec<(String, String)> {
+    let words: Vec<&str> = DECLARED_ROUTES.split_whitespace().collect();
+    words
+        .chunks(2)
+        .map(|pair| (pair[0].to_owned(), pair[1].to_owned()))
+        .collect()
+}
+
+/// Every (method, path) operation in the document.
+fn documented_operations(document: &Value) -> BTreeSet<(String, String)> {
+    let paths = document["paths"]
+        .as_object()
+        .expect("the document has paths");
+    let methods = [
+        "get", "post", "put", "patch", "delete", "head", "options", "trace",
+    ];
+    let mut operations = BTreeSet::new();
+    for (path, item) in paths {
+        for method in methods.into_iter().filter(|m| item.get(*m).is_some()) {
+            operations.insert((method.to_owned(), path.clone()));
+        }
+    }
+    operations
+}
+
+/// Every `$ref` anywhere in `value`.
+fn references(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match (key.as_str(), inner) {
+                    ("$ref", Value::String(target)) => {
+                        out.insert(target.clone());
+                    }
+                    _ => references(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| references(item, out)),
+        _ => {}
+    }
+}
+
+#[track_caller]
+fn expect_problem_response(operation: &Value, status: &str, what: &str) {
+    let response = &operation["responses"][status];
+    assert!(
+        response.is_object(),
+        "{what} documents {status}: {operation}"
+    );
+    let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+    assert_eq!(
+        schema, "#/components/schemas/Problem",
+        "{what}: {status} is a problem"
+    );
+}
+
+fn is_secured(operation: &Value) -> bool {
+    operation["security"]
+        .as_array()
+        .is_some_and(|s| !s.is_empty())
+}
+
+async fn openapi_document_describes_every_route(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let reply = app.call("GET", "/openapi.json", None, None).await;
+    reply.expect(200);
+    assert!(
+        reply
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("application/json")
+    );
+    let document = &reply.body;
+    let version = document["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3.1."), "OpenAPI 3.1.x, got {version}");
+    assert!(
+        document["info"]["title"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty())
+    );
+
+    let operations = documented_operations(document);
+    for (method, path) in declared_routes() {
+        let public = PUBLIC_ROUTES.contains(&path.as_str());
+        let operation = &document["paths"][&path][&method];
+        assert!(
+            operations.contains(&(method.clone(), path.clone())),
+            "{method} {path} missing"
+        );
+        assert_eq!(
+            is_secured(operation),
+            !public,
+            "{method} {path}: security requirement"
+        );
+    }
+
+    let schemas = &document["components"]["schemas"];
+    for field in ["type", "title", "status", "detail", "code", "request_id"] {
+        assert!(
+            schemas["Problem"]["properties"][field].is_object(),
+            "Problem.{field}"
+        );
+    }
+    let schemes = &document["components"]["securitySchemes"];
+    for (method, path) in &operations {
+        let operation = &document["paths"][path][method];
+        let what = format!("{method} {path}");
+        expect_problem_response(operation, "400", &what);
+        expect_problem_response(operation, "500", &what);
+        if is_secured(operation) {
+            expect_problem_response(operation, "401", &what);
+            expect_problem_response(operation, "403", &what);
+            let requirements = operation["security"].as_array().into_iter().flatten();
+            for scheme in requirements
+                .filter_map(Value::as_object)
+                .flat_map(|r| r.keys())
+            {
+                assert!(
+                    schemes[scheme].is_object(),
+                    "{what}: undeclared scheme '{scheme}'"
+                );
+            }
+        }
+        if operation.get("requestBody").is_some() {
+            for status in ["413", "415", "422"] {
+                expect_problem_response(operation, status, &what);
+            }
+        }
+    }
+
+    let mut targets = BTreeSet::new();
+    references(document, &mut targets);
+    for target in targets {
+        let name = target.strip_prefix("#/components/schemas/");
+        let name = name.unwrap_or_else(|| panic!("unexpected reference {target}"));
+        assert!(
+            schemas[name].is_object(),
+            "{target} is referenced but not defined"
+        );
+    }
+    app.stop().await;
+}
+
+async fn every_documented_route_is_served(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let reply = app.call("GET", "/openapi.json", None, None).await;
+    reply.expect(200);
+    let operations = documented_operations(&reply.body);
+    assert!(operations.len() >= declared_routes().len());
+    let id = Uuid::now_v7().to_string();
+    for (method, path) in &operations {
+        let concrete = path
+            .replace("{user_id}", &id)
+            .replace("{key_id}", &id)
+            .replace("{tenant_id}", &id)
+            .replace("{name}", "no-such-role");
+        assert!(!concrete.contains('{'), "unexpected parameter in {path}");
+        // Without a credential or a body nothing changes, but the route answers.
+        let reply = app
+            .call(&method.to_uppercase(), &concrete, None, None)
+            .await;
+        let unrouted = matches!(reply.body["code"].as_str(), Some("route_not_found"));
+        assert!(
+            !unrouted && reply.status != 405,
+            "{method} {path} is not served"
+        );
+        assert!(reply.status < 500, "{method} {path}: {}", reply.text);
+    }
+    app.stop().await;
+}
+
+on_both_backends!(
+    request_id_is_echoed_or_generated,
+    security_headers_are_on_every_response,
+    health_and_readiness,
+    openapi_document_describes_every_route,
+    every_documented_route_is_served,
+);

@@ -51,6 +51,7 @@ pub struct TestApp {
     pub redis_prefix: Option<String>,
     pub data_dir: PathBuf,
     shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// A tenant created through the operator API, with its owner logged in.
@@ -125,7 +126,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
     let base_url = format!("http://{}", listener.local_addr().expect("addr"));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let server = karen.clone();
-    tokio::spawn(async move {
+    let server = tokio::spawn(async move {
         let _ = server
             .serve(listener, async move {
                 let _ = shutdown_rx.await;
@@ -147,6 +148,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
         redis_prefix,
         data_dir,
         shutdown: Some(shutdown_tx),
+        server: Some(server),
     })
 }
 
@@ -259,6 +261,15 @@ impl TestApp {
         let reply = self.post("/v1/api-keys", token, body).await;
         reply.expect(201);
         (reply.uuid("/api_key/id"), reply.str("key").to_owned())
+    }
+
+    /// Signals shutdown (as SIGTERM does) and waits until the server has drained
+    /// its in-flight requests and stopped.
+    pub async fn shutdown_gracefully(&mut self) {
+        self.shutdown_now();
+        if let Some(server) = self.server.take() {
+            server.await.expect("server task");
+        }
     }
 
     /// Stops the server and removes the test's database, keys and files.

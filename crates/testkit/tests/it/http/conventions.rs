@@ -355,3 +355,179 @@ on_both_backends!(
     openapi_document_describes_every_route,
     every_documented_route_is_served,
 );
+
+async fn readiness_names_the_failing_component(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    app.karen.store.close().await;
+    let reply = app.call("GET", "/readyz", None, None).await;
+    reply.expect(503);
+    assert_eq!(reply.body["status"], "unavailable");
+    let database = reply.body["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "database")
+        .unwrap();
+    assert_eq!(database["ok"], false);
+    assert!(database["detail"].as_str().is_some_and(|d| !d.is_empty()));
+    // Liveness does not depend on the stores.
+    app.call("GET", "/healthz", None, None).await.expect(200);
+    // A request needing the store is a 503 problem with Retry-After, not a 500.
+    let me = app.get("/v1/me", &acme.owner_token).await;
+    me.expect_problem(503, "service_unavailable");
+    assert!(me.header("retry-after").is_some());
+    app.stop().await;
+}
+
+async fn shutdown_drains_in_flight_requests(backend: Backend) {
+    // An expensive password hash makes a login slow enough to be in flight.
+    let Some(mut app) = karen_testkit::spawn_with(backend, |c| {
+        c.auth.password_hash_memory_kib = 131_072;
+        c.auth.password_hash_iterations = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let client = app.http.clone();
+    let url = format!("{}/v1/auth/login", app.base_url);
+    let body = json!({"tenant": "acme", "email": acme.owner_email, "password": PASSWORD});
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .json(&body)
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    app.shutdown_gracefully().await;
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        200,
+        "the in-flight login completed"
+    );
+    // The listener is closed: new requests are refused at the connection.
+    assert!(
+        app.http
+            .get(format!("{}/healthz", app.base_url))
+            .send()
+            .await
+            .is_err()
+    );
+    app.stop().await;
+}
+
+on_both_backends!(
+    readiness_names_the_failing_component,
+    shutdown_drains_in_flight_requests
+);
+
+/// Collects what the global subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+async fn every_request_logs_one_structured_line(backend: Backend) {
+    let captured = Captured::default();
+    let config = karen::config::LogConfig {
+        level: "info".into(),
+        ..Default::default()
+    };
+    karen::logging::init_with_writer(&config, captured.clone());
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let login = app
+        .http
+        .post(format!("{}/v1/auth/login", app.base_url))
+        .header("x-request-id", "login-req-1")
+        .json(&json!({"tenant": "acme", "email": acme.owner_email, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let me = app
+        .http
+        .get(format!("{}/v1/me", app.base_url))
+        .bearer_auth(&acme.owner_token)
+        .header("x-request-id", "me-req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    app.stop().await;
+
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every log line is JSON"))
+        .collect();
+    let of = |id: &str| {
+        lines
+            .iter()
+            .filter(|l| l["span"]["request_id"] == id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // The login request: its own message ("login succeeded") and the request line, both with its id.
+    let login_lines = of("login-req-1");
+    assert!(
+        login_lines
+            .iter()
+            .any(|l| l["message"] == "login succeeded"),
+        "{login_lines:?}"
+    );
+    let completed: Vec<&Value> = login_lines
+        .iter()
+        .filter(|l| l["message"] == "request completed")
+        .collect();
+    assert_eq!(completed.len(), 1, "exactly one request line");
+    // The /v1/me request line carries every field.
+    let me_lines = of("me-req-1");
+    let line = me_lines
+        .iter()
+        .find(|l| l["message"] == "request completed")
+        .expect("request line");
+    assert_eq!(line["status"], 200);
+    assert!(line["latency_ms"].as_f64().is_some());
+    assert!(line["timestamp"].is_string() && line["level"] == "INFO");
+    assert_eq!(line["span"]["method"], "GET");
+    assert_eq!(line["span"]["route"], "/v1/me");
+    assert_eq!(line["span"]["tenant_id"], acme.id.to_string());
+    assert_eq!(line["span"]["user_id"], acme.owner_id.to_string());
+    // No credential or password ever reaches the log.
+    for secret in [
+        PASSWORD,
+        acme.owner_token.as_str(),
+        acme.owner_refresh.as_str(),
+        "krn_op_",
+        "krr_",
+        "$argon2",
+    ] {
+        assert!(!text.contains(secret), "a secret reached the log: {secret}");
+    }
+}
+
+on_both_backends!(every_request_logs_one_structured_line);

@@ -12,7 +12,7 @@
 # 127.0.0.1 for the scale-out run (skipped with a note if absent).
 set -euo pipefail
 
-BIN=${KAREN_BIN:-${CARGO_TARGET_DIR:-target}/release/karen}
+BIN=${KAREN_BIN:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null | python3 -c "import json,sys; print(json.load(sys.stdin)['target_directory'])" 2>/dev/null || echo target)/release/karen}
 DURATION=${DURATION:-20s}
 CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}

@@ -1,6 +1,7 @@
 //! Readiness: is every store this process depends on answering?
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Deps;
 
@@ -17,14 +18,24 @@ pub struct ComponentHealth {
 #[derive(Clone)]
 pub struct HealthService {
     deps: Arc<Deps>,
+    draining: Arc<AtomicBool>,
 }
 
 impl HealthService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+        Self {
+            deps,
+            draining: Arc::new(AtomicBool::new(false)),
+        }
     }
 
-    /// Pings the SQL store and the cache.
+    /// Marks the process as shutting down: readiness fails from now on, so a
+    /// load balancer stops sending new requests while in-flight ones finish.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Pings the SQL store and the cache, and reports whether the server is draining.
     pub async fn readiness(&self) -> Vec<ComponentHealth> {
         let (database, cache) = tokio::join!(self.deps.store.ping(), self.deps.counters.ping());
         let check = |name, result: karen_domain::Result<()>| ComponentHealth {
@@ -35,7 +46,13 @@ impl HealthService {
                 other => other.to_string(),
             }),
         };
-        vec![check("database", database), check("cache", cache)]
+        let draining = self.draining.load(Ordering::SeqCst);
+        let server = ComponentHealth {
+            name: "server",
+            ok: !draining,
+            detail: draining.then(|| "shutting down; finishing in-flight requests".to_owned()),
+        };
+        vec![server, check("database", database), check("cache", cache)]
     }
 
     /// The SQL backend in use.

@@ -305,6 +305,21 @@ impl UserService {
         Ok(user)
     }
 
+    /// Lifts a login lockout and clears the failure count.
+    pub async fn unlock(&self, authority: Authority<'_>, id: UserId) -> Result<User> {
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        self.managed_user(authority, &mut *tx, id).await?;
+        tx.users().reset_login_failures(id).await?;
+        let user = tx
+            .users()
+            .user_by_id(id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "login lockout lifted");
+        Ok(user)
+    }
+
     /// A user's effective permissions (from their roles).
     pub async fn permissions(
         &self,

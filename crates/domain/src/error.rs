@@ -32,7 +32,7 @@ pub enum Error {
         field: Option<String>,
         message: String,
     },
-    /// The request itself is malformed (bad JSON, unknown field, bad header).
+    /// The request itself is malformed (a bad header, path or query parameter).
     #[error("{0}")]
     BadRequest(String),
     /// No or an unusable credential.
@@ -63,7 +63,8 @@ pub enum Error {
         retry_secs(retry_after)
     )]
     LoginThrottled { retry_after: Duration },
-    /// The account is locked after repeated failed logins.
+    /// The account is locked after repeated failed logins (an administrator can
+    /// unlock it early).
     #[error(
         "this account is locked after repeated failed logins; try again in {} seconds or ask an administrator to unlock it",
         retry_secs(retry_after)
@@ -72,8 +73,9 @@ pub enum Error {
     /// A feature that is switched off in this deployment.
     #[error("the '{0}' feature is disabled on this server")]
     FeatureDisabled(&'static str),
-    /// A store or service Karen depends on is unreachable.
-    #[error("{component} is unavailable")]
+    /// A store or service Karen depends on is unreachable. The detail is for
+    /// operators (CLI, logs); the HTTP layer does not show it to clients.
+    #[error("{component} is unavailable: {detail}")]
     Unavailable {
         component: &'static str,
         detail: String,

@@ -154,7 +154,12 @@ impl IntoResponse for ApiError {
                     problem_type: format!("urn:karen:problem:{}", error.code()),
                     title: title_of(status),
                     status: status.as_u16(),
-                    detail: error.to_string(),
+                    detail: match &error {
+                        Error::Unavailable { component, .. } => {
+                            format!("{component} is unavailable; try again shortly")
+                        }
+                        other => other.to_string(),
+                    },
                     code: error.code().to_owned(),
                     field: match &error {
                         Error::Invalid { field, .. } => field.clone(),

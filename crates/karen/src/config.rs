@@ -373,6 +373,12 @@ impl Config {
         if self.auth.lockout_after_failures < 1 || self.auth.delay_after_failures < 0 {
             problems.push("auth.lockout_after_failures must be at least 1 and auth.delay_after_failures at least 0".into());
         }
+        if self.auth.ip_max_failures < 1
+            || self.auth.ip_window_secs < 1
+            || self.auth.max_delay_secs < 1
+        {
+            problems.push("auth.ip_max_failures, auth.ip_window_secs and auth.max_delay_secs must be at least 1".into());
+        }
         if self.auth.issuer.trim().is_empty() {
             problems.push("auth.issuer: must not be empty".into());
         }

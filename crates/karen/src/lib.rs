@@ -176,8 +176,10 @@ impl Karen {
         let app = self
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
+        let health = self.services.health.clone();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
+            health.begin_draining();
             tracing::info!("shutdown requested; draining in-flight requests");
             let _ = signalled_tx.send(());
         });

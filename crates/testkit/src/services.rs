@@ -23,14 +23,14 @@ fn unavailable<T>(what: &str, error: impl std::fmt::Display) -> Option<T> {
 }
 
 fn admin_url() -> String {
-    std::env::var("KAREN_TEST_POSTGRES_URL")
+    std::env::var("TESTKIT_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The Redis URL for tests, if Redis answers.
 pub async fn redis_url() -> Option<String> {
     let url =
-        std::env::var("KAREN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        std::env::var("TESTKIT_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let probe = async {
         let client = redis::Client::open(url.as_str())?;
         let mut connection = client.get_multiplexed_async_connection().await?;
@@ -47,7 +47,7 @@ pub async fn redis_url() -> Option<String> {
 
 /// Deletes every key under a test's prefix.
 pub async fn delete_redis_prefix(prefix: &str) {
-    let Some(url) = std::env::var("KAREN_TEST_REDIS_URL")
+    let Some(url) = std::env::var("TESTKIT_REDIS_URL")
         .ok()
         .or_else(|| Some("redis://127.0.0.1:6379".into()))
     else {

@@ -67,22 +67,53 @@ impl Counters for MemoryCounters {
         Ok(())
     }
 
+    async fn put(&self, key: &CacheKey, value: u64, ttl: Duration) -> Result<()> {
+        let expires = self.clock.now() + ttl;
+        self.entries()
+            .insert(key.as_str().to_owned(), (value, expires));
+        Ok(())
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<u64>> {
+        let now = self.clock.now();
+        Ok(self
+            .entries()
+            .get(key.as_str())
+            .filter(|(_, expires)| *expires > now)
+            .map(|(value, _)| *value))
+    }
+
+    async fn remaining(&self, key: &CacheKey) -> Result<Option<Duration>> {
+        let now = self.clock.now();
+        Ok(self
+            .entries()
+            .get(key.as_str())
+            .filter(|(_, expires)| *expires > now)
+            .and_then(|(_, expires)| Duration::try_from(*expires - now).ok()))
+    }
+
     async fn purge_tenant(&self, tenant: TenantId) -> Result<u64> {
         let prefix = CacheKey::tenant_prefix(tenant);
-        let mut entries = self.entries();
-        let before = entries.len();
-        entries.retain(|key, _| !key.starts_with(&prefix));
-        Ok(u64::try_from(before - entries.len()).unwrap_or(u64::MAX))
+        let now = self.clock.now();
+        let mut removed_live = 0u64;
+        self.entries().retain(|key, (_, expires)| {
+            let of_tenant = key.starts_with(&prefix);
+            if of_tenant && *expires > now {
+                removed_live += 1;
+            }
+            !of_tenant
+        });
+        Ok(removed_live)
     }
 
     async fn tenant_key_count(&self, tenant: TenantId) -> Result<u64> {
         let prefix = CacheKey::tenant_prefix(tenant);
-        let count = self
-            .entries()
-            .keys()
-            .filter(|key| key.starts_with(&prefix))
-            .count();
-        Ok(u64::try_from(count).unwrap_or(u64::MAX))
+        let now = self.clock.now();
+        let entries = self.entries();
+        let live = entries
+            .iter()
+            .filter(|(key, (_, expires))| key.starts_with(&prefix) && *expires > now);
+        Ok(u64::try_from(live.count()).unwrap_or(u64::MAX))
     }
 
     async fn ping(&self) -> Result<()> {

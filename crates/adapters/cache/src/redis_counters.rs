@@ -136,6 +136,35 @@ impl Counters for RedisCounters {
             .map_err(unavailable)
     }
 
+    async fn put(&self, key: &CacheKey, value: u64, ttl: Duration) -> Result<()> {
+        let mut connection = self.connection.clone();
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        redis::cmd("SET")
+            .arg(self.key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis)
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, key: &CacheKey) -> Result<Option<u64>> {
+        let mut connection = self.connection.clone();
+        connection.get(self.key(key)).await.map_err(unavailable)
+    }
+
+    async fn remaining(&self, key: &CacheKey) -> Result<Option<Duration>> {
+        let mut connection = self.connection.clone();
+        // PTTL: -2 when absent, -1 when without expiry (never set by Karen).
+        let millis: i64 = redis::cmd("PTTL")
+            .arg(self.key(key))
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(u64::try_from(millis).ok().map(Duration::from_millis))
+    }
+
     async fn purge_tenant(&self, tenant: TenantId) -> Result<u64> {
         let keys = self.tenant_keys(tenant).await?;
         let mut connection = self.connection.clone();

@@ -146,11 +146,25 @@ impl SqlStore {
 
     /// Refuses to serve on a schema older or newer than this binary.
     pub async fn ensure_schema_current(&self) -> Result<()> {
-        let status = self.migration_status().await?;
-        if status.iter().any(|m| !m.applied) {
+        let applied = migrate::applied_versions(&self.pool).await?;
+        let known: Vec<i64> = migrate::embedded(&self.pool)
+            .iter()
+            .map(|m| m.version)
+            .collect();
+        if let Some(newer) = applied.iter().find(|v| !known.contains(v)) {
             return Err(Error::Unavailable {
                 component: "database",
-                detail: "the database schema is not up to date; run `karen migrate up` with the owner URL".into(),
+                detail: format!(
+                    "the database schema has migration {newer}, which this binary does not know; run a newer karen"
+                ),
+            });
+        }
+        if let Some(missing) = known.iter().find(|v| !applied.contains(v)) {
+            return Err(Error::Unavailable {
+                component: "database",
+                detail: format!(
+                    "migration {missing} is not applied; run `karen migrate up` (with database.migration_url on PostgreSQL)"
+                ),
             });
         }
         Ok(())

@@ -88,10 +88,10 @@ pub(crate) async fn down(pool: &Pool, target: i64) -> Result<(), Error> {
     .map_err(map_migrate)
 }
 
-/// Which migrations are applied.
-pub(crate) async fn status(pool: &Pool) -> Result<Vec<MigrationState>, Error> {
+/// Versions recorded as applied in the database (including any this binary does not know).
+pub(crate) async fn applied_versions(pool: &Pool) -> Result<Vec<i64>, Error> {
     let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-    let applied: Vec<i64> = match pool {
+    match pool {
         Pool::Sqlite(p) => p
             .fetch_all(sql)
             .await
@@ -105,7 +105,12 @@ pub(crate) async fn status(pool: &Pool) -> Result<Vec<MigrationState>, Error> {
         // No migrations table yet: nothing applied.
         sqlx::Error::Database(db) if db.message().contains("_sqlx_migrations") => Ok(Vec::new()),
         _ => Err(map_sqlx(e)),
-    })?;
+    })
+}
+
+/// Which migrations are applied.
+pub(crate) async fn status(pool: &Pool) -> Result<Vec<MigrationState>, Error> {
+    let applied = applied_versions(pool).await?;
     Ok(embedded(pool)
         .iter()
         .map(|m| MigrationState {
@@ -146,8 +151,10 @@ pub(crate) async fn grant_app_role(pool: &sqlx::PgPool, role: &str) -> Result<()
             format!("CREATE ROLE {quoted} LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE");
         match conn.execute(sqlx::AssertSqlSafe(create)).await {
             Ok(_) => {}
-            // Another migrator created it concurrently.
-            Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("42710") => {}
+            // Another migrator created it concurrently: "duplicate object", or a
+            // unique violation on pg_authid when both inserts raced.
+            Err(sqlx::Error::Database(db))
+                if matches!(db.code().as_deref(), Some("42710" | "23505")) => {}
             Err(e) => {
                 return Err(Error::invalid(
                     Some("database.app_role"),

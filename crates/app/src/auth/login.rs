@@ -2,16 +2,21 @@
 //! failures each further attempt must wait (doubling up to a cap), and after
 //! more the account locks for a while. Waits are refused with `Retry-After`,
 //! never slept, so an attacker cannot hold connections open.
+//!
+//! Addresses that are not accounts (unknown email, unknown tenant) are
+//! throttled and "locked" exactly like real accounts, from counters instead of
+//! the user row, so the answers never reveal which accounts exist.
 
 use std::time::Duration;
 
+use karen_domain::clock::{from_millis, to_millis};
 use karen_domain::credentials::SessionRecord;
 use karen_domain::error::AuthFailure;
 use karen_domain::ports::CacheKey;
 use karen_domain::tenant::TenantStatus;
 use karen_domain::user::{LoginFailures, Password, UserStatus};
 use karen_domain::values::{Email, Slug};
-use karen_domain::{Error, Result, SessionId, SystemReason, TenantScope};
+use karen_domain::{Error, Result, SessionId, SystemReason, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use super::{AuthService, ClientInfo, TokenPair};
@@ -33,8 +38,29 @@ fn until(now: OffsetDateTime, at: OffsetDateTime) -> Duration {
         .max(Duration::from_secs(1))
 }
 
+/// Counter keys standing in for the failure columns of an account that does not exist.
+struct PhantomAccount {
+    failures: CacheKey,
+    last_failure: CacheKey,
+    lock: CacheKey,
+}
+
+impl PhantomAccount {
+    fn new(tenant: Option<TenantId>, slug: &Slug, email: &Email) -> Self {
+        let key = |kind: &'static str| match tenant {
+            Some(tenant) => CacheKey::tenant(tenant, kind, email.as_str()),
+            None => CacheKey::global(kind, &format!("{slug}/{email}")),
+        };
+        Self {
+            failures: key("login_failures"),
+            last_failure: key("login_last_failure"),
+            lock: key("login_lock"),
+        }
+    }
+}
+
 impl AuthService {
-    /// How long an account with `failures` must still wait before its next attempt.
+    /// Refuses the attempt if the account must still wait or is locked.
     fn wait_before_next_attempt(
         &self,
         failures: &LoginFailures,
@@ -59,6 +85,47 @@ impl AuthService {
         })
     }
 
+    /// The failure state of an address that is not an account (times are stored
+    /// as values and compared with the injected clock, like the user row's).
+    async fn phantom_failures(&self, phantom: &PhantomAccount) -> Result<LoginFailures> {
+        let counters = &self.deps.counters;
+        let count = counters.count(&phantom.failures).await?;
+        let at = |millis: u64| from_millis(i64::try_from(millis).unwrap_or(i64::MAX));
+        Ok(LoginFailures {
+            count: i32::try_from(count).unwrap_or(i32::MAX),
+            last_failed_at: counters.get(&phantom.last_failure).await?.map(at),
+            locked_until: counters.get(&phantom.lock).await?.map(at),
+        })
+    }
+
+    /// Records a failure of an address that is not an account, as the user row would.
+    async fn note_phantom_failure(
+        &self,
+        phantom: &PhantomAccount,
+        now: OffsetDateTime,
+    ) -> Result<Option<Error>> {
+        let policy = &self.deps.policy;
+        let counters = &self.deps.counters;
+        let millis = |at: OffsetDateTime| u64::try_from(to_millis(at)).unwrap_or(0);
+        // Keys outlive what they record by a margin, so clock skew cannot drop them early.
+        let keep = policy.lockout_duration + policy.max_delay + Duration::from_secs(60);
+        let count = counters.hit(&phantom.failures, keep).await?;
+        counters
+            .put(&phantom.last_failure, millis(now), keep)
+            .await?;
+        if count >= u64::try_from(policy.lockout_after_failures).unwrap_or(u64::MAX) {
+            let lock_until = now + policy.lockout_duration;
+            counters
+                .put(&phantom.lock, millis(lock_until), keep)
+                .await?;
+            counters.clear(&phantom.failures).await?;
+            return Ok(Some(Error::AccountLocked {
+                retry_after: until(now, lock_until),
+            }));
+        }
+        Ok(None)
+    }
+
     async fn note_ip_failure(&self, ip_key: Option<&CacheKey>) {
         if let Some(key) = ip_key
             && let Err(error) = self
@@ -71,6 +138,65 @@ impl AuthService {
         }
     }
 
+    /// Refuses an address with too many recent failures.
+    async fn check_ip(&self, ip_key: Option<&CacheKey>) -> Result<()> {
+        let Some(key) = ip_key else { return Ok(()) };
+        let policy = &self.deps.policy;
+        match self.deps.counters.count(key).await {
+            Ok(count) if count >= policy.ip_max_failures => {
+                let left = self
+                    .deps
+                    .counters
+                    .remaining(key)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(policy.ip_window);
+                Err(Error::LoginThrottled {
+                    retry_after: left.max(Duration::from_secs(1)),
+                })
+            }
+            Ok(_) => Ok(()),
+            Err(error) => {
+                tracing::warn!(%error, "login throttle unavailable; continuing without the per-address limit");
+                Ok(())
+            }
+        }
+    }
+
+    /// Throttling for a non-account: the same answers a real account would get.
+    async fn refuse_phantom(
+        &self,
+        phantom: &PhantomAccount,
+        password: &Password,
+        ip_key: Option<&CacheKey>,
+    ) -> Error {
+        let now = self.deps.clock.now();
+        let state = match self.phantom_failures(phantom).await {
+            Ok(state) => state,
+            Err(error) => {
+                tracing::warn!(%error, "login throttle unavailable for an unknown account");
+                LoginFailures::default()
+            }
+        };
+        if let Some(wait) = self.wait_before_next_attempt(&state, now) {
+            return wait;
+        }
+        // Spend the time a real password check takes.
+        if let Err(error) = self.deps.hasher.verify(password, None).await {
+            return error;
+        }
+        self.note_ip_failure(ip_key).await;
+        match self.note_phantom_failure(phantom, now).await {
+            Ok(Some(locked)) => locked,
+            Ok(None) => bad_credentials(),
+            Err(error) => {
+                tracing::warn!(%error, "could not count a failed login for an unknown account");
+                bad_credentials()
+            }
+        }
+    }
+
     /// Checks email and password and opens a session.
     pub async fn login(&self, request: LoginRequest, client: &ClientInfo) -> Result<TokenPair> {
         let policy = &self.deps.policy;
@@ -78,20 +204,8 @@ impl AuthService {
             .ip
             .as_deref()
             .map(|ip| CacheKey::global("login_ip", ip));
-        if let Some(key) = &ip_key {
-            match self.deps.counters.count(key).await {
-                Ok(count) if count >= policy.ip_max_failures => {
-                    return Err(Error::LoginThrottled {
-                        retry_after: policy.ip_window,
-                    });
-                }
-                Ok(_) => {}
-                Err(error) => {
-                    tracing::warn!(%error, "login throttle unavailable; continuing without the per-address limit")
-                }
-            }
-        }
-        // Malformed tenant or email: answer like a wrong password (after the same work).
+        self.check_ip(ip_key.as_ref()).await?;
+        // Malformed tenant or email cannot be an account: answer like a wrong password.
         let (Ok(slug), Ok(email)) = (
             Slug::parse(request.tenant.trim()),
             Email::parse(&request.email),
@@ -104,9 +218,10 @@ impl AuthService {
         let tenant = platform.tenant_by_slug(&slug).await?;
         platform.commit().await?;
         let Some(tenant) = tenant.filter(|t| t.status != TenantStatus::Deleting) else {
-            self.deps.hasher.verify(&request.password, None).await?;
-            self.note_ip_failure(ip_key.as_ref()).await;
-            return Err(bad_credentials());
+            let phantom = PhantomAccount::new(None, &slug, &email);
+            return Err(self
+                .refuse_phantom(&phantom, &request.password, ip_key.as_ref())
+                .await);
         };
 
         let now = self.deps.clock.now();
@@ -115,44 +230,37 @@ impl AuthService {
             .store
             .tenant(TenantScope::system(tenant.id, SystemReason::Login))
             .await?;
-        let user = tx.users().user_by_email(&email).await?;
-        if let Some(wait) = user
-            .as_ref()
-            .and_then(|u| self.wait_before_next_attempt(&u.login_failures, now))
-        {
+        let Some(user) = tx.users().user_by_email(&email).await? else {
+            drop(tx);
+            let phantom = PhantomAccount::new(Some(tenant.id), &slug, &email);
+            return Err(self
+                .refuse_phantom(&phantom, &request.password, ip_key.as_ref())
+                .await);
+        };
+        if let Some(wait) = self.wait_before_next_attempt(&user.login_failures, now) {
             return Err(wait);
         }
-        let verified = self
+        if !self
             .deps
             .hasher
-            .verify(
-                &request.password,
-                user.as_ref().and_then(|u| u.password_hash.as_ref()),
-            )
-            .await?;
-        let user = match user {
-            Some(user) if verified => user,
-            Some(user) => {
-                let lock_until = now + policy.lockout_duration;
-                let failures = tx
-                    .users()
-                    .record_login_failure(user.id, now, policy.lockout_after_failures, lock_until)
-                    .await?;
-                tx.commit().await?;
-                self.note_ip_failure(ip_key.as_ref()).await;
-                if failures.locked_until.is_some_and(|at| at > now) {
-                    tracing::warn!(tenant_id = %tenant.id, user_id = %user.id, "account locked after repeated failed logins");
-                    return Err(Error::AccountLocked {
-                        retry_after: until(now, lock_until),
-                    });
-                }
-                return Err(bad_credentials());
+            .verify(&request.password, user.password_hash.as_ref())
+            .await?
+        {
+            let lock_until = now + policy.lockout_duration;
+            let failures = tx
+                .users()
+                .record_login_failure(user.id, now, policy.lockout_after_failures, lock_until)
+                .await?;
+            tx.commit().await?;
+            self.note_ip_failure(ip_key.as_ref()).await;
+            if failures.locked_until.is_some_and(|at| at > now) {
+                tracing::warn!(tenant_id = %tenant.id, user_id = %user.id, "account locked after repeated failed logins");
+                return Err(Error::AccountLocked {
+                    retry_after: until(now, lock_until),
+                });
             }
-            None => {
-                self.note_ip_failure(ip_key.as_ref()).await;
-                return Err(bad_credentials());
-            }
-        };
+            return Err(bad_credentials());
+        }
         // The password is right: now it is safe to say why access is refused.
         tenant.ensure_usable()?;
         if user.status == UserStatus::Disabled {

@@ -49,8 +49,16 @@ pub trait Counters: Send + Sync + 'static {
     async fn hit(&self, key: &CacheKey, window: Duration) -> Result<u64>;
     /// The count in the current window (0 when none).
     async fn count(&self, key: &CacheKey) -> Result<u64>;
-    /// Forgets the counter.
+    /// Forgets the counter (or mark).
     async fn clear(&self, key: &CacheKey) -> Result<()>;
+    /// Stores a value that is forgotten after `ttl` (replacing any earlier one).
+    /// Times are stored as values read against the injected clock; the TTL only
+    /// bounds how long the key is kept.
+    async fn put(&self, key: &CacheKey, value: u64, ttl: Duration) -> Result<()>;
+    /// The stored value (`None` when absent or expired).
+    async fn get(&self, key: &CacheKey) -> Result<Option<u64>>;
+    /// How long a counter's window or a value has left (`None` when absent).
+    async fn remaining(&self, key: &CacheKey) -> Result<Option<Duration>>;
     /// Removes every key of a tenant; returns how many.
     async fn purge_tenant(&self, tenant: TenantId) -> Result<u64>;
     /// How many keys a tenant has (used to prove a purge).

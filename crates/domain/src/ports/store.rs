@@ -125,6 +125,8 @@ pub trait UserRepo: Send {
         lock_threshold: i32,
         lock_until: OffsetDateTime,
     ) -> Result<LoginFailures>;
+    /// Clears failures and any lock (an administrator's unlock).
+    async fn reset_login_failures(&mut self, id: UserId) -> Result<()>;
     /// Clears failures and records the login time.
     async fn record_login_success(&mut self, id: UserId, at: OffsetDateTime) -> Result<()>;
 }

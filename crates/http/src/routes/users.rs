@@ -25,6 +25,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(set_roles))
         .routes(routes!(disable_user))
         .routes(routes!(enable_user))
+        .routes(routes!(unlock_user))
 }
 
 /// Lists the tenant's users, oldest first.
@@ -225,6 +226,27 @@ async fn enable_user(
             .services
             .users
             .enable(Authority::Member(&auth.ctx), id)
+            .await?
+            .into(),
+    ))
+}
+
+/// Lifts a login lockout early and clears the failure count.
+#[utoipa::path(post, path = "/v1/users/{user_id}/unlock", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    security(("bearer" = ["users:manage"])),
+    responses((status = 200, body = UserView),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant")))]
+async fn unlock_user(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<Json<UserView>> {
+    let id: UserId = path_id(&user_id)?;
+    Ok(Json(
+        state
+            .services
+            .users
+            .unlock(Authority::Member(&auth.ctx), id)
             .await?
             .into(),
     ))

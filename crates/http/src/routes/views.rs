@@ -13,7 +13,7 @@ use uuid::Uuid;
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Paged<T: ToSchema> {
     pub items: Vec<T>,
-    /// Absent on the last page.
+    /// `null` on the last page.
     pub next_cursor: Option<String>,
 }
 

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 /// Karen: a self-hosted, multi-tenant AI-assistant platform.
 #[derive(Parser, Debug)]
-#[command(name = "karen", version, about, propagate_version = true)]
+#[command(name = "karen", version, propagate_version = true)]
 pub struct Cli {
     /// Configuration file (default: ./karen.toml when present). KAREN_* variables override it.
     #[arg(long, global = true, env = "KAREN_CONFIG")]
@@ -85,7 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", karen_http::openapi_document().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => ops::serve(&ops::load(path)?).await,
+        Command::Serve => ops::serve(&ops::load_for_server(path)?).await,
         Command::Migrate(MigrateCommand::Up) => ops::migrate_up(&ops::load(path)?).await,
         Command::Migrate(MigrateCommand::Down { to }) => {
             ops::migrate_down(&ops::load(path)?, to).await

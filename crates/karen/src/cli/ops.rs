@@ -11,10 +11,22 @@ use karen_domain::clock::SystemClock;
 use karen_sql::SqlStore;
 use secrecy::ExposeSecret;
 
-/// Loads and validates the configuration, and sets up logging for a command.
-pub(super) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+/// Loads and validates the configuration for the server, logging as configured.
+pub(super) fn load_for_server(path: Option<&Path>) -> anyhow::Result<Config> {
     let config = Config::load(path)?;
     logging::init(&config.log);
+    Ok(config)
+}
+
+/// Loads and validates the configuration for an administration command: its
+/// output is the command's, so only warnings and errors are logged, to stderr.
+pub(super) fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    let config = Config::load(path)?;
+    let quiet = karen::config::LogConfig {
+        level: "warn,sqlx=error".into(),
+        ..config.log.clone()
+    };
+    logging::init_with_writer(&quiet, std::io::stderr);
     Ok(config)
 }
 

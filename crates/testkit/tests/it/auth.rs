@@ -270,6 +270,106 @@ async fn failed_logins_slow_down_then_lock_the_account(backend: Backend) {
     app.stop().await;
 }
 
+/// Runs the same failing sequence against an address; returns (status, code) of each answer.
+async fn failing_sequence(app: &TestApp, tenant: &str, email: &str) -> Vec<(u16, String)> {
+    let mut seen = Vec::new();
+    for n in 0..7 {
+        let reply = app
+            .login(tenant, email, &format!("wrong password number {n}"))
+            .await;
+        seen.push((
+            reply.status,
+            reply.body["code"].as_str().unwrap_or_default().to_owned(),
+        ));
+        if reply.status == 429 {
+            // Waited out, the attempt is counted.
+            app.clock.advance(Duration::from_secs(70));
+            let reply = app
+                .login(tenant, email, &format!("wrong password again {n}"))
+                .await;
+            seen.push((
+                reply.status,
+                reply.body["code"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    seen
+}
+
+async fn unknown_accounts_are_throttled_exactly_like_real_ones(backend: Backend) {
+    let Some(app) = spawn_with(backend, |c| {
+        c.auth.delay_after_failures = 2;
+        c.auth.lockout_after_failures = 4;
+        c.auth.ip_max_failures = 1000;
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let real = failing_sequence(&app, "acme", &acme.owner_email).await;
+    let unknown_user = failing_sequence(&app, "acme", "nobody@acme.test").await;
+    let unknown_tenant = failing_sequence(&app, "no-such-org", "nobody@nowhere.test").await;
+    assert!(
+        real.iter().any(|(s, _)| *s == 423),
+        "the real account locks: {real:?}"
+    );
+    assert!(
+        real.iter().any(|(s, _)| *s == 429),
+        "the real account is throttled: {real:?}"
+    );
+    assert_eq!(
+        real, unknown_user,
+        "an unknown email must answer like a real account"
+    );
+    assert_eq!(
+        real, unknown_tenant,
+        "an unknown tenant must answer like a real account"
+    );
+    app.stop().await;
+}
+
+async fn an_expired_lock_starts_a_fresh_count_and_admins_can_unlock(backend: Backend) {
+    let Some(app) = spawn_with(backend, |c| {
+        c.auth.delay_after_failures = 10;
+        c.auth.lockout_after_failures = 3;
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let (bob, _) = app.create_user(&acme, "bob@acme.test", &["member"]).await;
+    for n in 0..2 {
+        app.login("acme", "bob@acme.test", &format!("nope {n} nope nope"))
+            .await
+            .expect_problem(401, "invalid_credentials");
+    }
+    app.login("acme", "bob@acme.test", "nope 2 nope nope")
+        .await
+        .expect_problem(423, "account_locked");
+    // When the lock has run out, one more failure is just a failure.
+    app.clock.advance(Duration::from_secs(16 * 60));
+    app.login("acme", "bob@acme.test", "nope 3 nope nope")
+        .await
+        .expect_problem(401, "invalid_credentials");
+    app.login("acme", "bob@acme.test", "nope 4 nope nope")
+        .await
+        .expect_problem(401, "invalid_credentials");
+    app.login("acme", "bob@acme.test", "nope 5 nope nope")
+        .await
+        .expect_problem(423, "account_locked");
+    // An administrator lifts the lock at once.
+    let owner = app.token("acme", &acme.owner_email, PASSWORD).await;
+    app.post(&format!("/v1/users/{bob}/unlock"), &owner, json!({}))
+        .await
+        .expect(200);
+    app.login("acme", "bob@acme.test", PASSWORD)
+        .await
+        .expect(200);
+    app.stop().await;
+}
+
 async fn one_address_failing_everywhere_is_refused(backend: Backend) {
     let Some(app) = spawn_with(backend, |c| c.auth.ip_max_failures = 4).await else {
         return;
@@ -518,6 +618,8 @@ on_both_backends!(
     failed_logins_slow_down_then_lock_the_account,
     one_address_failing_everywhere_is_refused,
     unknown_tenant_email_and_wrong_password_look_alike,
+    unknown_accounts_are_throttled_exactly_like_real_ones,
+    an_expired_lock_starts_a_fresh_count_and_admins_can_unlock,
     disabling_a_user_ends_everything_at_once,
     suspended_tenants_are_refused_with_a_clear_problem,
     logout_and_logout_everywhere,

@@ -41,8 +41,41 @@ async fn counters_contract(counters: &dyn Counters, advance: Advance<'_>) {
         counters.hit(&key, Duration::from_secs(60)).await.unwrap(),
         1
     );
+    let left = counters
+        .remaining(&key)
+        .await
+        .unwrap()
+        .expect("a live window has time left");
+    assert!(
+        left <= Duration::from_secs(60) && left > Duration::from_secs(50),
+        "{left:?}"
+    );
     counters.clear(&key).await.unwrap();
     assert_eq!(counters.count(&key).await.unwrap(), 0);
+    assert_eq!(counters.remaining(&key).await.unwrap(), None);
+    // Values live for their time to live, and a new value replaces the old one.
+    let value = CacheKey::tenant(alpha, "test", "value");
+    assert_eq!(counters.get(&value).await.unwrap(), None);
+    counters
+        .put(&value, 1_764_000_000_000, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(counters.get(&value).await.unwrap(), Some(1_764_000_000_000));
+    counters
+        .put(&value, 7, Duration::from_millis(300))
+        .await
+        .unwrap();
+    assert_eq!(counters.get(&value).await.unwrap(), Some(7));
+    assert!(
+        counters
+            .remaining(&value)
+            .await
+            .unwrap()
+            .is_some_and(|d| d <= Duration::from_millis(300))
+    );
+    advance(Duration::from_millis(600)).await;
+    assert_eq!(counters.get(&value).await.unwrap(), None);
+    assert_eq!(counters.remaining(&value).await.unwrap(), None);
     // Concurrent hits are all counted.
     let global = CacheKey::global("test", &Uuid::now_v7().to_string());
     let hits =

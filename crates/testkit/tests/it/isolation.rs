@@ -123,6 +123,7 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             ),
             ("POST", "/v1/users/{user_id}/disable", None),
             ("POST", "/v1/users/{user_id}/enable", None),
+            ("POST", "/v1/users/{user_id}/unlock", None),
         ] {
             t.foreign_is_missing(method, template, "{user_id}", &b_user, token, body)
                 .await;

@@ -92,6 +92,12 @@ async fn every_role_is_allowed_exactly_what_it_holds(backend: Backend) {
                 None,
                 Some(Permission::UsersManage),
             ),
+            case(
+                "POST",
+                format!("/v1/users/{target}/unlock"),
+                None,
+                Some(Permission::UsersManage),
+            ),
             case("GET", "/v1/roles", None, Some(Permission::UsersRead)),
             case(
                 "GET",

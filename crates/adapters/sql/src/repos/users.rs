@@ -174,8 +174,17 @@ impl UserRepo for SqlTenantTx {
         lock_until: OffsetDateTime,
     ) -> Result<LoginFailures> {
         let q = self
-            .q("UPDATE users SET failed_login_count = failed_login_count + 1, last_failed_login_at = $3, \
-                locked_until = CASE WHEN failed_login_count + 1 >= $4 THEN $5 ELSE locked_until END \
+            // A lock that has run out starts a fresh count (otherwise one more
+            // failure would lock the account again at once).
+            .q("UPDATE users SET \
+                failed_login_count = CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 THEN 1 \
+                    ELSE failed_login_count + 1 END, \
+                locked_until = CASE \
+                    WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 THEN 1 \
+                          ELSE failed_login_count + 1 END) >= $4 THEN $5 \
+                    WHEN locked_until IS NOT NULL AND locked_until <= $3 THEN NULL \
+                    ELSE locked_until END, \
+                last_failed_login_at = $3 \
                 WHERE tenant_id = $1 AND id = $2 \
                 RETURNING failed_login_count, last_failed_login_at, locked_until")
             .bind(id.as_uuid())
@@ -188,6 +197,14 @@ impl UserRepo for SqlTenantTx {
             last_failed_at: rows::opt_time(&row, "last_failed_login_at")?,
             locked_until: rows::opt_time(&row, "locked_until")?,
         })
+    }
+
+    async fn reset_login_failures(&mut self, id: UserId) -> Result<()> {
+        let q = self
+            .q("UPDATE users SET failed_login_count = 0, last_failed_login_at = NULL, locked_until = NULL \
+                WHERE tenant_id = $1 AND id = $2")
+            .bind(id.as_uuid());
+        self.tx.execute(q).await.map(drop)
     }
 
     async fn record_login_success(&mut self, id: UserId, at: OffsetDateTime) -> Result<()> {

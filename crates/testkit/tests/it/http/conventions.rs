@@ -154,6 +154,7 @@ const DECLARED_ROUTES: &str = "
     get /v1/users  post /v1/users  get /v1/users/{user_id}  patch /v1/users/{user_id}
     put /v1/users/{user_id}/roles  post /v1/users/{user_id}/disable
     post /v1/users/{user_id}/enable
+    post /v1/users/{user_id}/unlock
     get /v1/permissions  get /v1/roles  post /v1/roles
     get /v1/roles/{name}  patch /v1/roles/{name}  delete /v1/roles/{name}
     get /v1/api-keys  post /v1/api-keys  get /v1/api-keys/{key_id}  delete /v1/api-keys/{key_id}
@@ -374,6 +375,15 @@ async fn readiness_names_the_failing_component(backend: Backend) {
     assert_eq!(database["ok"], false);
     assert!(database["detail"].as_str().is_some_and(|d| !d.is_empty()));
     // Liveness does not depend on the stores.
+    app.karen.services.health.begin_draining();
+    let draining = app.call("GET", "/readyz", None, None).await;
+    let server = draining.body["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "server")
+        .unwrap();
+    assert_eq!(server["ok"], false, "a draining server is not ready");
     app.call("GET", "/healthz", None, None).await.expect(200);
     // A request needing the store is a 503 problem with Retry-After, not a 500.
     let me = app.get("/v1/me", &acme.owner_token).await;

@@ -72,6 +72,14 @@ pub(crate) async fn resolve_roles(
     Ok((roles, permissions))
 }
 
+/// The user `id` of the transaction's tenant, or `not_found`.
+async fn existing(tx: &mut dyn TenantTx, id: UserId) -> Result<User> {
+    tx.users()
+        .user_by_id(id)
+        .await?
+        .ok_or(Error::NotFound("user"))
+}
+
 async fn permissions_of_user(tx: &mut dyn TenantTx, user: &User) -> Result<PermissionSet> {
     let custom = tx.roles().list_custom_roles().await?;
     Ok(permissions_of(&user.roles, &custom))
@@ -101,11 +109,7 @@ impl UserService {
             authority.require(Permission::UsersRead)?;
         }
         let mut tx = self.deps.store.tenant_read(authority.scope()).await?;
-        let user = tx
-            .users()
-            .user_by_id(id)
-            .await?
-            .ok_or(Error::NotFound("user"))?;
+        let user = existing(&mut *tx, id).await?;
         tx.commit().await?;
         Ok(user)
     }
@@ -192,11 +196,7 @@ impl UserService {
         id: UserId,
     ) -> Result<User> {
         authority.require(Permission::UsersManage)?;
-        let user = tx
-            .users()
-            .user_by_id(id)
-            .await?
-            .ok_or(Error::NotFound("user"))?;
+        let user = existing(&mut *tx, id).await?;
         let held = permissions_of_user(tx, &user).await?;
         authority.ensure_within(held, "managing this user")?;
         Ok(user)
@@ -281,11 +281,7 @@ impl UserService {
         self.ensure_not_last_owner(&mut *tx, &user).await?;
         let now = self.deps.clock.now();
         end_all_sessions(&mut *tx, id, now).await?;
-        user = tx
-            .users()
-            .user_by_id(id)
-            .await?
-            .ok_or(Error::NotFound("user"))?;
+        user = existing(&mut *tx, id).await?;
         user.status = UserStatus::Disabled;
         user.updated_at = now;
         tx.users().update_user(&user).await?;
@@ -310,11 +306,7 @@ impl UserService {
         let mut tx = self.deps.store.tenant(authority.scope()).await?;
         self.managed_user(authority, &mut *tx, id).await?;
         tx.users().reset_login_failures(id).await?;
-        let user = tx
-            .users()
-            .user_by_id(id)
-            .await?
-            .ok_or(Error::NotFound("user"))?;
+        let user = existing(&mut *tx, id).await?;
         tx.commit().await?;
         tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "login lockout lifted");
         Ok(user)

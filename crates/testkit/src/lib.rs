@@ -272,6 +272,34 @@ impl TestApp {
         }
     }
 
+    /// Gives `tenant` rows in every tenant table: a member with a custom role,
+    /// an API key, and a rotated refresh token (sessions and refresh tokens).
+    pub async fn populate(&self, tenant: &TestTenant) {
+        let email = format!("member@{}.test", tenant.slug);
+        let (user, token) = self.create_user(tenant, &email, &["member"]).await;
+        self.create_api_key(&token, json!({"name": "populated"}))
+            .await;
+        self.post(
+            "/v1/roles",
+            &tenant.owner_token,
+            json!({"name": "extra", "permissions": ["chat:read"]}),
+        )
+        .await
+        .expect(201);
+        self.put(
+            &format!("/v1/users/{user}/roles"),
+            &tenant.owner_token,
+            json!({"roles": ["member", "extra"]}),
+        )
+        .await
+        .expect(200);
+        let login = self.login(&tenant.slug, &email, PASSWORD).await;
+        let refresh = json!({"refresh_token": login.expect(200).str("refresh_token")});
+        self.call("POST", "/v1/auth/refresh", None, Some(refresh))
+            .await
+            .expect(200);
+    }
+
     /// Stops the server and removes the test's database, keys and files.
     pub async fn stop(mut self) {
         self.shutdown_now();

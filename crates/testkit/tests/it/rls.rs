@@ -6,31 +6,9 @@
 use std::sync::Arc;
 
 use karen_sql::schema::{PLATFORM_TABLES, TENANT_TABLES};
-use karen_testkit::{Backend, TestApp, TestTenant, spawn};
-use serde_json::json;
+use karen_testkit::{Backend, spawn};
 use sqlx::{Connection as _, PgConnection};
 use uuid::Uuid;
-
-async fn populate(app: &TestApp, tenant: &TestTenant) {
-    let (user, token) = app
-        .create_user(tenant, &format!("u@{}.test", tenant.slug), &["member"])
-        .await;
-    app.create_api_key(&token, json!({"name": "k"})).await;
-    app.post(
-        "/v1/roles",
-        &tenant.owner_token,
-        json!({"name": "extra", "permissions": []}),
-    )
-    .await
-    .expect(201);
-    app.put(
-        &format!("/v1/users/{user}/roles"),
-        &tenant.owner_token,
-        json!({"roles": ["member", "extra"]}),
-    )
-    .await
-    .expect(200);
-}
 
 async fn count(connection: &mut PgConnection, sql: String, tenant: Option<Uuid>) -> i64 {
     let query = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql));
@@ -57,8 +35,8 @@ async fn the_application_role_sees_only_the_tenant_it_set() {
     };
     let alpha = app.create_tenant("alpha").await;
     let bravo = app.create_tenant("bravo").await;
-    populate(&app, &alpha).await;
-    populate(&app, &bravo).await;
+    app.populate(&alpha).await;
+    app.populate(&bravo).await;
     let database = app.postgres.as_ref().unwrap();
     let mut conn = PgConnection::connect(&database.app_url).await.unwrap();
 

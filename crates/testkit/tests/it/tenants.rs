@@ -51,33 +51,7 @@ async fn deleting_a_tenant_leaves_nothing(backend: Backend) {
     let kept = app.create_tenant("kept").await;
     // Give the doomed tenant data in every table and in the cache.
     for tenant in [&doomed, &kept] {
-        let (user, token) = app
-            .create_user(tenant, &format!("u@{}.test", tenant.slug), &["member"])
-            .await;
-        app.create_api_key(&token, json!({"name": "k"})).await;
-        app.post(
-            "/v1/roles",
-            &tenant.owner_token,
-            json!({"name": "extra", "permissions": ["chat:read"]}),
-        )
-        .await
-        .expect(201);
-        app.put(
-            &format!("/v1/users/{user}/roles"),
-            &tenant.owner_token,
-            json!({"roles": ["member", "extra"]}),
-        )
-        .await
-        .expect(200);
-        let refreshed = app
-            .call(
-                "POST",
-                "/v1/auth/refresh",
-                None,
-                Some(json!({"refresh_token": tenant.owner_refresh})),
-            )
-            .await;
-        refreshed.expect(200);
+        app.populate(tenant).await;
         let key = CacheKey::tenant(TenantId::from_uuid(tenant.id), "probe", "x");
         app.karen
             .counters

@@ -2,10 +2,15 @@
 //! and a scale-out implementation, tested by one shared contract suite.
 
 mod cache;
+mod llm;
 mod security;
 mod store;
 
 pub use cache::{CacheKey, Counters, TenantNamespace};
+pub use llm::{
+    ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream, ContextItem,
+    EmbeddingProvider, Embeddings, FunctionCall, LlmError, TokenUsage, ToolCall, ToolCallDelta,
+};
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
     ApiKeyRepo, PlatformTx, PurgeReport, RoleRepo, SessionRepo, Store, TenantTx, UserRepo,

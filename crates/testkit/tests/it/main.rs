@@ -27,6 +27,7 @@ mod auth;
 mod contract;
 mod http;
 mod isolation;
+mod llm;
 mod migrations;
 mod rbac;
 mod rls;

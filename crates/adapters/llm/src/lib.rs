@@ -1,0 +1,1 @@
+//! Karen model providers (being built).

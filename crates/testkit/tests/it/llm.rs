@@ -1,0 +1,1 @@
+//! (model provider tests to come)

@@ -1,0 +1,1 @@
+//! A fake OpenAI-compatible upstream for tests (being built).

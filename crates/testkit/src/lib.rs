@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod clock;
+pub mod fake_llm;
 mod reply;
 mod services;
 

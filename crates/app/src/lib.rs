@@ -3,6 +3,7 @@
 //! who may do what, to which object, and what happens to the data.
 
 pub mod api_keys;
+pub mod assistant;
 pub mod auth;
 mod authority;
 pub mod credentials;
@@ -15,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use karen_domain::clock::Clock;
-use karen_domain::ports::{AccessTokens, Counters, PasswordHasher, Store, TenantNamespace};
+use karen_domain::ports::{
+    AccessTokens, Counters, ModelRouter, PasswordHasher, Store, TenantNamespace,
+};
 
 pub use authority::Authority;
 
@@ -70,6 +73,9 @@ pub struct Deps {
     /// creation, destroyed on deletion).
     pub namespaces: Vec<Arc<dyn TenantNamespace>>,
     pub policy: AuthPolicy,
+    /// Resolves model names to the tenant's providers.
+    pub router: Arc<dyn ModelRouter>,
+    pub assistant: assistant::AssistantPolicy,
 }
 
 /// All services, built once and shared by the HTTP layer and the CLI.
@@ -81,6 +87,7 @@ pub struct Services {
     pub roles: roles::RoleService,
     pub api_keys: api_keys::ApiKeyService,
     pub health: health::HealthService,
+    pub assistant: assistant::AssistantServices,
 }
 
 impl Services {
@@ -93,7 +100,8 @@ impl Services {
             users: users::UserService::new(deps.clone()),
             roles: roles::RoleService::new(deps.clone()),
             api_keys: api_keys::ApiKeyService::new(deps.clone()),
-            health: health::HealthService::new(deps),
+            health: health::HealthService::new(deps.clone()),
+            assistant: assistant::AssistantServices::new(deps),
         }
     }
 }

@@ -73,6 +73,9 @@ pub enum Error {
     /// A feature that is switched off in this deployment.
     #[error("the '{0}' feature is disabled on this server")]
     FeatureDisabled(&'static str),
+    /// The model provider failed (after retries and fallback).
+    #[error("{0}")]
+    Upstream(String),
     /// A store or service Karen depends on is unreachable. The detail is for
     /// operators (CLI, logs); the HTTP layer does not show it to clients.
     #[error("{component} is unavailable: {detail}")]
@@ -132,6 +135,7 @@ impl Error {
             Self::LoginThrottled { .. } => "login_throttled",
             Self::AccountLocked { .. } => "account_locked",
             Self::FeatureDisabled(_) => "feature_disabled",
+            Self::Upstream(_) => "upstream_error",
             Self::Unavailable { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",
         }

@@ -91,3 +91,19 @@ id_type!(
     /// A token-signing key; its string form is the JWT `kid`.
     SigningKeyId, "signing key id"
 );
+id_type!(
+    /// A conversation of one user.
+    ConversationId, "conversation id"
+);
+id_type!(
+    /// A message of a conversation.
+    MessageId, "message id"
+);
+id_type!(
+    /// A persona (a named system prompt with model settings).
+    PersonaId, "persona id"
+);
+id_type!(
+    /// A usage record (one provider call).
+    UsageId, "usage record id"
+);

@@ -109,6 +109,7 @@ pub fn status_of(error: &Error) -> StatusCode {
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::AccountLocked { .. } => StatusCode::LOCKED,
+        Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }

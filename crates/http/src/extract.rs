@@ -196,6 +196,9 @@ route_permissions! {
     ApiKeysCreate => Some(Permission::ApiKeysCreate);
     TenantRead => Some(Permission::TenantRead);
     TenantManage => Some(Permission::TenantManage);
+    ChatRead => Some(Permission::ChatRead);
+    ChatWrite => Some(Permission::ChatWrite);
+    UsageRead => Some(Permission::UsageRead);
 }
 
 /// The platform operator (operator key).

@@ -33,6 +33,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub auth: AuthConfig,
     pub features: Features,
+    pub llm: LlmConfig,
     pub log: LogConfig,
 }
 
@@ -46,6 +47,7 @@ impl Default for Config {
             redis: RedisConfig::default(),
             auth: AuthConfig::default(),
             features: Features::default(),
+            llm: LlmConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -174,6 +176,86 @@ impl Default for AuthConfig {
             password_hash_iterations: 2,
         }
     }
+}
+
+/// `[llm]`: model providers, routing and resilience.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LlmConfig {
+    /// The model used when neither the request nor the persona names one.
+    pub default_model: String,
+    /// Earlier messages sent as context with each turn.
+    pub history_messages: u32,
+    /// Private, loopback or link-local destinations providers may use anyway
+    /// (`host:port`, `host`, or a CIDR such as `10.0.0.0/8`): e.g. a local Ollama.
+    pub allow_private_addresses: Vec<String>,
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Longest silence between two events of a streamed answer.
+    pub stream_idle_timeout_secs: u64,
+    /// Attempts per provider before falling back to the next.
+    pub retry_attempts: u32,
+    pub retry_base_delay_ms: u64,
+    pub retry_max_delay_ms: u64,
+    /// Consecutive failures that open a provider's circuit, and for how long.
+    pub breaker_failures: u32,
+    pub breaker_open_secs: u64,
+    /// Platform providers, tried in this order for a model they serve.
+    pub providers: Vec<ProviderEntry>,
+    /// Other names for models: `fast = "gpt-4o-mini"`.
+    pub aliases: std::collections::BTreeMap<String, String>,
+    /// Prices per model, for usage cost.
+    pub prices: Vec<PriceEntry>,
+}
+
+impl Default for LlmConfig {
+    fn default() -> Self {
+        Self {
+            default_model: "karen-offline-extractive".into(),
+            history_messages: 40,
+            allow_private_addresses: Vec::new(),
+            connect_timeout_secs: 5,
+            request_timeout_secs: 120,
+            stream_idle_timeout_secs: 60,
+            retry_attempts: 2,
+            retry_base_delay_ms: 200,
+            retry_max_delay_ms: 5_000,
+            breaker_failures: 5,
+            breaker_open_secs: 30,
+            providers: Vec::new(),
+            aliases: std::collections::BTreeMap::new(),
+            prices: Vec::new(),
+        }
+    }
+}
+
+/// `[[llm.providers]]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderEntry {
+    /// A name for logs and usage records.
+    pub name: String,
+    /// `openai` (any OpenAI-compatible server: OpenAI, vLLM, llama.cpp, Ollama's /v1) or `anthropic`.
+    pub kind: String,
+    /// E.g. `https://api.openai.com/v1`, `http://127.0.0.1:11434/v1`, `https://api.anthropic.com`.
+    pub base_url: String,
+    /// The credential. Prefer `api_key_env`, so no secret sits in a file.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The name of an environment variable holding the credential.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// The model ids this provider serves.
+    pub models: Vec<String>,
+}
+
+/// `[[llm.prices]]`: millionths of the currency unit per 1,000 tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceEntry {
+    pub model: String,
+    pub prompt_per_1k_micros: i64,
+    pub completion_per_1k_micros: i64,
 }
 
 /// `[features]`: one toggle per optional component.
@@ -379,6 +461,43 @@ impl Config {
         {
             problems.push("auth.ip_max_failures, auth.ip_window_secs and auth.max_delay_secs must be at least 1".into());
         }
+        for (i, provider) in self.llm.providers.iter().enumerate() {
+            let key = format!("llm.providers[{i}]");
+            if !matches!(provider.kind.as_str(), "openai" | "anthropic") {
+                problems.push(format!(
+                    "{key}.kind: '{}' is not openai or anthropic",
+                    provider.kind
+                ));
+            }
+            if !(provider.base_url.starts_with("https://")
+                || provider.base_url.starts_with("http://"))
+            {
+                problems.push(format!(
+                    "{key}.base_url: must be an http:// or https:// URL"
+                ));
+            }
+            if provider.models.is_empty() {
+                problems.push(format!(
+                    "{key}.models: list the model ids this provider serves"
+                ));
+            }
+            if provider.api_key.is_some() && provider.api_key_env.is_some() {
+                problems.push(format!("{key}: set api_key or api_key_env, not both"));
+            }
+            if let Some(var) = &provider.api_key_env
+                && std::env::var_os(var).is_none()
+            {
+                problems.push(format!(
+                    "{key}.api_key_env: the environment variable {var} is not set"
+                ));
+            }
+        }
+        if self.llm.retry_attempts < 1 || self.llm.breaker_failures < 1 {
+            problems.push("llm.retry_attempts and llm.breaker_failures must be at least 1".into());
+        }
+        if self.llm.history_messages > 1000 {
+            problems.push("llm.history_messages: at most 1000".into());
+        }
         if self.auth.issuer.trim().is_empty() {
             problems.push("auth.issuer: must not be empty".into());
         }
@@ -409,6 +528,11 @@ impl Config {
         shown.database.url = Some(redact_url(&self.database_url()));
         shown.database.migration_url = self.database.migration_url.as_deref().map(redact_url);
         shown.redis.url = self.redis.url.as_deref().map(redact_url);
+        for provider in &mut shown.llm.providers {
+            if provider.api_key.is_some() {
+                provider.api_key = Some("***".into());
+            }
+        }
         toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }

@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod logging;
+pub mod models;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use karen_app::assistant::{AssistantPolicy, ModelPrice};
 use karen_app::{AuthPolicy, Deps, Services};
 use karen_cache::{CounterNamespace, MemoryCounters, RedisCounters, RedisOptions};
 use karen_crypto::{Argon2Hasher, Argon2Params, JwtConfig, JwtTokens};
@@ -133,6 +135,7 @@ impl Karen {
             ip_window: Duration::from_secs(config.auth.ip_window_secs),
             self_signup: config.features.self_signup,
         };
+        let clock_for_router = clock.clone();
         let services = Services::new(Deps {
             store: store_port,
             clock,
@@ -141,6 +144,23 @@ impl Karen {
             counters: counters.clone(),
             namespaces: namespaces.clone(),
             policy,
+            router: Arc::new(models::ConfiguredRouter::from_config(
+                &config.llm,
+                clock_for_router,
+            )?),
+            assistant: AssistantPolicy {
+                history_messages: i64::from(config.llm.history_messages),
+                prices: config
+                    .llm
+                    .prices
+                    .iter()
+                    .map(|p| ModelPrice {
+                        model: p.model.clone(),
+                        prompt_micros_per_1k: p.prompt_per_1k_micros,
+                        completion_micros_per_1k: p.completion_per_1k_micros,
+                    })
+                    .collect(),
+            },
         });
         Ok(Self {
             config,

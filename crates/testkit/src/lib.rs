@@ -274,29 +274,38 @@ impl TestApp {
     }
 
     /// Gives `tenant` rows in every tenant table: a member with a custom role,
-    /// an API key, and a rotated refresh token (sessions and refresh tokens).
+    /// an API key, a rotated refresh token (sessions and refresh tokens), a
+    /// persona and a conversation with one turn (messages, usage).
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
         let (user, token) = self.create_user(tenant, &email, &["member"]).await;
         self.create_api_key(&token, json!({"name": "populated"}))
             .await;
-        self.post(
-            "/v1/roles",
-            &tenant.owner_token,
-            json!({"name": "extra", "permissions": ["chat:read"]}),
-        )
-        .await
-        .expect(201);
+        let role = json!({"name": "extra", "permissions": ["chat:read"]});
+        self.post("/v1/roles", &tenant.owner_token, role)
+            .await
+            .expect(201);
+        let roles = json!({"roles": ["member", "extra"]});
         self.put(
             &format!("/v1/users/{user}/roles"),
             &tenant.owner_token,
-            json!({"roles": ["member", "extra"]}),
+            roles,
         )
         .await
         .expect(200);
         let login = self.login(&tenant.slug, &email, PASSWORD).await;
         let refresh = json!({"refresh_token": login.expect(200).str("refresh_token")});
         self.call("POST", "/v1/auth/refresh", None, Some(refresh))
+            .await
+            .expect(200);
+        let persona = json!({"name": "populated", "system_prompt": "Be brief."});
+        self.post("/v1/personas", &token, persona).await.expect(201);
+        let chat = self
+            .post("/v1/conversations", &token, json!({"title": "populated"}))
+            .await;
+        let chat = chat.expect(201).str("id").to_owned();
+        let turn = json!({"content": "hello"});
+        self.post(&format!("/v1/conversations/{chat}/messages"), &token, turn)
             .await
             .expect(200);
     }

@@ -4,6 +4,7 @@
 //! security on PostgreSQL).
 
 mod conn;
+mod content;
 mod migrate;
 mod platform;
 mod repos;

@@ -4,7 +4,10 @@
 
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
-use karen_domain::ports::{ApiKeyRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UserRepo};
+use karen_domain::ports::{
+    ApiKeyRepo, ConversationRepo, PersonaRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx,
+    UsageRepo, UserRepo,
+};
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
 use karen_domain::{Error, Result, TenantId};
@@ -38,6 +41,10 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "refresh_tokens" => "DELETE FROM refresh_tokens WHERE tenant_id = $1",
         "sessions" => "DELETE FROM sessions WHERE tenant_id = $1",
         "api_keys" => "DELETE FROM api_keys WHERE tenant_id = $1",
+        "messages" => "DELETE FROM messages WHERE tenant_id = $1",
+        "conversations" => "DELETE FROM conversations WHERE tenant_id = $1",
+        "personas" => "DELETE FROM personas WHERE tenant_id = $1",
+        "usage_records" => "DELETE FROM usage_records WHERE tenant_id = $1",
         "user_roles" => "DELETE FROM user_roles WHERE tenant_id = $1",
         "users" => "DELETE FROM users WHERE tenant_id = $1",
         "custom_roles" => "DELETE FROM custom_roles WHERE tenant_id = $1",
@@ -64,6 +71,18 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn sessions(&mut self) -> &mut dyn SessionRepo {
+        self
+    }
+
+    fn conversations(&mut self) -> &mut dyn ConversationRepo {
+        self
+    }
+
+    fn personas(&mut self) -> &mut dyn PersonaRepo {
+        self
+    }
+
+    fn usage(&mut self) -> &mut dyn UsageRepo {
         self
     }
 

@@ -68,7 +68,13 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A plain text message.
     pub fn text(role: ChatRole, content: impl Into<String>) -> Self {
-        Self { role, content: Some(content.into()), tool_calls: Vec::new(), tool_call_id: None, name: None }
+        Self {
+            role,
+            content: Some(content.into()),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
+            name: None,
+        }
     }
 }
 
@@ -135,9 +141,16 @@ pub struct ToolCallDelta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChatEvent {
     /// New text and/or tool-call fragments.
-    Delta { content: Option<String>, tool_calls: Vec<ToolCallDelta> },
+    Delta {
+        content: Option<String>,
+        tool_calls: Vec<ToolCallDelta>,
+    },
     /// The end: why it stopped and, when the upstream says, the token counts.
-    Finish { finish_reason: Option<String>, usage: Option<TokenUsage>, model: Option<String> },
+    Finish {
+        finish_reason: Option<String>,
+        usage: Option<TokenUsage>,
+        model: Option<String>,
+    },
 }
 
 /// A stream of completion events; dropping it cancels the upstream request.
@@ -167,9 +180,10 @@ impl LlmError {
     /// 429, 5xx, broken connections and open circuits.
     pub fn is_transient(&self) -> bool {
         match self {
-            LlmError::Timeout | LlmError::RateLimited { .. } | LlmError::Connection(_) | LlmError::CircuitOpen { .. } => {
-                true
-            }
+            LlmError::Timeout
+            | LlmError::RateLimited { .. }
+            | LlmError::Connection(_)
+            | LlmError::CircuitOpen { .. } => true,
             LlmError::Upstream { status, .. } => *status >= 500,
             LlmError::InvalidResponse(_) | LlmError::Refused(_) => false,
         }
@@ -180,16 +194,31 @@ impl fmt::Display for LlmError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LlmError::Timeout => f.write_str("the model provider did not answer in time"),
-            LlmError::RateLimited { retry_after: Some(after) } => {
-                write!(f, "the model provider is rate limiting; retry in {} s", after.as_secs().max(1))
+            LlmError::RateLimited {
+                retry_after: Some(after),
+            } => {
+                write!(
+                    f,
+                    "the model provider is rate limiting; retry in {} s",
+                    after.as_secs().max(1)
+                )
             }
-            LlmError::RateLimited { retry_after: None } => f.write_str("the model provider is rate limiting"),
-            LlmError::Upstream { status, message } => write!(f, "the model provider answered {status}: {message}"),
+            LlmError::RateLimited { retry_after: None } => {
+                f.write_str("the model provider is rate limiting")
+            }
+            LlmError::Upstream { status, message } => {
+                write!(f, "the model provider answered {status}: {message}")
+            }
             LlmError::Connection(detail) => write!(f, "cannot reach the model provider: {detail}"),
-            LlmError::InvalidResponse(detail) => write!(f, "the model provider sent an invalid response: {detail}"),
+            LlmError::InvalidResponse(detail) => {
+                write!(f, "the model provider sent an invalid response: {detail}")
+            }
             LlmError::Refused(reason) => write!(f, "request refused: {reason}"),
             LlmError::CircuitOpen { provider } => {
-                write!(f, "provider '{provider}' is failing and temporarily skipped")
+                write!(
+                    f,
+                    "provider '{provider}' is failing and temporarily skipped"
+                )
             }
         }
     }
@@ -224,4 +253,33 @@ pub trait EmbeddingProvider: Send + Sync + 'static {
     fn name(&self) -> &str;
     /// Embeds each input, in order.
     async fn embed(&self, model: &str, inputs: &[String]) -> Result<Embeddings, LlmError>;
+}
+
+/// A model name resolved for one tenant: the provider (usually a resilient
+/// chain with fallback) and the model id to send upstream.
+#[derive(Clone)]
+pub struct RoutedModel {
+    pub provider: std::sync::Arc<dyn ChatProvider>,
+    pub upstream_model: String,
+}
+
+impl fmt::Debug for RoutedModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutedModel")
+            .field("provider", &self.provider.name())
+            .field("upstream_model", &self.upstream_model)
+            .finish()
+    }
+}
+
+/// Resolves model names (or aliases) to providers, per tenant.
+#[async_trait]
+pub trait ModelRouter: Send + Sync + 'static {
+    /// The provider chain and upstream id for `model`; `validation_failed`
+    /// naming the model when the tenant may not use it.
+    async fn route(&self, tenant: crate::TenantId, model: &str) -> crate::Result<RoutedModel>;
+    /// The model names a tenant may use.
+    async fn models(&self, tenant: crate::TenantId) -> crate::Result<Vec<String>>;
+    /// The model used when neither the request nor the persona names one.
+    fn default_model(&self) -> String;
 }

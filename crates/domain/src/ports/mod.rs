@@ -8,10 +8,12 @@ mod store;
 
 pub use cache::{CacheKey, Counters, TenantNamespace};
 pub use llm::{
-    ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream, ContextItem,
-    EmbeddingProvider, Embeddings, FunctionCall, LlmError, TokenUsage, ToolCall, ToolCallDelta,
+    ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream,
+    ContextItem, EmbeddingProvider, Embeddings, FunctionCall, LlmError, ModelRouter, RoutedModel,
+    TokenUsage, ToolCall, ToolCallDelta,
 };
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
-    ApiKeyRepo, PlatformTx, PurgeReport, RoleRepo, SessionRepo, Store, TenantTx, UserRepo,
+    ActivityCursor, ApiKeyRepo, ConversationRepo, PersonaRepo, PlatformTx, PurgeReport, RoleRepo,
+    SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals, UserRepo,
 };

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
     ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
 };
@@ -14,8 +15,8 @@ use crate::tenant::{Tenant, TenantSettings};
 use crate::user::{CustomRole, LoginFailures, User};
 use crate::values::{Email, RoleName, Slug, TenantName};
 use crate::{
-    ApiKeyId, OperatorKeyId, RefreshTokenId, Result, SessionId, SigningKeyId, TenantId,
-    TenantScope, UserId,
+    ApiKeyId, ConversationId, OperatorKeyId, PersonaId, RefreshTokenId, Result, SessionId,
+    SigningKeyId, TenantId, TenantScope, UserId,
 };
 
 /// The relational store.
@@ -86,6 +87,9 @@ pub trait TenantTx: Send {
     fn roles(&mut self) -> &mut dyn RoleRepo;
     fn api_keys(&mut self) -> &mut dyn ApiKeyRepo;
     fn sessions(&mut self) -> &mut dyn SessionRepo;
+    fn conversations(&mut self) -> &mut dyn ConversationRepo;
+    fn personas(&mut self) -> &mut dyn PersonaRepo;
+    fn usage(&mut self) -> &mut dyn UsageRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;
@@ -178,4 +182,88 @@ pub trait SessionRepo: Send {
     /// Marks the token spent; `false` if it already was (a reuse, or a race lost).
     async fn spend_refresh_token(&mut self, id: RefreshTokenId, at: OffsetDateTime)
     -> Result<bool>;
+}
+
+/// Where a newest-first conversation list continues: the last item's activity
+/// time and id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityCursor {
+    pub last_activity_ms: i64,
+    pub id: uuid::Uuid,
+}
+
+/// Conversations and their messages.
+#[async_trait]
+pub trait ConversationRepo: Send {
+    async fn insert_conversation(&mut self, conversation: &Conversation) -> Result<()>;
+    async fn conversation(&mut self, id: ConversationId) -> Result<Option<Conversation>>;
+    /// A user's conversations, most recently active first.
+    async fn list_conversations(
+        &mut self,
+        user: UserId,
+        after: Option<ActivityCursor>,
+        limit: i64,
+    ) -> Result<Vec<Conversation>>;
+    /// Stores title, persona and times.
+    async fn update_conversation(&mut self, conversation: &Conversation) -> Result<()>;
+    /// Deletes a conversation and its messages.
+    async fn delete_conversation(&mut self, id: ConversationId) -> Result<bool>;
+    async fn insert_message(&mut self, message: &StoredMessage) -> Result<()>;
+    /// Messages oldest first, after `after` (a message id), at most `limit`.
+    async fn list_messages(
+        &mut self,
+        conversation: ConversationId,
+        after: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>>;
+    /// The newest `limit` messages, returned oldest first (the context of a turn).
+    async fn recent_messages(
+        &mut self,
+        conversation: ConversationId,
+        limit: i64,
+    ) -> Result<Vec<StoredMessage>>;
+}
+
+/// Personas.
+#[async_trait]
+pub trait PersonaRepo: Send {
+    async fn insert_persona(&mut self, persona: &Persona) -> Result<()>;
+    async fn persona(&mut self, id: PersonaId) -> Result<Option<Persona>>;
+    /// Tenant-wide personas and those owned by `user`, by name.
+    async fn list_personas(&mut self, user: UserId) -> Result<Vec<Persona>>;
+    async fn update_persona(&mut self, persona: &Persona) -> Result<()>;
+    async fn delete_persona(&mut self, id: PersonaId) -> Result<bool>;
+}
+
+/// Which usage records to read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub from: Option<OffsetDateTime>,
+    pub until: Option<OffsetDateTime>,
+    pub user: Option<UserId>,
+    pub api_key: Option<ApiKeyId>,
+    pub model: Option<String>,
+}
+
+/// Sums over usage records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    pub calls: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+}
+
+/// Metered provider calls.
+#[async_trait]
+pub trait UsageRepo: Send {
+    async fn insert_usage(&mut self, record: &UsageRecord) -> Result<()>;
+    /// Records matching `filter`, oldest first, after `after`, at most `limit`.
+    async fn list_usage(
+        &mut self,
+        filter: &UsageFilter,
+        after: Option<uuid::Uuid>,
+        limit: i64,
+    ) -> Result<Vec<UsageRecord>>;
+    async fn usage_totals(&mut self, filter: &UsageFilter) -> Result<UsageTotals>;
 }

@@ -3,10 +3,13 @@
 
 mod api_keys;
 mod auth;
+mod conversations;
+mod personas;
 mod platform;
 mod roles;
 pub(crate) mod system;
 mod tenant;
+mod usage;
 mod users;
 mod views;
 
@@ -24,4 +27,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(api_keys::routes())
         .merge(tenant::routes())
         .merge(platform::routes())
+        .merge(conversations::routes())
+        .merge(personas::routes())
+        .merge(usage::routes())
 }

@@ -94,6 +94,30 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(201);
+    // B's assistant data: a conversation with a turn (and its usage), a shared persona.
+    let b_chat = app
+        .post(
+            "/v1/conversations",
+            &bravo.owner_token,
+            json!({"title": "bravo chat"}),
+        )
+        .await;
+    let b_chat = b_chat.expect(201).str("id").to_owned();
+    app.post(
+        &format!("/v1/conversations/{b_chat}/messages"),
+        &bravo.owner_token,
+        json!({"content": "bravo secret"}),
+    )
+    .await
+    .expect(200);
+    let b_persona = app
+        .post(
+            "/v1/personas",
+            &bravo.owner_token,
+            json!({"name": "Bravo", "system_prompt": "bravo", "shared": true}),
+        )
+        .await;
+    let b_persona = b_persona.expect(201).str("id").to_owned();
     // Tenant A's own objects, and an API key of A's owner (a second kind of credential).
     let (a_user, _) = app
         .create_user(&alpha, "member@alpha.test", &["member"])
@@ -109,6 +133,55 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     for token in [alpha.owner_token.as_str(), a_key_secret.as_str()] {
         let b_user = b_user.to_string();
         let b_key = b_key.to_string();
+        for (method, template, body) in [
+            ("GET", "/v1/conversations/{conversation_id}", None),
+            (
+                "PATCH",
+                "/v1/conversations/{conversation_id}",
+                Some(json!({"title": "mine"})),
+            ),
+            ("DELETE", "/v1/conversations/{conversation_id}", None),
+            ("GET", "/v1/conversations/{conversation_id}/messages", None),
+            (
+                "POST",
+                "/v1/conversations/{conversation_id}/messages",
+                Some(json!({"content": "hi"})),
+            ),
+        ] {
+            t.foreign_is_missing(method, template, "{conversation_id}", &b_chat, token, body)
+                .await;
+        }
+        for (method, template, body) in [
+            ("GET", "/v1/personas/{persona_id}", None),
+            (
+                "PATCH",
+                "/v1/personas/{persona_id}",
+                Some(json!({"name": "mine"})),
+            ),
+            ("DELETE", "/v1/personas/{persona_id}", None),
+        ] {
+            t.foreign_is_missing(method, template, "{persona_id}", &b_persona, token, body)
+                .await;
+        }
+        let chats = t
+            .call("GET", "/v1/conversations", "/v1/conversations", token, None)
+            .await;
+        assert!(
+            !chats.expect(200).item_ids().contains(&b_chat),
+            "B's conversation listed for A"
+        );
+        let personas = t
+            .call("GET", "/v1/personas", "/v1/personas", token, None)
+            .await;
+        assert!(
+            !personas.expect(200).text.contains(&b_persona),
+            "B's persona listed for A"
+        );
+        let usage = t.call("GET", "/v1/usage", "/v1/usage", token, None).await;
+        assert!(
+            !usage.expect(200).text.contains(&b_chat),
+            "B's usage listed for A"
+        );
         for (method, template, body) in [
             ("GET", "/v1/users/{user_id}", None),
             (
@@ -178,6 +251,25 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     }
 
     // Writes without ids land in A: B's email is free to use in A, names do not collide.
+    let a_chat = t
+        .call(
+            "POST",
+            "/v1/conversations",
+            "/v1/conversations",
+            &alpha.owner_token,
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(a_chat.expect(201).body["title"], serde_json::Value::Null);
+    t.call(
+        "POST",
+        "/v1/personas",
+        "/v1/personas",
+        &alpha.owner_token,
+        Some(json!({"name": "Bravo"})),
+    )
+    .await
+    .expect(201);
     let owner = alpha.owner_token.as_str();
     t.call(
         "POST",
@@ -259,6 +351,24 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     );
     app.get("/v1/me", &b_user_token).await.expect(200);
     app.get("/v1/me", &b_key_secret).await.expect(200);
+    let b_messages = app
+        .get(
+            &format!("/v1/conversations/{b_chat}/messages"),
+            &bravo.owner_token,
+        )
+        .await;
+    assert_eq!(
+        b_messages.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "B's turn is intact"
+    );
+    let b_persona_after = app
+        .get(&format!("/v1/personas/{b_persona}"), &bravo.owner_token)
+        .await;
+    assert_eq!(b_persona_after.expect(200).str("name"), "Bravo");
     app.token("bravo", &bravo.owner_email, PASSWORD).await;
 
     // Every bearer-secured operation of the API was exercised above.

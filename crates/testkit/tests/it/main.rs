@@ -23,6 +23,8 @@ macro_rules! on_both_backends {
 }
 
 mod api_keys;
+mod assistant;
+mod assistant_upstream;
 mod auth;
 mod contract;
 mod http;

@@ -1,6 +1,9 @@
 //! The tenant repositories, implemented on [`crate::tenant::SqlTenantTx`].
 
 mod api_keys;
+mod conversations;
+mod personas;
 mod roles;
 mod sessions;
+mod usage;
 mod users;

@@ -162,7 +162,14 @@ const DECLARED_ROUTES: &str = "
     get /v1/platform/tenants  post /v1/platform/tenants
     get /v1/platform/tenants/{tenant_id}  patch /v1/platform/tenants/{tenant_id}
     delete /v1/platform/tenants/{tenant_id}
-    post /v1/platform/tenants/{tenant_id}/suspend  post /v1/platform/tenants/{tenant_id}/resume";
+    post /v1/platform/tenants/{tenant_id}/suspend  post /v1/platform/tenants/{tenant_id}/resume
+    get /v1/conversations  post /v1/conversations
+    get /v1/conversations/{conversation_id}  patch /v1/conversations/{conversation_id}
+    delete /v1/conversations/{conversation_id}
+    get /v1/conversations/{conversation_id}/messages  post /v1/conversations/{conversation_id}/messages
+    get /v1/personas  post /v1/personas
+    get /v1/personas/{persona_id}  patch /v1/personas/{persona_id}  delete /v1/personas/{persona_id}
+    get /v1/usage";
 
 /// The routes that need no credential.
 const PUBLIC_ROUTES: [&str; 5] = [
@@ -333,6 +340,8 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{user_id}", &id)
             .replace("{key_id}", &id)
             .replace("{tenant_id}", &id)
+            .replace("{conversation_id}", &id)
+            .replace("{persona_id}", &id)
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");
         // Without a credential or a body nothing changes, but the route answers.

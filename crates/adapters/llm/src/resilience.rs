@@ -1,0 +1,229 @@
+//! Retries, fallback and circuit breaking over an ordered list of providers.
+//!
+//! For each member in order: skip it while its breaker is open; otherwise
+//! try it up to `attempts_per_provider` times with full-jitter exponential
+//! backoff (or the upstream's `Retry-After`). An error that another attempt
+//! cannot fix (a bad request, an invalid response, a refusal) is returned at
+//! once: sending the same request elsewhere would fail the same way or, for
+//! a refusal, defeat its purpose. Transient errors move on to the next
+//! member; when every member has failed, the last error is returned.
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use karen_domain::ports::{ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError};
+
+use crate::breaker::CircuitBreaker;
+
+/// How many times to try each provider and how long to wait in between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts on one provider before falling back to the next (at least 1).
+    pub attempts_per_provider: u32,
+    /// The backoff before the second attempt; it doubles with each attempt.
+    pub base_delay: Duration,
+    /// The longest wait between attempts. A `Retry-After` longer than this
+    /// is not waited for: the next provider is tried instead.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Two attempts per provider, 250 ms base delay, at most 5 s of waiting.
+    fn default() -> Self {
+        Self {
+            attempts_per_provider: 2,
+            base_delay: Duration::from_millis(250),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full-jitter backoff after failed attempt number `attempt` (0-based):
+    /// uniformly random in `[0, min(max_delay, base_delay × 2^attempt)]`, so
+    /// that many clients failing together do not retry together.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1_u32 << attempt.min(31))
+            .min(self.max_delay);
+        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(fastrand::u64(0..=nanos))
+    }
+}
+
+/// One provider of a chain, with its breaker (shared with every other chain
+/// that uses the provider, see [`crate::BreakerRegistry`]).
+#[derive(Clone)]
+pub struct ChainMember {
+    /// The provider called.
+    pub provider: Arc<dyn ChatProvider>,
+    /// Its circuit breaker.
+    pub breaker: Arc<CircuitBreaker>,
+}
+
+impl ChainMember {
+    /// A member calling `provider` behind `breaker`.
+    pub fn new(provider: Arc<dyn ChatProvider>, breaker: Arc<CircuitBreaker>) -> Self {
+        Self { provider, breaker }
+    }
+}
+
+impl fmt::Debug for ChainMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainMember")
+            .field("provider", &self.provider.name())
+            .field("breaker", &self.breaker)
+            .finish()
+    }
+}
+
+/// A [`ChatProvider`] that retries and falls back over its members.
+#[derive(Debug)]
+pub struct ResilientChat {
+    name: String,
+    members: Vec<ChainMember>,
+    retry: RetryPolicy,
+}
+
+impl ResilientChat {
+    /// A chain trying `members` in order.
+    pub fn new(name: impl Into<String>, members: Vec<ChainMember>, retry: RetryPolicy) -> Self {
+        Self {
+            name: name.into(),
+            members,
+            retry,
+        }
+    }
+
+    /// Runs `call` against the members as the module documentation describes.
+    async fn run<'a, T, F, Fut>(&'a self, call: F) -> Result<T, LlmError>
+    where
+        F: Fn(&'a dyn ChatProvider) -> Fut + Send,
+        Fut: Future<Output = Result<T, LlmError>> + Send,
+        T: Send,
+    {
+        let attempts = self.retry.attempts_per_provider.max(1);
+        let mut last_error = None;
+        'members: for member in &self.members {
+            let provider = member.provider.as_ref();
+            for attempt in 0..attempts {
+                let Some(permit) = member.breaker.try_acquire() else {
+                    let (chain, name) = (&self.name, provider.name());
+                    tracing::debug!(chain = %chain, provider = %name, "circuit open; skipped");
+                    last_error = Some(LlmError::CircuitOpen {
+                        provider: provider.name().to_owned(),
+                    });
+                    continue 'members;
+                };
+                let error = match call(provider).await {
+                    Ok(value) => {
+                        permit.record(Ok(()));
+                        return Ok(value);
+                    }
+                    Err(error) => error,
+                };
+                permit.record(Err(&error));
+                tracing::warn!(
+                    chain = %self.name,
+                    provider = %provider.name(),
+                    attempt = attempt + 1,
+                    transient = error.is_transient(),
+                    error = %error,
+                    "model provider call failed"
+                );
+                if !error.is_transient() {
+                    return Err(error);
+                }
+                let wait = match &error {
+                    LlmError::RateLimited {
+                        retry_after: Some(after),
+                    } => Some(*after),
+                    _ => None,
+                };
+                last_error = Some(error);
+                if attempt + 1 >= attempts {
+                    continue 'members;
+                }
+                let delay = match wait {
+                    // Waiting that long would stall the request: try the next provider.
+                    Some(after) if after > self.retry.max_delay => continue 'members,
+                    Some(after) => after,
+                    None => self.retry.backoff(attempt),
+                };
+                tokio::time::sleep(delay).await;
+            }
+        }
+        Err(last_error
+            .unwrap_or_else(|| LlmError::Refused("no model provider is configured".into())))
+    }
+}
+
+/// Opens a stream and waits for its first event, so that a stream failing
+/// before it produced anything can still be retried or sent elsewhere.
+async fn open_stream(
+    provider: &dyn ChatProvider,
+    request: &ChatRequest,
+) -> Result<ChatStream, LlmError> {
+    let mut stream = provider.stream(request).await?;
+    match stream.next().await {
+        Some(Ok(first)) => {
+            let first = futures::stream::once(futures::future::ready(Ok(first)));
+            Ok(Box::pin(first.chain(stream)))
+        }
+        Some(Err(error)) => Err(error),
+        None => Err(LlmError::InvalidResponse(
+            "the stream ended before its first event".into(),
+        )),
+    }
+}
+
+#[async_trait]
+impl ChatProvider for ResilientChat {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        self.run(|provider| provider.complete(request)).await
+    }
+
+    /// Retries and fallback apply until the first event; after it, errors
+    /// reach the caller (part of the answer has been handed out already).
+    async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, LlmError> {
+        self.run(|provider| open_stream(provider, request)).await
+    }
+
+    /// Every member's models, in member order, without repeats; members that
+    /// fail are left out unless all fail.
+    async fn models(&self) -> Result<Vec<String>, LlmError> {
+        let mut models: Vec<String> = Vec::new();
+        let mut last_error = None;
+        let mut any_answered = false;
+        for member in &self.members {
+            match member.provider.models().await {
+                Ok(list) => {
+                    any_answered = true;
+                    for model in list {
+                        if !models.contains(&model) {
+                            models.push(model);
+                        }
+                    }
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match last_error {
+            Some(error) if !any_answered => Err(error),
+            _ => Ok(models),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "resilience_tests.rs"]
+mod tests;

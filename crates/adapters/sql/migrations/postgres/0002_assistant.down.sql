@@ -1,0 +1,4 @@
+DROP TABLE usage_records;
+DROP TABLE messages;
+DROP TABLE conversations;
+DROP TABLE personas;

@@ -1,0 +1,108 @@
+//! Usage records.
+
+use async_trait::async_trait;
+use karen_domain::chat::{UsageRecord, UsageStatus};
+use karen_domain::clock::to_millis;
+use karen_domain::ports::{UsageFilter, UsageRepo, UsageTotals};
+use karen_domain::{ApiKeyId, ConversationId, Result, TenantId, UsageId, UserId};
+use uuid::Uuid;
+
+use crate::conn::{Query, Row};
+use crate::rows;
+use crate::tenant::SqlTenantTx;
+
+fn record(row: &Row) -> Result<UsageRecord> {
+    let count =
+        |column: &str| -> Result<u32> { Ok(u32::try_from(row.get::<i32>(column)?).unwrap_or(0)) };
+    Ok(UsageRecord {
+        id: UsageId::from_uuid(row.get("id")?),
+        tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
+        user_id: row.get::<Option<Uuid>>("user_id")?.map(UserId::from_uuid),
+        api_key_id: row
+            .get::<Option<Uuid>>("api_key_id")?
+            .map(ApiKeyId::from_uuid),
+        conversation_id: row
+            .get::<Option<Uuid>>("conversation_id")?
+            .map(ConversationId::from_uuid),
+        provider: row.get("provider")?,
+        model: row.get("model")?,
+        prompt_tokens: count("prompt_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+        counted_locally: row.get("counted_locally")?,
+        latency_ms: count("latency_ms")?,
+        status: UsageStatus::parse(&row.get::<String>("status")?)?,
+        cost_micros: row.get("cost_micros")?,
+        created_at: rows::time(row, "created_at")?,
+    })
+}
+
+/// Binds the filter as `$2`..`$6` (the tenant is `$1`).
+fn bind_filter(q: Query, filter: &UsageFilter) -> Query {
+    q.bind(filter.from.map(to_millis))
+        .bind(filter.until.map(to_millis))
+        .bind(filter.user.map(|u| u.as_uuid()))
+        .bind(filter.api_key.map(|k| k.as_uuid()))
+        .bind(filter.model.clone())
+}
+
+fn i32_of(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl UsageRepo for SqlTenantTx {
+    async fn insert_usage(&mut self, r: &UsageRecord) -> Result<()> {
+        let q = self
+            .q("INSERT INTO usage_records (tenant_id, id, user_id, api_key_id, conversation_id, provider, model, \
+                prompt_tokens, completion_tokens, counted_locally, latency_ms, status, cost_micros, created_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
+            .bind(r.id.as_uuid())
+            .bind(r.user_id.map(|u| u.as_uuid()))
+            .bind(r.api_key_id.map(|k| k.as_uuid()))
+            .bind(r.conversation_id.map(|c| c.as_uuid()))
+            .bind(r.provider.as_str())
+            .bind(r.model.as_str())
+            .bind(i32_of(r.prompt_tokens))
+            .bind(i32_of(r.completion_tokens))
+            .bind(r.counted_locally)
+            .bind(i32_of(r.latency_ms))
+            .bind(r.status.as_str())
+            .bind(r.cost_micros)
+            .bind(to_millis(r.created_at));
+        self.tx.execute(q).await.map(drop)
+    }
+
+    async fn list_usage(
+        &mut self,
+        filter: &UsageFilter,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<UsageRecord>> {
+        let q = self.q(
+            "SELECT * FROM usage_records WHERE tenant_id = $1 AND ($2 IS NULL OR created_at >= $2) \
+             AND ($3 IS NULL OR created_at < $3) AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5) \
+             AND ($6 IS NULL OR model = $6) AND ($7 IS NULL OR id > $7) ORDER BY id LIMIT $8",
+        );
+        let q = bind_filter(q, filter).bind(after).bind(limit);
+        self.tx.fetch_all(q).await?.iter().map(record).collect()
+    }
+
+    async fn usage_totals(&mut self, filter: &UsageFilter) -> Result<UsageTotals> {
+        let q = self.q(
+            // CAST: PostgreSQL sums BIGINT into NUMERIC; both dialects accept CAST.
+            "SELECT count(*) AS calls, CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros \
+             FROM usage_records WHERE tenant_id = $1 AND ($2 IS NULL OR created_at >= $2) \
+             AND ($3 IS NULL OR created_at < $3) AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5) \
+             AND ($6 IS NULL OR model = $6)",
+        );
+        let row = self.tx.fetch_one(bind_filter(q, filter)).await?;
+        Ok(UsageTotals {
+            calls: row.get("calls")?,
+            prompt_tokens: row.get("prompt_tokens")?,
+            completion_tokens: row.get("completion_tokens")?,
+            cost_micros: row.get("cost_micros")?,
+        })
+    }
+}

@@ -88,13 +88,20 @@ pub struct Services {
     pub api_keys: api_keys::ApiKeyService,
     pub health: health::HealthService,
     pub assistant: assistant::AssistantServices,
+    clock: Arc<dyn Clock>,
 }
 
 impl Services {
+    /// The clock every service reads.
+    pub fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
     /// Builds every service over the same dependencies.
     pub fn new(deps: Deps) -> Self {
         let deps = Arc::new(deps);
         Self {
+            clock: deps.clock.clone(),
             auth: auth::AuthService::new(deps.clone()),
             tenants: tenants::TenantService::new(deps.clone()),
             users: users::UserService::new(deps.clone()),

@@ -2,13 +2,20 @@
 //! against the tenant's model providers, and usage metering.
 
 mod conversations;
+mod gateway;
 mod personas;
 mod turn;
 mod usage;
 
 use std::sync::Arc;
+use std::time::Instant;
+
+use karen_domain::chat::{UsageRecord, UsageStatus, estimate_tokens};
+use karen_domain::ports::{ChatRequest, TokenUsage};
+use karen_domain::{ConversationId, Subject, TenantContext, UsageId};
 
 pub use conversations::{ConversationChanges, ConversationPage, ConversationService};
+pub use gateway::{GatewayEvent, GatewayRequest, GatewayService};
 pub use personas::{PersonaInput, PersonaService};
 pub use turn::{ChatService, TurnEvent, TurnOptions, TurnResult};
 pub use usage::{UsageQuery, UsageService};
@@ -61,6 +68,7 @@ pub struct AssistantServices {
     pub conversations: ConversationService,
     pub personas: PersonaService,
     pub chat: ChatService,
+    pub gateway: GatewayService,
     pub usage: UsageService,
 }
 
@@ -70,7 +78,60 @@ impl AssistantServices {
             conversations: ConversationService::new(deps.clone()),
             personas: PersonaService::new(deps.clone()),
             chat: ChatService::new(deps.clone()),
+            gateway: GatewayService::new(deps.clone()),
             usage: UsageService::new(deps),
         }
+    }
+}
+
+/// Token counts estimated by Karen when the provider reports none.
+pub(crate) fn count_locally(request: &ChatRequest, answer: &str) -> TokenUsage {
+    let prompt: u32 = request
+        .messages
+        .iter()
+        .map(|m| estimate_tokens(m.content.as_deref().unwrap_or_default()))
+        .sum();
+    TokenUsage {
+        prompt_tokens: prompt,
+        completion_tokens: estimate_tokens(answer),
+        reported: false,
+    }
+}
+
+/// The usage record of one provider call made for `ctx`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn usage_record(
+    deps: &Deps,
+    ctx: &TenantContext,
+    conversation: Option<ConversationId>,
+    provider: &str,
+    model: &str,
+    usage: TokenUsage,
+    status: UsageStatus,
+    started: Instant,
+) -> UsageRecord {
+    let principal = ctx.principal();
+    UsageRecord {
+        id: UsageId::generate(),
+        tenant_id: ctx.tenant_id(),
+        user_id: Some(principal.user_id),
+        api_key_id: match principal.subject {
+            Subject::ApiKey { key_id } => Some(key_id),
+            Subject::User { .. } => None,
+        },
+        conversation_id: conversation,
+        provider: provider.to_owned(),
+        model: model.to_owned(),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        counted_locally: !usage.reported,
+        latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
+        status,
+        cost_micros: deps.assistant.cost_micros(
+            model,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        ),
+        created_at: deps.clock.now(),
     }
 }

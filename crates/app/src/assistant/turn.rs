@@ -8,15 +8,14 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use karen_domain::chat::{
-    MessageStatus, StoredMessage, UsageRecord, UsageStatus, estimate_tokens, parse_message_text,
-    parse_model_name,
+    MessageStatus, StoredMessage, UsageStatus, parse_message_text, parse_model_name,
 };
 use karen_domain::permission::Permission;
 use karen_domain::ports::{
     ChatEvent, ChatMessage, ChatRequest, ChatRole, ChatStream, LlmError, RoutedModel, TokenUsage,
     ToolCall,
 };
-use karen_domain::{ConversationId, Error, MessageId, Result, Subject, TenantContext, UsageId};
+use karen_domain::{ConversationId, Error, MessageId, Result, TenantContext};
 use tokio::sync::mpsc;
 
 use super::conversations::own_conversation;
@@ -349,16 +348,7 @@ impl ChatService {
     }
 
     fn count_locally(&self, request: &ChatRequest, answer: &str) -> TokenUsage {
-        let prompt: u32 = request
-            .messages
-            .iter()
-            .map(|m| estimate_tokens(m.content.as_deref().unwrap_or_default()))
-            .sum();
-        TokenUsage {
-            prompt_tokens: prompt,
-            completion_tokens: estimate_tokens(answer),
-            reported: false,
-        }
+        super::count_locally(request, answer)
     }
 
     /// Stores the answer, its usage record and the conversation's activity in
@@ -387,34 +377,20 @@ impl ChatService {
             completion_tokens: usage.completion_tokens,
             created_at: now,
         };
-        let principal = prepared.ctx.principal();
-        let record = UsageRecord {
-            id: UsageId::generate(),
-            tenant_id: prepared.ctx.tenant_id(),
-            user_id: Some(principal.user_id),
-            api_key_id: match principal.subject {
-                Subject::ApiKey { key_id } => Some(key_id),
-                Subject::User { .. } => None,
-            },
-            conversation_id: Some(prepared.conversation),
-            provider: prepared.route.provider.name().to_owned(),
-            model: prepared.model.clone(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
-            counted_locally: !usage.reported,
-            latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
-            status: match status {
+        let record = super::usage_record(
+            &self.deps,
+            &prepared.ctx,
+            Some(prepared.conversation),
+            prepared.route.provider.name(),
+            &prepared.model,
+            usage,
+            match status {
                 MessageStatus::Complete => UsageStatus::Ok,
                 MessageStatus::Interrupted => UsageStatus::Interrupted,
                 MessageStatus::Failed => UsageStatus::Error,
             },
-            cost_micros: self.deps.assistant.cost_micros(
-                &prepared.model,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-            ),
-            created_at: now,
-        };
+            started,
+        );
         let mut tx = self.deps.store.tenant(prepared.ctx.scope()).await?;
         tx.conversations().insert_message(&answer).await?;
         tx.usage().insert_usage(&record).await?;

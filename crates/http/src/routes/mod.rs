@@ -4,6 +4,7 @@
 mod api_keys;
 mod auth;
 mod conversations;
+mod openai;
 mod personas;
 mod platform;
 mod roles;
@@ -30,4 +31,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(conversations::routes())
         .merge(personas::routes())
         .merge(usage::routes())
+        .merge(openai::routes())
 }

@@ -23,7 +23,7 @@ fn provider(name: &str, base_url: String, models: &[&str]) -> ProviderEntry {
     }
 }
 
-fn through(fake: &FakeLlm, config: &mut Config) {
+pub(crate) fn through(fake: &FakeLlm, config: &mut Config) {
     config.llm.allow_private_addresses = vec![fake.address().to_string(), "127.0.0.1".into()];
     config.llm.providers = vec![provider(
         "fake",

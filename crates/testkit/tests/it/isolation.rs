@@ -177,6 +177,20 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             !personas.expect(200).text.contains(&b_persona),
             "B's persona listed for A"
         );
+        // Stateless completions run in A's tenant and are metered there.
+        let body = json!({"model": "karen-offline-extractive", "messages": [{"role": "user", "content": "hi"}]});
+        t.call(
+            "POST",
+            "/v1/chat/completions",
+            "/v1/chat/completions",
+            token,
+            Some(body),
+        )
+        .await
+        .expect(200);
+        t.call("GET", "/v1/models", "/v1/models", token, None)
+            .await
+            .expect(200);
         let usage = t.call("GET", "/v1/usage", "/v1/usage", token, None).await;
         assert!(
             !usage.expect(200).text.contains(&b_chat),

@@ -31,6 +31,7 @@ mod http;
 mod isolation;
 mod llm;
 mod migrations;
+mod openai_api;
 mod rbac;
 mod rls;
 mod tenants;

@@ -169,7 +169,8 @@ const DECLARED_ROUTES: &str = "
     get /v1/conversations/{conversation_id}/messages  post /v1/conversations/{conversation_id}/messages
     get /v1/personas  post /v1/personas
     get /v1/personas/{persona_id}  patch /v1/personas/{persona_id}  delete /v1/personas/{persona_id}
-    get /v1/usage";
+    get /v1/usage
+    post /v1/chat/completions  get /v1/models";
 
 /// The routes that need no credential.
 const PUBLIC_ROUTES: [&str; 5] = [

@@ -1,0 +1,254 @@
+//! The OpenAI-compatible gateway: stateless completions for a tenant's own
+//! applications (usually with an API key), through the tenant's model routes,
+//! metered like every other call. Nothing of the exchange is stored but its
+//! usage record.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt as _;
+use karen_domain::chat::{UsageStatus, parse_model_name};
+use karen_domain::permission::Permission;
+use karen_domain::ports::{
+    ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatStream, LlmError, TokenUsage,
+};
+use karen_domain::{Error, Result, TenantContext};
+use tokio::sync::mpsc;
+
+use super::turn::upstream_error;
+use super::{count_locally, usage_record};
+use crate::Deps;
+
+/// A completion request in vendor-neutral form; `model` may be an alias.
+#[derive(Debug, Clone)]
+pub struct GatewayRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub temperature: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub tools: Option<serde_json::Value>,
+    pub tool_choice: Option<serde_json::Value>,
+    pub stop: Option<Vec<String>>,
+    pub user: Option<String>,
+}
+
+/// What a streamed completion sends to the client.
+#[derive(Debug, Clone)]
+pub enum GatewayEvent {
+    /// An upstream event (deltas and the finish).
+    Chat(ChatEvent),
+    /// The metered token counts, after the finish.
+    Usage(TokenUsage),
+    /// The provider failed after the stream began.
+    Failed(String),
+}
+
+/// The gateway service.
+#[derive(Clone)]
+pub struct GatewayService {
+    deps: Arc<Deps>,
+}
+
+impl GatewayService {
+    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        Self { deps }
+    }
+
+    /// The model names (and aliases) the principal's tenant may use.
+    pub async fn models(&self, ctx: &TenantContext) -> Result<Vec<String>> {
+        ctx.require(Permission::ChatWrite)?;
+        self.deps.router.models(ctx.tenant_id()).await
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &TenantContext,
+        request: GatewayRequest,
+    ) -> Result<(
+        ChatRequest,
+        Arc<dyn karen_domain::ports::ChatProvider>,
+        String,
+    )> {
+        ctx.require(Permission::ChatWrite)?;
+        let model = parse_model_name(&request.model)?;
+        if request.messages.is_empty() {
+            return Err(Error::invalid(
+                Some("messages"),
+                "messages must contain at least one message",
+            ));
+        }
+        let route = self.deps.router.route(ctx.tenant_id(), &model).await?;
+        let chat = ChatRequest {
+            model: route.upstream_model.clone(),
+            messages: request.messages,
+            temperature: request.temperature,
+            max_tokens: request.max_tokens,
+            tools: request.tools,
+            tool_choice: request.tool_choice,
+            stop: request.stop,
+            user: request.user,
+            context: Vec::new(),
+        };
+        Ok((chat, route.provider, model))
+    }
+
+    async fn meter(
+        &self,
+        ctx: &TenantContext,
+        provider: &str,
+        model: &str,
+        usage: TokenUsage,
+        status: UsageStatus,
+        started: Instant,
+    ) -> Result<()> {
+        let record = usage_record(
+            &self.deps, ctx, None, provider, model, usage, status, started,
+        );
+        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        tx.usage().insert_usage(&record).await?;
+        tx.commit().await
+    }
+
+    /// One whole completion, metered before it is returned.
+    pub async fn complete(
+        &self,
+        ctx: &TenantContext,
+        request: GatewayRequest,
+    ) -> Result<ChatResponse> {
+        let (chat, provider, model) = self.prepare(ctx, request).await?;
+        let started = Instant::now();
+        match provider.complete(&chat).await {
+            Ok(mut response) => {
+                let text = response.message.content.clone().unwrap_or_default();
+                let usage = response
+                    .usage
+                    .unwrap_or_else(|| count_locally(&chat, &text));
+                self.meter(
+                    ctx,
+                    provider.name(),
+                    &model,
+                    usage,
+                    UsageStatus::Ok,
+                    started,
+                )
+                .await?;
+                response.usage = Some(usage);
+                response.model = model;
+                Ok(response)
+            }
+            Err(error) => {
+                self.meter(
+                    ctx,
+                    provider.name(),
+                    &model,
+                    count_locally(&chat, ""),
+                    UsageStatus::Error,
+                    started,
+                )
+                .await?;
+                Err(upstream_error(&error))
+            }
+        }
+    }
+
+    /// A streamed completion; fails before any event when no provider answers.
+    pub async fn stream(
+        &self,
+        ctx: &TenantContext,
+        request: GatewayRequest,
+    ) -> Result<(String, mpsc::Receiver<GatewayEvent>)> {
+        let (chat, provider, model) = self.prepare(ctx, request).await?;
+        let started = Instant::now();
+        let upstream = match provider.stream(&chat).await {
+            Ok(stream) => stream,
+            Err(error) => {
+                self.meter(
+                    ctx,
+                    provider.name(),
+                    &model,
+                    count_locally(&chat, ""),
+                    UsageStatus::Error,
+                    started,
+                )
+                .await?;
+                return Err(upstream_error(&error));
+            }
+        };
+        let (sender, receiver) = mpsc::channel(64);
+        let service = self.clone();
+        let ctx = ctx.clone();
+        let name = provider.name().to_owned();
+        let shown = model.clone();
+        tokio::spawn(async move {
+            service
+                .pump(ctx, chat, name, model, upstream, sender, started)
+                .await
+        });
+        Ok((shown, receiver))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pump(
+        &self,
+        ctx: TenantContext,
+        chat: ChatRequest,
+        provider: String,
+        model: String,
+        mut upstream: ChatStream,
+        sender: mpsc::Sender<GatewayEvent>,
+        started: Instant,
+    ) {
+        let mut text = String::new();
+        let mut reported = None;
+        let mut failure: Option<LlmError> = None;
+        let mut client_left = false;
+        loop {
+            let event = tokio::select! {
+                () = sender.closed() => { client_left = true; break; }
+                event = upstream.next() => event,
+            };
+            match event {
+                Some(Ok(event)) => {
+                    match &event {
+                        ChatEvent::Delta {
+                            content: Some(delta),
+                            ..
+                        } => text.push_str(delta),
+                        ChatEvent::Finish { usage, .. } => reported = *usage,
+                        ChatEvent::Delta { .. } => {}
+                    }
+                    if sender.send(GatewayEvent::Chat(event)).await.is_err() {
+                        client_left = true;
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    failure = Some(error);
+                    break;
+                }
+                None => break,
+            }
+        }
+        drop(upstream);
+        let usage = reported.unwrap_or_else(|| count_locally(&chat, &text));
+        let status = match (&failure, client_left) {
+            (Some(_), _) => UsageStatus::Error,
+            (None, true) => UsageStatus::Interrupted,
+            (None, false) => UsageStatus::Ok,
+        };
+        if let Err(error) = self
+            .meter(&ctx, &provider, &model, usage, status, started)
+            .await
+        {
+            tracing::error!(%error, "could not meter a streamed completion");
+        }
+        if client_left {
+            return;
+        }
+        let last = match failure {
+            Some(error) => GatewayEvent::Failed(error.to_string()),
+            None => GatewayEvent::Usage(usage),
+        };
+        let _ = sender.send(last).await;
+    }
+}

@@ -73,6 +73,13 @@ pub enum Error {
     /// A feature that is switched off in this deployment.
     #[error("the '{0}' feature is disabled on this server")]
     FeatureDisabled(&'static str),
+    /// A hard budget would be exceeded; nothing was sent upstream.
+    #[error("{limit} is used up; it resets at {}", rfc3339(resets_at))]
+    BudgetExceeded {
+        limit: String,
+        resets_at: time::OffsetDateTime,
+        retry_after: Duration,
+    },
     /// The model provider failed (after retries and fallback).
     #[error("{0}")]
     Upstream(String),
@@ -86,6 +93,11 @@ pub enum Error {
     /// A bug or an unexpected failure; details go to the log, never to the client.
     #[error("internal error")]
     Internal(String),
+}
+
+fn rfc3339(at: &time::OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| at.to_string())
 }
 
 fn retry_secs(duration: &Duration) -> u64 {
@@ -135,6 +147,7 @@ impl Error {
             Self::LoginThrottled { .. } => "login_throttled",
             Self::AccountLocked { .. } => "account_locked",
             Self::FeatureDisabled(_) => "feature_disabled",
+            Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",
             Self::Unavailable { .. } => "service_unavailable",
             Self::Internal(_) => "internal_error",

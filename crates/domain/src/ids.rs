@@ -107,3 +107,11 @@ id_type!(
     /// A usage record (one provider call).
     UsageId, "usage record id"
 );
+id_type!(
+    /// A budget.
+    BudgetId, "budget id"
+);
+id_type!(
+    /// A reservation of budget for a call in flight.
+    ReservationId, "reservation id"
+);

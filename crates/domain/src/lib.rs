@@ -2,6 +2,7 @@
 //! credentials, the one error enum with stable codes, and the ports (traits) that
 //! adapters implement. Nothing here performs I/O.
 
+pub mod budget;
 pub mod chat;
 pub mod clock;
 pub mod credentials;
@@ -18,8 +19,8 @@ pub mod values;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
-    ApiKeyId, ConversationId, MessageId, OperatorKeyId, PersonaId, RefreshTokenId, SessionId,
-    SigningKeyId, TenantId, UsageId, UserId,
+    ApiKeyId, BudgetId, ConversationId, MessageId, OperatorKeyId, PersonaId, RefreshTokenId,
+    ReservationId, SessionId, SigningKeyId, TenantId, UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

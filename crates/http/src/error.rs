@@ -107,7 +107,9 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::UserDisabled => StatusCode::FORBIDDEN,
         Error::NotFound(_) | Error::FeatureDisabled(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::LoginThrottled { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::LoginThrottled { .. } | Error::BudgetExceeded { .. } => {
+            StatusCode::TOO_MANY_REQUESTS
+        }
         Error::AccountLocked { .. } => StatusCode::LOCKED,
         Error::Upstream(_) => StatusCode::BAD_GATEWAY,
         Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -137,7 +139,8 @@ impl IntoResponse for ApiError {
                 }
                 let retry_after = match &error {
                     Error::LoginThrottled { retry_after }
-                    | Error::AccountLocked { retry_after } => Some(retry_secs(*retry_after)),
+                    | Error::AccountLocked { retry_after }
+                    | Error::BudgetExceeded { retry_after, .. } => Some(retry_secs(*retry_after)),
                     Error::Unavailable { .. } => Some(5),
                     _ => None,
                 };

@@ -199,6 +199,7 @@ route_permissions! {
     ChatRead => Some(Permission::ChatRead);
     ChatWrite => Some(Permission::ChatWrite);
     UsageRead => Some(Permission::UsageRead);
+    BillingManage => Some(Permission::BillingManage);
 }
 
 /// The platform operator (operator key).

@@ -197,6 +197,7 @@ impl Karen {
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
         let health = self.services.health.clone();
+        let reconciler = self.spawn_reconciler();
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             health.begin_draining();
@@ -214,8 +215,28 @@ impl Karen {
             result = server => result.context("serving HTTP")?,
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "drain deadline passed; closing remaining connections"),
         }
+        reconciler.abort();
         self.store.close().await;
         Ok(())
+    }
+
+    /// Settles, every minute, the budget reservations of calls that never
+    /// finished (a crash mid-call): each becomes an `interrupted` usage record.
+    fn spawn_reconciler(&self) -> tokio::task::JoinHandle<()> {
+        let budgets = self.services.assistant.budgets.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                match budgets.reconcile_all().await {
+                    Ok(0) => {}
+                    Ok(settled) => {
+                        tracing::warn!(settled, "settled reservations of calls that never finished")
+                    }
+                    Err(error) => tracing::warn!(%error, "reconciling reservations failed"),
+                }
+            }
+        })
     }
 }
 

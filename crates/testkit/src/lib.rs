@@ -275,7 +275,8 @@ impl TestApp {
 
     /// Gives `tenant` rows in every tenant table: a member with a custom role,
     /// an API key, a rotated refresh token (sessions and refresh tokens), a
-    /// persona and a conversation with one turn (messages, usage).
+    /// persona, a conversation with one turn (messages, usage), a budget, and
+    /// the reservation of a call in flight.
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
         let (user, token) = self.create_user(tenant, &email, &["member"]).await;
@@ -308,6 +309,45 @@ impl TestApp {
         self.post(&format!("/v1/conversations/{chat}/messages"), &token, turn)
             .await
             .expect(200);
+        let budget = json!({"scope": "tenant", "metric": "tokens", "period": "month", "limit": 1_000_000, "enforcement": "soft"});
+        self.post("/v1/budgets", &tenant.owner_token, budget)
+            .await
+            .expect(201);
+        self.reserve_in_flight(tenant).await;
+    }
+
+    /// Writes the budget reservation of a call still in flight (as a running
+    /// call would) for `tenant`'s owner.
+    pub async fn reserve_in_flight(&self, tenant: &TestTenant) {
+        use karen_domain::ports::Store as _;
+        let id = karen_domain::TenantId::from_uuid(tenant.id);
+        let now = karen_domain::Clock::now(self.clock.as_ref());
+        let scope = karen_domain::TenantScope::system(id, karen_domain::SystemReason::Cli);
+        let mut tx = self
+            .karen
+            .store
+            .tenant(scope)
+            .await
+            .expect("tenant transaction");
+        let reservation = karen_domain::ports::Reservation {
+            id: karen_domain::ReservationId::generate(),
+            tenant_id: id,
+            user_id: Some(karen_domain::UserId::from_uuid(tenant.owner_id)),
+            api_key_id: None,
+            conversation_id: None,
+            provider: "offline".into(),
+            model: "karen-offline-extractive".into(),
+            prompt_tokens: 10,
+            completion_allowance: 90,
+            cost_micros: 0,
+            created_at: now,
+            expires_at: now + time::Duration::minutes(15),
+        };
+        tx.budgets()
+            .insert_reservation(&reservation)
+            .await
+            .expect("reservation");
+        tx.commit().await.expect("commit");
     }
 
     /// Stops the server and removes the test's database, keys and files.

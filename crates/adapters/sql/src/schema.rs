@@ -18,6 +18,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "conversations",
     "personas",
     "usage_records",
+    "usage_reservations",
+    "budgets",
     "user_roles",
     "users",
     "custom_roles",

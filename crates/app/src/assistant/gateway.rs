@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
-use karen_domain::chat::{UsageStatus, parse_model_name};
+use karen_domain::chat::{UsageStatus, estimate_tokens, parse_model_name};
 use karen_domain::permission::Permission;
 use karen_domain::ports::{
     ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatStream, LlmError, TokenUsage,
@@ -15,7 +15,8 @@ use karen_domain::ports::{
 use karen_domain::{Error, Result, TenantContext};
 use tokio::sync::mpsc;
 
-use super::turn::upstream_error;
+use super::budgets::{BudgetGuard, CallPlan, Grant};
+use super::turn::{BUDGET_FINISH_REASON, upstream_error};
 use super::{count_locally, usage_record};
 use crate::Deps;
 
@@ -47,11 +48,23 @@ pub enum GatewayEvent {
 #[derive(Clone)]
 pub struct GatewayService {
     deps: Arc<Deps>,
+    guard: BudgetGuard,
+}
+
+/// A call that passed the budget guard.
+struct Planned {
+    chat: ChatRequest,
+    provider: Arc<dyn karen_domain::ports::ChatProvider>,
+    model: String,
+    grant: Grant,
 }
 
 impl GatewayService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+        Self {
+            guard: BudgetGuard::new(deps.clone()),
+            deps,
+        }
     }
 
     /// The model names (and aliases) the principal's tenant may use.
@@ -60,15 +73,8 @@ impl GatewayService {
         self.deps.router.models(ctx.tenant_id()).await
     }
 
-    async fn prepare(
-        &self,
-        ctx: &TenantContext,
-        request: GatewayRequest,
-    ) -> Result<(
-        ChatRequest,
-        Arc<dyn karen_domain::ports::ChatProvider>,
-        String,
-    )> {
+    /// Routes the model and passes the budget guard (nothing is sent upstream on a refusal).
+    async fn plan(&self, ctx: &TenantContext, request: GatewayRequest) -> Result<Planned> {
         ctx.require(Permission::ChatWrite)?;
         let model = parse_model_name(&request.model)?;
         if request.messages.is_empty() {
@@ -78,7 +84,7 @@ impl GatewayService {
             ));
         }
         let route = self.deps.router.route(ctx.tenant_id(), &model).await?;
-        let chat = ChatRequest {
+        let mut chat = ChatRequest {
             model: route.upstream_model.clone(),
             messages: request.messages,
             temperature: request.temperature,
@@ -89,23 +95,47 @@ impl GatewayService {
             user: request.user,
             context: Vec::new(),
         };
-        Ok((chat, route.provider, model))
+        let grant = self
+            .guard
+            .reserve(CallPlan {
+                ctx,
+                conversation: None,
+                provider: route.provider.name(),
+                model: &model,
+                prompt_tokens: count_locally(&chat, "").prompt_tokens,
+                max_tokens: chat.max_tokens,
+            })
+            .await?;
+        chat.max_tokens = grant.cap(chat.max_tokens);
+        Ok(Planned {
+            chat,
+            provider: route.provider,
+            model,
+            grant,
+        })
     }
 
-    async fn meter(
+    /// Replaces the reservation with the call's usage record.
+    async fn settle(
         &self,
         ctx: &TenantContext,
-        provider: &str,
-        model: &str,
+        planned: &Planned,
         usage: TokenUsage,
         status: UsageStatus,
         started: Instant,
     ) -> Result<()> {
         let record = usage_record(
-            &self.deps, ctx, None, provider, model, usage, status, started,
+            &self.deps,
+            ctx,
+            None,
+            planned.provider.name(),
+            &planned.model,
+            usage,
+            status,
+            started,
         );
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        tx.usage().insert_usage(&record).await?;
+        BudgetGuard::settle(&mut *tx, &planned.grant, &record).await?;
         tx.commit().await
     }
 
@@ -115,37 +145,24 @@ impl GatewayService {
         ctx: &TenantContext,
         request: GatewayRequest,
     ) -> Result<ChatResponse> {
-        let (chat, provider, model) = self.prepare(ctx, request).await?;
+        let planned = self.plan(ctx, request).await?;
         let started = Instant::now();
-        match provider.complete(&chat).await {
+        match planned.provider.complete(&planned.chat).await {
             Ok(mut response) => {
                 let text = response.message.content.clone().unwrap_or_default();
                 let usage = response
                     .usage
-                    .unwrap_or_else(|| count_locally(&chat, &text));
-                self.meter(
-                    ctx,
-                    provider.name(),
-                    &model,
-                    usage,
-                    UsageStatus::Ok,
-                    started,
-                )
-                .await?;
+                    .unwrap_or_else(|| count_locally(&planned.chat, &text));
+                self.settle(ctx, &planned, usage, UsageStatus::Ok, started)
+                    .await?;
                 response.usage = Some(usage);
-                response.model = model;
+                response.model = planned.model;
                 Ok(response)
             }
             Err(error) => {
-                self.meter(
-                    ctx,
-                    provider.name(),
-                    &model,
-                    count_locally(&chat, ""),
-                    UsageStatus::Error,
-                    started,
-                )
-                .await?;
+                let usage = count_locally(&planned.chat, "");
+                self.settle(ctx, &planned, usage, UsageStatus::Error, started)
+                    .await?;
                 Err(upstream_error(&error))
             }
         }
@@ -157,51 +174,39 @@ impl GatewayService {
         ctx: &TenantContext,
         request: GatewayRequest,
     ) -> Result<(String, mpsc::Receiver<GatewayEvent>)> {
-        let (chat, provider, model) = self.prepare(ctx, request).await?;
+        let planned = self.plan(ctx, request).await?;
         let started = Instant::now();
-        let upstream = match provider.stream(&chat).await {
+        let upstream = match planned.provider.stream(&planned.chat).await {
             Ok(stream) => stream,
             Err(error) => {
-                self.meter(
-                    ctx,
-                    provider.name(),
-                    &model,
-                    count_locally(&chat, ""),
-                    UsageStatus::Error,
-                    started,
-                )
-                .await?;
+                let usage = count_locally(&planned.chat, "");
+                self.settle(ctx, &planned, usage, UsageStatus::Error, started)
+                    .await?;
                 return Err(upstream_error(&error));
             }
         };
         let (sender, receiver) = mpsc::channel(64);
         let service = self.clone();
         let ctx = ctx.clone();
-        let name = provider.name().to_owned();
-        let shown = model.clone();
-        tokio::spawn(async move {
-            service
-                .pump(ctx, chat, name, model, upstream, sender, started)
-                .await
-        });
+        let shown = planned.model.clone();
+        tokio::spawn(async move { service.pump(ctx, planned, upstream, sender, started).await });
         Ok((shown, receiver))
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn pump(
         &self,
         ctx: TenantContext,
-        chat: ChatRequest,
-        provider: String,
-        model: String,
+        planned: Planned,
         mut upstream: ChatStream,
         sender: mpsc::Sender<GatewayEvent>,
         started: Instant,
     ) {
+        let allowance = planned.grant.completion_allowance;
         let mut text = String::new();
         let mut reported = None;
         let mut failure: Option<LlmError> = None;
         let mut client_left = false;
+        let mut budget_cut = false;
         loop {
             let event = tokio::select! {
                 () = sender.closed() => { client_left = true; break; }
@@ -221,6 +226,11 @@ impl GatewayService {
                         client_left = true;
                         break;
                     }
+                    // A provider that ignores max_tokens is cut off at the budget.
+                    if allowance.is_some_and(|limit| estimate_tokens(&text) > limit) {
+                        budget_cut = true;
+                        break;
+                    }
                 }
                 Some(Err(error)) => {
                     failure = Some(error);
@@ -230,20 +240,26 @@ impl GatewayService {
             }
         }
         drop(upstream);
-        let usage = reported.unwrap_or_else(|| count_locally(&chat, &text));
-        let status = match (&failure, client_left) {
-            (Some(_), _) => UsageStatus::Error,
-            (None, true) => UsageStatus::Interrupted,
-            (None, false) => UsageStatus::Ok,
+        let usage = reported.unwrap_or_else(|| count_locally(&planned.chat, &text));
+        let status = match (&failure, client_left, budget_cut) {
+            (Some(_), _, _) => UsageStatus::Error,
+            (None, true, _) => UsageStatus::Interrupted,
+            (None, false, true) => UsageStatus::BudgetCut,
+            (None, false, false) => UsageStatus::Ok,
         };
-        if let Err(error) = self
-            .meter(&ctx, &provider, &model, usage, status, started)
-            .await
-        {
+        if let Err(error) = self.settle(&ctx, &planned, usage, status, started).await {
             tracing::error!(%error, "could not meter a streamed completion");
         }
         if client_left {
             return;
+        }
+        if budget_cut {
+            let finish = ChatEvent::Finish {
+                finish_reason: Some(BUDGET_FINISH_REASON.into()),
+                usage: Some(usage),
+                model: None,
+            };
+            let _ = sender.send(GatewayEvent::Chat(finish)).await;
         }
         let last = match failure {
             Some(error) => GatewayEvent::Failed(error.to_string()),

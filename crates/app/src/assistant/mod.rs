@@ -1,6 +1,7 @@
 //! The assistant: conversations and their messages, personas, chat turns
 //! against the tenant's model providers, and usage metering.
 
+mod budgets;
 mod conversations;
 mod gateway;
 mod personas;
@@ -14,10 +15,11 @@ use karen_domain::chat::{UsageRecord, UsageStatus, estimate_tokens};
 use karen_domain::ports::{ChatRequest, TokenUsage};
 use karen_domain::{ConversationId, Subject, TenantContext, UsageId};
 
+pub use budgets::{BudgetService, BudgetStatus, DEFAULT_COMPLETION_ALLOWANCE, NewBudget};
 pub use conversations::{ConversationChanges, ConversationPage, ConversationService};
 pub use gateway::{GatewayEvent, GatewayRequest, GatewayService};
 pub use personas::{PersonaInput, PersonaService};
-pub use turn::{ChatService, TurnEvent, TurnOptions, TurnResult};
+pub use turn::{BUDGET_FINISH_REASON, ChatService, TurnEvent, TurnOptions, TurnResult};
 pub use usage::{UsageQuery, UsageService};
 
 use crate::Deps;
@@ -70,6 +72,7 @@ pub struct AssistantServices {
     pub chat: ChatService,
     pub gateway: GatewayService,
     pub usage: UsageService,
+    pub budgets: BudgetService,
 }
 
 impl AssistantServices {
@@ -79,7 +82,8 @@ impl AssistantServices {
             personas: PersonaService::new(deps.clone()),
             chat: ChatService::new(deps.clone()),
             gateway: GatewayService::new(deps.clone()),
-            usage: UsageService::new(deps),
+            usage: UsageService::new(deps.clone()),
+            budgets: BudgetService::new(deps),
         }
     }
 }

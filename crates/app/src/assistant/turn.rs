@@ -2,13 +2,15 @@
 //! model, store the answer and meter the call. Streaming turns run in their own
 //! task, so the answer is stored (marked interrupted) even when the client
 //! goes away, and the upstream request is cancelled at once when it does.
+//! Every call passes the budget guard first and is settled against it after.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
 use karen_domain::chat::{
-    MessageStatus, StoredMessage, UsageStatus, parse_message_text, parse_model_name,
+    MessageStatus, StoredMessage, UsageStatus, estimate_tokens, parse_message_text,
+    parse_model_name,
 };
 use karen_domain::permission::Permission;
 use karen_domain::ports::{
@@ -18,8 +20,13 @@ use karen_domain::ports::{
 use karen_domain::{ConversationId, Error, MessageId, Result, TenantContext};
 use tokio::sync::mpsc;
 
+use super::budgets::{BudgetGuard, CallPlan, Grant};
 use super::conversations::own_conversation;
+use super::{count_locally, usage_record};
 use crate::Deps;
+
+/// Finish reason of an answer cut off by a hard budget.
+pub const BUDGET_FINISH_REASON: &str = "budget_exceeded";
 
 /// Per-turn choices of the client.
 #[derive(Debug, Clone, Default)]
@@ -64,12 +71,23 @@ struct Prepared {
     request: ChatRequest,
     route: RoutedModel,
     model: String,
+    grant: Grant,
+}
+
+/// How a call ended, for the stored answer and its usage record.
+struct Outcome {
+    text: String,
+    tool_calls: Vec<ToolCall>,
+    status: MessageStatus,
+    usage_status: UsageStatus,
+    usage: TokenUsage,
 }
 
 /// The chat service.
 #[derive(Clone)]
 pub struct ChatService {
     deps: Arc<Deps>,
+    guard: BudgetGuard,
 }
 
 fn to_chat(message: &StoredMessage) -> Option<ChatMessage> {
@@ -99,10 +117,14 @@ pub(crate) fn upstream_error(error: &LlmError) -> Error {
 
 impl ChatService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+        Self {
+            guard: BudgetGuard::new(deps.clone()),
+            deps,
+        }
     }
 
-    /// Stores the user's message and builds the model request.
+    /// Builds the model request, passes the budget guard, then stores the
+    /// user's message. Nothing is stored when the model or the budget refuses.
     async fn prepare(
         &self,
         ctx: &TenantContext,
@@ -113,7 +135,7 @@ impl ChatService {
         ctx.require(Permission::ChatWrite)?;
         let content = parse_message_text(content)?;
         let requested = options.model.as_deref().map(parse_model_name).transpose()?;
-        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
         let mut conversation = own_conversation(&mut *tx, ctx, id).await?;
         let persona = match conversation.persona_id {
             Some(persona) => tx.personas().persona(persona).await?,
@@ -123,33 +145,11 @@ impl ChatService {
             .conversations()
             .recent_messages(id, self.deps.assistant.history_messages)
             .await?;
-        // Resolve the model first: a refused model stores nothing.
+        tx.commit().await?;
         let model = requested
             .or_else(|| persona.as_ref().and_then(|p| p.model.clone()))
             .unwrap_or_else(|| self.deps.router.default_model());
         let route = self.deps.router.route(ctx.tenant_id(), &model).await?;
-        let now = self.deps.clock.now();
-        let user_message = StoredMessage {
-            id: MessageId::generate(),
-            tenant_id: ctx.tenant_id(),
-            conversation_id: id,
-            role: ChatRole::User,
-            content: content.clone(),
-            tool_calls: Vec::new(),
-            status: MessageStatus::Complete,
-            model: None,
-            provider: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
-            created_at: now,
-        };
-        tx.conversations().insert_message(&user_message).await?;
-        conversation.last_activity_at = now;
-        tx.conversations()
-            .update_conversation(&conversation)
-            .await?;
-        tx.commit().await?;
-
         let mut messages = Vec::with_capacity(history.len() + 2);
         if let Some(prompt) = persona
             .as_ref()
@@ -159,8 +159,8 @@ impl ChatService {
             messages.push(ChatMessage::text(ChatRole::System, prompt));
         }
         messages.extend(history.iter().filter_map(to_chat));
-        messages.push(ChatMessage::text(ChatRole::User, content));
-        let request = ChatRequest {
+        messages.push(ChatMessage::text(ChatRole::User, content.clone()));
+        let mut request = ChatRequest {
             model: route.upstream_model.clone(),
             messages,
             temperature: persona
@@ -174,6 +174,50 @@ impl ChatService {
             user: Some(ctx.principal().user_id.to_string()),
             context: Vec::new(),
         };
+        let grant = self
+            .guard
+            .reserve(CallPlan {
+                ctx,
+                conversation: Some(id),
+                provider: route.provider.name(),
+                model: &model,
+                prompt_tokens: count_locally(&request, "").prompt_tokens,
+                max_tokens: request.max_tokens,
+            })
+            .await?;
+        request.max_tokens = grant.cap(request.max_tokens);
+
+        let now = self.deps.clock.now();
+        let user_message = StoredMessage {
+            id: MessageId::generate(),
+            tenant_id: ctx.tenant_id(),
+            conversation_id: id,
+            role: ChatRole::User,
+            content,
+            tool_calls: Vec::new(),
+            status: MessageStatus::Complete,
+            model: None,
+            provider: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            created_at: now,
+        };
+        let stored = async {
+            let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+            tx.conversations().insert_message(&user_message).await?;
+            conversation.last_activity_at = now;
+            tx.conversations()
+                .update_conversation(&conversation)
+                .await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(error) = stored {
+            if let Err(release) = self.guard.release(ctx, &grant).await {
+                tracing::warn!(error = %release, "could not release a budget reservation");
+            }
+            return Err(error);
+        }
         Ok(Prepared {
             ctx: ctx.clone(),
             conversation: id,
@@ -181,6 +225,7 @@ impl ChatService {
             request,
             route,
             model,
+            grant,
         })
     }
 
@@ -194,23 +239,20 @@ impl ChatService {
     ) -> Result<TurnResult> {
         let prepared = self.prepare(ctx, id, content, options).await?;
         let started = Instant::now();
-        let outcome = prepared.route.provider.complete(&prepared.request).await;
-        match outcome {
+        match prepared.route.provider.complete(&prepared.request).await {
             Ok(response) => {
                 let text = response.message.content.clone().unwrap_or_default();
                 let usage = response
                     .usage
-                    .unwrap_or_else(|| self.count_locally(&prepared.request, &text));
-                let answer = self
-                    .finish(
-                        &prepared,
-                        text,
-                        response.message.tool_calls,
-                        MessageStatus::Complete,
-                        usage,
-                        started,
-                    )
-                    .await?;
+                    .unwrap_or_else(|| count_locally(&prepared.request, &text));
+                let outcome = Outcome {
+                    text,
+                    tool_calls: response.message.tool_calls,
+                    status: MessageStatus::Complete,
+                    usage_status: UsageStatus::Ok,
+                    usage,
+                };
+                let answer = self.finish(&prepared, outcome, started).await?;
                 Ok(TurnResult {
                     user_message: prepared.user_message,
                     answer,
@@ -219,18 +261,20 @@ impl ChatService {
                 })
             }
             Err(error) => {
-                let usage = self.count_locally(&prepared.request, "");
-                self.finish(
-                    &prepared,
-                    String::new(),
-                    Vec::new(),
-                    MessageStatus::Failed,
-                    usage,
-                    started,
-                )
-                .await?;
+                self.finish(&prepared, Self::failure(&prepared.request), started)
+                    .await?;
                 Err(upstream_error(&error))
             }
+        }
+    }
+
+    fn failure(request: &ChatRequest) -> Outcome {
+        Outcome {
+            text: String::new(),
+            tool_calls: Vec::new(),
+            status: MessageStatus::Failed,
+            usage_status: UsageStatus::Error,
+            usage: count_locally(request, ""),
         }
     }
 
@@ -248,16 +292,8 @@ impl ChatService {
         let upstream = match prepared.route.provider.stream(&prepared.request).await {
             Ok(stream) => stream,
             Err(error) => {
-                let usage = self.count_locally(&prepared.request, "");
-                self.finish(
-                    &prepared,
-                    String::new(),
-                    Vec::new(),
-                    MessageStatus::Failed,
-                    usage,
-                    started,
-                )
-                .await?;
+                self.finish(&prepared, Self::failure(&prepared.request), started)
+                    .await?;
                 return Err(upstream_error(&error));
             }
         };
@@ -267,8 +303,8 @@ impl ChatService {
         Ok(receiver)
     }
 
-    /// Forwards upstream events to the client until the end, an error, or the
-    /// client leaving; then stores what was generated.
+    /// Forwards upstream events to the client until the end, an error, the
+    /// client leaving or the budget running out; then stores what was generated.
     async fn pump(
         &self,
         prepared: Prepared,
@@ -276,11 +312,13 @@ impl ChatService {
         sender: mpsc::Sender<TurnEvent>,
         started: Instant,
     ) {
+        let allowance = prepared.grant.completion_allowance;
         let mut text = String::new();
         let mut reported: Option<TokenUsage> = None;
         let mut finish_reason = None;
         let mut failure: Option<LlmError> = None;
         let mut client_left = false;
+        let mut budget_cut = false;
         loop {
             let event = tokio::select! {
                 () = sender.closed() => { client_left = true; break; }
@@ -294,6 +332,11 @@ impl ChatService {
                     text.push_str(&delta);
                     if sender.send(TurnEvent::Delta(delta)).await.is_err() {
                         client_left = true;
+                        break;
+                    }
+                    // A provider that ignores max_tokens is cut off at the budget.
+                    if allowance.is_some_and(|limit| estimate_tokens(&text) > limit) {
+                        budget_cut = true;
                         break;
                     }
                 }
@@ -315,15 +358,24 @@ impl ChatService {
         }
         // Dropping the stream cancels the upstream request if it is still running.
         drop(upstream);
-        let status = match (&failure, client_left) {
-            (Some(_), _) => MessageStatus::Failed,
-            (None, true) => MessageStatus::Interrupted,
-            (None, false) => MessageStatus::Complete,
+        let (status, usage_status) = match (&failure, client_left, budget_cut) {
+            (Some(_), _, _) => (MessageStatus::Failed, UsageStatus::Error),
+            (None, true, _) => (MessageStatus::Interrupted, UsageStatus::Interrupted),
+            (None, false, true) => (MessageStatus::Interrupted, UsageStatus::BudgetCut),
+            (None, false, false) => (MessageStatus::Complete, UsageStatus::Ok),
         };
-        let usage = reported.unwrap_or_else(|| self.count_locally(&prepared.request, &text));
-        let stored = self
-            .finish(&prepared, text, Vec::new(), status, usage, started)
-            .await;
+        if budget_cut {
+            finish_reason = Some(BUDGET_FINISH_REASON.to_owned());
+        }
+        let usage = reported.unwrap_or_else(|| count_locally(&prepared.request, &text));
+        let outcome = Outcome {
+            text,
+            tool_calls: Vec::new(),
+            status,
+            usage_status,
+            usage,
+        };
+        let stored = self.finish(&prepared, outcome, started).await;
         let event = match (stored, failure) {
             (Ok(message), None) => TurnEvent::Done {
                 message_id: message.id,
@@ -340,26 +392,20 @@ impl ChatService {
                 return;
             }
         };
-        if !client_left {
-            let _ = sender.send(event).await;
-        } else {
+        if client_left {
             tracing::info!(conversation_id = %prepared.conversation, "client left mid-answer; stored as interrupted");
+        } else {
+            let _ = sender.send(event).await;
         }
     }
 
-    fn count_locally(&self, request: &ChatRequest, answer: &str) -> TokenUsage {
-        super::count_locally(request, answer)
-    }
-
-    /// Stores the answer, its usage record and the conversation's activity in
-    /// one transaction: a call that happened is never missing from the meter.
+    /// Stores the answer, its usage record (replacing the budget reservation)
+    /// and the conversation's activity in one transaction: a call that
+    /// happened is never missing from the meter.
     async fn finish(
         &self,
         prepared: &Prepared,
-        text: String,
-        tool_calls: Vec<ToolCall>,
-        status: MessageStatus,
-        usage: TokenUsage,
+        outcome: Outcome,
         started: Instant,
     ) -> Result<StoredMessage> {
         let now = self.deps.clock.now();
@@ -368,32 +414,28 @@ impl ChatService {
             tenant_id: prepared.ctx.tenant_id(),
             conversation_id: prepared.conversation,
             role: ChatRole::Assistant,
-            content: text,
-            tool_calls,
-            status,
+            content: outcome.text,
+            tool_calls: outcome.tool_calls,
+            status: outcome.status,
             model: Some(prepared.model.clone()),
             provider: Some(prepared.route.provider.name().to_owned()),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
+            prompt_tokens: outcome.usage.prompt_tokens,
+            completion_tokens: outcome.usage.completion_tokens,
             created_at: now,
         };
-        let record = super::usage_record(
+        let record = usage_record(
             &self.deps,
             &prepared.ctx,
             Some(prepared.conversation),
             prepared.route.provider.name(),
             &prepared.model,
-            usage,
-            match status {
-                MessageStatus::Complete => UsageStatus::Ok,
-                MessageStatus::Interrupted => UsageStatus::Interrupted,
-                MessageStatus::Failed => UsageStatus::Error,
-            },
+            outcome.usage,
+            outcome.usage_status,
             started,
         );
         let mut tx = self.deps.store.tenant(prepared.ctx.scope()).await?;
         tx.conversations().insert_message(&answer).await?;
-        tx.usage().insert_usage(&record).await?;
+        BudgetGuard::settle(&mut *tx, &prepared.grant, &record).await?;
         if let Some(mut conversation) = tx
             .conversations()
             .conversation(prepared.conversation)

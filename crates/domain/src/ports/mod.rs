@@ -14,6 +14,7 @@ pub use llm::{
 };
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
-    ActivityCursor, ApiKeyRepo, ConversationRepo, PersonaRepo, PlatformTx, PurgeReport, RoleRepo,
-    SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals, UserRepo,
+    ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, PersonaRepo, PlatformTx, PurgeReport,
+    Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals,
+    UserRepo,
 };

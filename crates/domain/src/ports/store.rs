@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::budget::{Budget, BudgetMetric, BudgetScope};
 use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
     ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
@@ -15,8 +16,8 @@ use crate::tenant::{Tenant, TenantSettings};
 use crate::user::{CustomRole, LoginFailures, User};
 use crate::values::{Email, RoleName, Slug, TenantName};
 use crate::{
-    ApiKeyId, ConversationId, OperatorKeyId, PersonaId, RefreshTokenId, Result, SessionId,
-    SigningKeyId, TenantId, TenantScope, UserId,
+    ApiKeyId, BudgetId, ConversationId, OperatorKeyId, PersonaId, RefreshTokenId, ReservationId,
+    Result, SessionId, SigningKeyId, TenantId, TenantScope, UserId,
 };
 
 /// The relational store.
@@ -90,6 +91,7 @@ pub trait TenantTx: Send {
     fn conversations(&mut self) -> &mut dyn ConversationRepo;
     fn personas(&mut self) -> &mut dyn PersonaRepo;
     fn usage(&mut self) -> &mut dyn UsageRepo;
+    fn budgets(&mut self) -> &mut dyn BudgetRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;
@@ -266,4 +268,53 @@ pub trait UsageRepo: Send {
         limit: i64,
     ) -> Result<Vec<UsageRecord>>;
     async fn usage_totals(&mut self, filter: &UsageFilter) -> Result<UsageTotals>;
+}
+
+/// Budget set aside for one provider call in flight. Settled (replaced by the
+/// call's usage record) when the call ends; if the process dies first, it is
+/// turned into a usage record of the whole reserved amount after it expires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    pub id: ReservationId,
+    pub tenant_id: TenantId,
+    pub user_id: Option<UserId>,
+    pub api_key_id: Option<ApiKeyId>,
+    pub conversation_id: Option<ConversationId>,
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: u32,
+    /// The most completion tokens the call may produce.
+    pub completion_allowance: u32,
+    pub cost_micros: i64,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Budgets and reservations.
+#[async_trait]
+pub trait BudgetRepo: Send {
+    async fn list_budgets(&mut self) -> Result<Vec<Budget>>;
+    async fn insert_budget(&mut self, budget: &Budget) -> Result<()>;
+    async fn delete_budget(&mut self, id: BudgetId) -> Result<bool>;
+    /// The budgets that apply to a call by `user` (through `key`), locked until
+    /// the transaction ends so that concurrent reservations take turns.
+    async fn lock_applicable(
+        &mut self,
+        user: UserId,
+        key: Option<ApiKeyId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Budget>>;
+    /// What `scope` has used of `metric` in `[from, until)`: usage records plus reservations.
+    async fn consumption(
+        &mut self,
+        scope: BudgetScope,
+        metric: BudgetMetric,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<i64>;
+    async fn insert_reservation(&mut self, reservation: &Reservation) -> Result<()>;
+    /// Removes a reservation; `false` if it was already settled or reconciled.
+    async fn delete_reservation(&mut self, id: ReservationId) -> Result<bool>;
+    /// Reservations that expired before `at` (their calls never settled).
+    async fn expired_reservations(&mut self, at: OffsetDateTime) -> Result<Vec<Reservation>>;
 }

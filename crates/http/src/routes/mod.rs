@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod auth;
+mod budgets;
 mod conversations;
 mod openai;
 mod personas;
@@ -32,4 +33,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(personas::routes())
         .merge(usage::routes())
         .merge(openai::routes())
+        .merge(budgets::routes())
 }

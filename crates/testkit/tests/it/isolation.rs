@@ -118,6 +118,15 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         )
         .await;
     let b_persona = b_persona.expect(201).str("id").to_owned();
+    let b_budget = app
+        .post(
+            "/v1/budgets",
+            &bravo.owner_token,
+            json!({"scope": "user", "subject_id": b_user, "metric": "tokens",
+            "period": "day", "limit": 1000000, "enforcement": "soft"}),
+        )
+        .await;
+    let b_budget = b_budget.expect(201).str("id").to_owned();
     // Tenant A's own objects, and an API key of A's owner (a second kind of credential).
     let (a_user, _) = app
         .create_user(&alpha, "member@alpha.test", &["member"])
@@ -191,6 +200,34 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         t.call("GET", "/v1/models", "/v1/models", token, None)
             .await
             .expect(200);
+        t.foreign_is_missing(
+            "DELETE",
+            "/v1/budgets/{budget_id}",
+            "{budget_id}",
+            &b_budget,
+            token,
+            None,
+        )
+        .await;
+        let budgets = t
+            .call("GET", "/v1/budgets", "/v1/budgets", token, None)
+            .await;
+        assert!(
+            !budgets.expect(200).text.contains(&b_budget),
+            "B's budget listed for A"
+        );
+        // A budget cannot name another tenant's user: it does not exist here.
+        let foreign_subject = json!({"scope": "user", "subject_id": b_user, "metric": "tokens", "period": "day",
+            "limit": 5, "enforcement": "hard"});
+        t.call(
+            "POST",
+            "/v1/budgets",
+            "/v1/budgets",
+            token,
+            Some(foreign_subject),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
         let usage = t.call("GET", "/v1/usage", "/v1/usage", token, None).await;
         assert!(
             !usage.expect(200).text.contains(&b_chat),
@@ -378,6 +415,11 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             .len(),
         2,
         "B's turn is intact"
+    );
+    let b_budgets = app.get("/v1/budgets", &bravo.owner_token).await;
+    assert!(
+        b_budgets.expect(200).text.contains(&b_budget),
+        "B's budget survived A's attempts"
     );
     let b_persona_after = app
         .get(&format!("/v1/personas/{b_persona}"), &bravo.owner_token)

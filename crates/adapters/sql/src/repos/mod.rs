@@ -1,6 +1,7 @@
 //! The tenant repositories, implemented on [`crate::tenant::SqlTenantTx`].
 
 mod api_keys;
+mod budgets;
 mod conversations;
 mod personas;
 mod roles;

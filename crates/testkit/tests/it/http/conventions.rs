@@ -170,7 +170,8 @@ const DECLARED_ROUTES: &str = "
     get /v1/personas  post /v1/personas
     get /v1/personas/{persona_id}  patch /v1/personas/{persona_id}  delete /v1/personas/{persona_id}
     get /v1/usage
-    post /v1/chat/completions  get /v1/models";
+    post /v1/chat/completions  get /v1/models
+    get /v1/budgets  post /v1/budgets  delete /v1/budgets/{budget_id}";
 
 /// The routes that need no credential.
 const PUBLIC_ROUTES: [&str; 5] = [
@@ -343,6 +344,7 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{tenant_id}", &id)
             .replace("{conversation_id}", &id)
             .replace("{persona_id}", &id)
+            .replace("{budget_id}", &id)
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");
         // Without a credential or a body nothing changes, but the route answers.

@@ -1,0 +1,2 @@
+DROP TABLE usage_reservations;
+DROP TABLE budgets;

@@ -1,0 +1,182 @@
+//! Budgets and reservations.
+
+use async_trait::async_trait;
+use karen_domain::budget::{Budget, BudgetMetric, BudgetPeriod, BudgetScope, Enforcement};
+use karen_domain::clock::to_millis;
+use karen_domain::ports::{BudgetRepo, Reservation};
+use karen_domain::{ApiKeyId, BudgetId, ConversationId, ReservationId, Result, TenantId, UserId};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::conn::Row;
+use crate::rows;
+use crate::tenant::SqlTenantTx;
+
+fn budget(row: &Row) -> Result<Budget> {
+    Ok(Budget {
+        id: BudgetId::from_uuid(row.get("id")?),
+        tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
+        scope: BudgetScope::from_parts(&row.get::<String>("scope")?, row.get("subject_id")?)?,
+        metric: BudgetMetric::parse(&row.get::<String>("metric")?)?,
+        period: BudgetPeriod::parse(&row.get::<String>("period")?)?,
+        limit: row.get("limit_value")?,
+        enforcement: Enforcement::parse(&row.get::<String>("enforcement")?)?,
+        created_at: rows::time(row, "created_at")?,
+    })
+}
+
+fn reservation(row: &Row) -> Result<Reservation> {
+    let count =
+        |column: &str| -> Result<u32> { Ok(u32::try_from(row.get::<i32>(column)?).unwrap_or(0)) };
+    Ok(Reservation {
+        id: ReservationId::from_uuid(row.get("id")?),
+        tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
+        user_id: row.get::<Option<Uuid>>("user_id")?.map(UserId::from_uuid),
+        api_key_id: row
+            .get::<Option<Uuid>>("api_key_id")?
+            .map(ApiKeyId::from_uuid),
+        conversation_id: row
+            .get::<Option<Uuid>>("conversation_id")?
+            .map(ConversationId::from_uuid),
+        provider: row.get("provider")?,
+        model: row.get("model")?,
+        prompt_tokens: count("prompt_tokens")?,
+        completion_allowance: count("completion_allowance")?,
+        cost_micros: row.get("cost_micros")?,
+        created_at: rows::time(row, "created_at")?,
+        expires_at: rows::time(row, "expires_at")?,
+    })
+}
+
+fn i32_of(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+/// The user and key columns a scope filters on (`None`: no filter).
+fn scope_filter(scope: BudgetScope) -> (Option<Uuid>, Option<Uuid>) {
+    match scope {
+        BudgetScope::Tenant => (None, None),
+        BudgetScope::User(user) => (Some(user.as_uuid()), None),
+        BudgetScope::ApiKey(key) => (None, Some(key.as_uuid())),
+    }
+}
+
+const TOKENS_USED: &str = "SELECT CAST(\
+    COALESCE((SELECT SUM(prompt_tokens + completion_tokens) FROM usage_records WHERE tenant_id = $1 \
+      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+  + COALESCE((SELECT SUM(prompt_tokens + completion_allowance) FROM usage_reservations WHERE tenant_id = $1 \
+      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+  AS BIGINT) AS used";
+
+const COST_USED: &str = "SELECT CAST(\
+    COALESCE((SELECT SUM(cost_micros) FROM usage_records WHERE tenant_id = $1 \
+      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+  + COALESCE((SELECT SUM(cost_micros) FROM usage_reservations WHERE tenant_id = $1 \
+      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+  AS BIGINT) AS used";
+
+#[async_trait]
+impl BudgetRepo for SqlTenantTx {
+    async fn list_budgets(&mut self) -> Result<Vec<Budget>> {
+        let q = self.q("SELECT * FROM budgets WHERE tenant_id = $1 ORDER BY id");
+        self.tx.fetch_all(q).await?.iter().map(budget).collect()
+    }
+
+    async fn insert_budget(&mut self, b: &Budget) -> Result<()> {
+        let q = self
+            .q("INSERT INTO budgets (tenant_id, id, scope, subject_id, metric, period, limit_value, enforcement, created_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")
+            .bind(b.id.as_uuid())
+            .bind(b.scope.kind())
+            .bind(b.scope.subject())
+            .bind(b.metric.as_str())
+            .bind(b.period.as_str())
+            .bind(b.limit)
+            .bind(b.enforcement.as_str())
+            .bind(to_millis(b.created_at));
+        self.tx.execute(q).await.map(drop)
+    }
+
+    async fn delete_budget(&mut self, id: BudgetId) -> Result<bool> {
+        let q = self
+            .q("DELETE FROM budgets WHERE tenant_id = $1 AND id = $2")
+            .bind(id.as_uuid());
+        Ok(self.tx.execute(q).await? > 0)
+    }
+
+    async fn lock_applicable(
+        &mut self,
+        user: UserId,
+        key: Option<ApiKeyId>,
+        at: OffsetDateTime,
+    ) -> Result<Vec<Budget>> {
+        // An UPDATE takes the rows' locks on PostgreSQL (held to the end of the
+        // transaction); on SQLite the write transaction already excludes others.
+        let q = self
+            .q("UPDATE budgets SET locked_at = $2 WHERE tenant_id = $1 AND (scope = 'tenant' \
+                OR (scope = 'user' AND subject_id = $3) OR (scope = 'api_key' AND subject_id = $4)) RETURNING *")
+            .bind(to_millis(at))
+            .bind(user.as_uuid())
+            .bind(key.map(|k| k.as_uuid()));
+        self.tx.fetch_all(q).await?.iter().map(budget).collect()
+    }
+
+    async fn consumption(
+        &mut self,
+        scope: BudgetScope,
+        metric: BudgetMetric,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<i64> {
+        let sql = match metric {
+            BudgetMetric::Tokens => TOKENS_USED,
+            BudgetMetric::CostMicros => COST_USED,
+        };
+        let (user, key) = scope_filter(scope);
+        let q = self
+            .q(sql)
+            .bind(to_millis(from))
+            .bind(to_millis(until))
+            .bind(user)
+            .bind(key);
+        self.tx.fetch_one(q).await?.get("used")
+    }
+
+    async fn insert_reservation(&mut self, r: &Reservation) -> Result<()> {
+        let q = self
+            .q("INSERT INTO usage_reservations (tenant_id, id, user_id, api_key_id, conversation_id, provider, model, \
+                prompt_tokens, completion_allowance, cost_micros, created_at, expires_at) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+            .bind(r.id.as_uuid())
+            .bind(r.user_id.map(|u| u.as_uuid()))
+            .bind(r.api_key_id.map(|k| k.as_uuid()))
+            .bind(r.conversation_id.map(|c| c.as_uuid()))
+            .bind(r.provider.as_str())
+            .bind(r.model.as_str())
+            .bind(i32_of(r.prompt_tokens))
+            .bind(i32_of(r.completion_allowance))
+            .bind(r.cost_micros)
+            .bind(to_millis(r.created_at))
+            .bind(to_millis(r.expires_at));
+        self.tx.execute(q).await.map(drop)
+    }
+
+    async fn delete_reservation(&mut self, id: ReservationId) -> Result<bool> {
+        let q = self
+            .q("DELETE FROM usage_reservations WHERE tenant_id = $1 AND id = $2")
+            .bind(id.as_uuid());
+        Ok(self.tx.execute(q).await? > 0)
+    }
+
+    async fn expired_reservations(&mut self, at: OffsetDateTime) -> Result<Vec<Reservation>> {
+        let q = self
+            .q("SELECT * FROM usage_reservations WHERE tenant_id = $1 AND expires_at < $2 ORDER BY id LIMIT 1000")
+            .bind(to_millis(at));
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(reservation)
+            .collect()
+    }
+}

@@ -115,3 +115,7 @@ id_type!(
     /// A reservation of budget for a call in flight.
     ReservationId, "reservation id"
 );
+id_type!(
+    /// A model provider configured by a tenant.
+    ProviderId, "provider id"
+);

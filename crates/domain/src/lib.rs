@@ -12,6 +12,7 @@ pub mod page;
 pub mod permission;
 pub mod ports;
 pub mod principal;
+pub mod providers;
 pub mod tenant;
 pub mod user;
 pub mod values;
@@ -19,8 +20,8 @@ pub mod values;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
-    ApiKeyId, BudgetId, ConversationId, MessageId, OperatorKeyId, PersonaId, RefreshTokenId,
-    ReservationId, SessionId, SigningKeyId, TenantId, UsageId, UserId,
+    ApiKeyId, BudgetId, ConversationId, MessageId, OperatorKeyId, PersonaId, ProviderId,
+    RefreshTokenId, ReservationId, SessionId, SigningKeyId, TenantId, UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

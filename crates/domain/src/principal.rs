@@ -99,6 +99,8 @@ pub enum SystemReason {
     Lifecycle,
     /// An operator command run on the server's own machine (`karen …`).
     Cli,
+    /// Resolving which providers serve a model for the tenant.
+    Routing,
 }
 
 /// Who performed an action (recorded in the audit trail).

@@ -136,6 +136,7 @@ impl Karen {
             self_signup: config.features.self_signup,
         };
         let clock_for_router = clock.clone();
+        let store_for_router = store_port.clone();
         let services = Services::new(Deps {
             store: store_port,
             clock,
@@ -147,6 +148,7 @@ impl Karen {
             router: Arc::new(models::ConfiguredRouter::from_config(
                 &config.llm,
                 clock_for_router,
+                store_for_router,
             )?),
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),

@@ -1,38 +1,68 @@
-//! Model routing from configuration: every `[[llm.providers]]` entry becomes a
-//! provider (behind the SSRF policy and timeouts), and each model id is served
-//! by a resilient chain of the providers that list it, in configuration order
-//! (retries with backoff, fallback, one circuit breaker per provider). The
+//! Model routing. Every `[[llm.providers]]` entry and every provider a tenant
+//! configures becomes a provider behind the SSRF policy and timeouts; a model
+//! is served by a resilient chain of the providers that list it — the
+//! tenant's own first (by position), then the platform's in configuration
+//! order — with retries, fallback and one circuit breaker per provider. The
 //! offline provider always serves its own model id, so embedded mode answers
-//! with no network at all.
+//! with no network at all. Aliases: the tenant's, then the platform's.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use karen_domain::clock::Clock;
-use karen_domain::ports::{ChatProvider, ModelRouter, RoutedModel};
-use karen_domain::{Error, Result, TenantId};
+use karen_domain::ports::{ChatProvider, LlmError, ModelRouter, RoutedModel, Store};
+use karen_domain::providers::TenantProvider;
+use karen_domain::{Error, ProviderId, Result, SystemReason, TenantId, TenantScope};
 use karen_llm::{
-    BreakerRegistry, ChainMember, OFFLINE_MODEL_ID, OfflineProvider, OutboundPolicy,
+    BreakerRegistry, ChainMember, Endpoint, OFFLINE_MODEL_ID, OfflineProvider, OutboundPolicy,
     ProviderConfig, ProviderKind, ResilientChat, RetryPolicy, Timeouts, build_chat_provider,
 };
 use secrecy::SecretString;
+use time::OffsetDateTime;
 
 use crate::config::LlmConfig;
 
-/// Routes model names (and aliases) to provider chains built from configuration.
+/// A built provider and the models it serves.
+struct Served {
+    models: Vec<String>,
+    provider: Arc<dyn ChatProvider>,
+}
+
+/// Tenant providers already built, by id, with the change time they were built from.
+type BuiltProviders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn ChatProvider>)>;
+
+/// Routes model names to provider chains for each tenant.
 pub struct ConfiguredRouter {
-    chains: HashMap<String, Arc<dyn ChatProvider>>,
+    store: Arc<dyn Store>,
+    policy: OutboundPolicy,
+    timeouts: Timeouts,
+    retry: RetryPolicy,
+    breakers: BreakerRegistry,
+    platform: Vec<Served>,
     aliases: BTreeMap<String, String>,
     default_model: String,
+    /// Tenant providers already built, by id and last change.
+    built: Mutex<BuiltProviders>,
+}
+
+fn kind_of(name: &str) -> ProviderKind {
+    match name {
+        "anthropic" => ProviderKind::Anthropic,
+        _ => ProviderKind::OpenAi,
+    }
 }
 
 impl ConfiguredRouter {
-    /// Builds every provider and chain; fails naming the provider whose URL or
+    /// Builds the platform's providers; fails naming the provider whose URL or
     /// credential is unusable.
-    pub fn from_config(config: &LlmConfig, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+    pub fn from_config(
+        config: &LlmConfig,
+        clock: Arc<dyn Clock>,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<Self> {
         let policy = OutboundPolicy::new(config.allow_private_addresses.iter().cloned());
         policy.validate().context("llm.allow_private_addresses")?;
         let timeouts = Timeouts {
@@ -50,12 +80,8 @@ impl ConfiguredRouter {
             Duration::from_secs(config.breaker_open_secs),
             clock,
         );
-        let mut providers: Vec<(Vec<String>, Arc<dyn ChatProvider>)> = Vec::new();
+        let mut platform = Vec::new();
         for (i, entry) in config.providers.iter().enumerate() {
-            let kind = match entry.kind.as_str() {
-                "anthropic" => ProviderKind::Anthropic,
-                _ => ProviderKind::OpenAi,
-            };
             let api_key = match (&entry.api_key, &entry.api_key_env) {
                 (Some(key), _) => Some(SecretString::from(key.clone())),
                 (None, Some(var)) => Some(SecretString::from(std::env::var(var).with_context(
@@ -63,53 +89,31 @@ impl ConfiguredRouter {
                 )?)),
                 (None, None) => None,
             };
-            let provider = build_chat_provider(
-                &ProviderConfig {
-                    name: entry.name.clone(),
-                    kind,
-                    base_url: Some(entry.base_url.clone()),
-                    api_key,
-                    models: entry.models.clone(),
-                },
-                &policy,
-                &timeouts,
-            )
-            .map_err(|e| anyhow::anyhow!("llm.providers[{i}]: {e}"))?;
-            providers.push((entry.models.clone(), provider));
+            let config = ProviderConfig {
+                name: entry.name.clone(),
+                kind: kind_of(&entry.kind),
+                base_url: Some(entry.base_url.clone()),
+                api_key,
+                models: entry.models.clone(),
+            };
+            let provider = build_chat_provider(&config, &policy, &timeouts)
+                .map_err(|e| anyhow::anyhow!("llm.providers[{i}]: {e}"))?;
+            platform.push(Served {
+                models: entry.models.clone(),
+                provider,
+            });
         }
-        providers.push((
-            vec![OFFLINE_MODEL_ID.to_owned()],
-            Arc::new(OfflineProvider::new("offline")),
-        ));
-
-        let mut chains: HashMap<String, Arc<dyn ChatProvider>> = HashMap::new();
-        let mut models: Vec<&String> = providers.iter().flat_map(|(models, _)| models).collect();
-        models.dedup();
-        for model in models {
-            let members: Vec<ChainMember> = providers
-                .iter()
-                .filter(|(served, _)| served.contains(model))
-                .map(|(_, provider)| {
-                    ChainMember::new(provider.clone(), breakers.get(provider.name()))
-                })
-                .collect();
-            let name = providers
-                .iter()
-                .filter(|(served, _)| served.contains(model))
-                .map(|(_, provider)| provider.name().to_owned())
-                .collect::<Vec<_>>()
-                .join(",");
-            chains.insert(
-                model.clone(),
-                Arc::new(ResilientChat::new(name, members, retry)),
-            );
-        }
+        platform.push(Served {
+            models: vec![OFFLINE_MODEL_ID.to_owned()],
+            provider: Arc::new(OfflineProvider::new("offline")),
+        });
+        let served: BTreeSet<&String> = platform.iter().flat_map(|s| &s.models).collect();
         for (alias, target) in &config.aliases {
-            if !chains.contains_key(target) {
+            if !served.contains(target) {
                 anyhow::bail!("llm.aliases.{alias}: no provider serves '{target}'");
             }
         }
-        if !chains.contains_key(&config.default_model)
+        if !served.contains(&config.default_model)
             && !config.aliases.contains_key(&config.default_model)
         {
             anyhow::bail!(
@@ -118,41 +122,149 @@ impl ConfiguredRouter {
             );
         }
         Ok(Self {
-            chains,
+            store,
+            policy,
+            timeouts,
+            retry,
+            breakers,
+            platform,
             aliases: config.aliases.clone(),
             default_model: config.default_model.clone(),
+            built: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The tenant's providers and aliases.
+    async fn tenant_config(
+        &self,
+        tenant: TenantId,
+    ) -> Result<(Vec<TenantProvider>, BTreeMap<String, String>)> {
+        let mut tx = self
+            .store
+            .tenant_read(TenantScope::system(tenant, SystemReason::Routing))
+            .await?;
+        let providers = tx.providers().list_providers().await?;
+        let aliases = tx
+            .providers()
+            .list_aliases()
+            .await?
+            .into_iter()
+            .map(|a| (a.alias, a.target))
+            .collect();
+        tx.commit().await?;
+        Ok((providers, aliases))
+    }
+
+    /// The built provider of a tenant's configuration (rebuilt when it changed).
+    fn tenant_provider(&self, provider: &TenantProvider) -> Result<Arc<dyn ChatProvider>> {
+        let mut built = self
+            .built
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((changed, ready)) = built.get(&provider.id)
+            && *changed == provider.updated_at
+        {
+            return Ok(ready.clone());
+        }
+        let config = ProviderConfig {
+            // Tenant names are prefixed so they never share a circuit breaker with the platform's.
+            name: format!("tenant:{}", provider.name),
+            kind: kind_of(&provider.kind),
+            base_url: Some(provider.base_url.clone()),
+            api_key: provider.api_key.clone(),
+            models: provider.models.clone(),
+        };
+        let ready =
+            build_chat_provider(&config, &self.policy, &self.timeouts).map_err(|e| refused(&e))?;
+        built.insert(provider.id, (provider.updated_at, ready.clone()));
+        Ok(ready)
+    }
+
+    fn breaker_key(tenant: TenantId, provider: &dyn ChatProvider) -> String {
+        if provider.name().starts_with("tenant:") {
+            format!("{tenant}/{}", provider.name())
+        } else {
+            provider.name().to_owned()
+        }
+    }
+}
+
+fn refused(error: &LlmError) -> Error {
+    match error {
+        LlmError::Refused(reason) => Error::invalid(Some("base_url"), reason.clone()),
+        other => Error::invalid(Some("base_url"), other.to_string()),
     }
 }
 
 #[async_trait]
 impl ModelRouter for ConfiguredRouter {
-    async fn route(&self, _tenant: TenantId, model: &str) -> Result<RoutedModel> {
-        let upstream = self.aliases.get(model).map_or(model, String::as_str);
-        let provider = self.chains.get(upstream).ok_or_else(|| {
-            Error::invalid(
+    async fn route(&self, tenant: TenantId, model: &str) -> Result<RoutedModel> {
+        let (providers, tenant_aliases) = self.tenant_config(tenant).await?;
+        let upstream = tenant_aliases
+            .get(model)
+            .or_else(|| self.aliases.get(model))
+            .map_or(model, String::as_str);
+        let mut members: Vec<Arc<dyn ChatProvider>> = Vec::new();
+        for provider in providers
+            .iter()
+            .filter(|p| p.models.iter().any(|m| m == upstream))
+        {
+            members.push(self.tenant_provider(provider)?);
+        }
+        members.extend(
+            self.platform
+                .iter()
+                .filter(|s| s.models.iter().any(|m| m == upstream))
+                .map(|s| s.provider.clone()),
+        );
+        if members.is_empty() {
+            return Err(Error::invalid(
                 Some("model"),
-                format!("the model '{model}' is not available here; GET /v1/models lists the ones you may use"),
-            )
-        })?;
+                format!(
+                    "the model '{model}' is not available here; GET /v1/models lists the ones you may use"
+                ),
+            ));
+        }
+        let name = members
+            .iter()
+            .map(|p| p.name().to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        let chain = members
+            .into_iter()
+            .map(|provider| {
+                let breaker = self
+                    .breakers
+                    .get(&Self::breaker_key(tenant, provider.as_ref()));
+                ChainMember::new(provider, breaker)
+            })
+            .collect();
         Ok(RoutedModel {
-            provider: provider.clone(),
+            provider: Arc::new(ResilientChat::new(name, chain, self.retry)),
             upstream_model: upstream.to_owned(),
         })
     }
 
-    async fn models(&self, _tenant: TenantId) -> Result<Vec<String>> {
-        let mut models: Vec<String> = self
-            .chains
-            .keys()
-            .chain(self.aliases.keys())
-            .cloned()
+    async fn models(&self, tenant: TenantId) -> Result<Vec<String>> {
+        let (providers, tenant_aliases) = self.tenant_config(tenant).await?;
+        let mut models: BTreeSet<String> = self
+            .platform
+            .iter()
+            .flat_map(|s| s.models.iter().cloned())
             .collect();
-        models.sort();
-        Ok(models)
+        models.extend(providers.iter().flat_map(|p| p.models.iter().cloned()));
+        models.extend(self.aliases.keys().cloned());
+        models.extend(tenant_aliases.into_keys());
+        Ok(models.into_iter().collect())
     }
 
     fn default_model(&self) -> String {
         self.default_model.clone()
+    }
+
+    fn check_provider_url(&self, base_url: &str) -> Result<()> {
+        Endpoint::parse(base_url, &self.policy)
+            .map(drop)
+            .map_err(|e| refused(&e))
     }
 }

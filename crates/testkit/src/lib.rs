@@ -275,8 +275,8 @@ impl TestApp {
 
     /// Gives `tenant` rows in every tenant table: a member with a custom role,
     /// an API key, a rotated refresh token (sessions and refresh tokens), a
-    /// persona, a conversation with one turn (messages, usage), a budget, and
-    /// the reservation of a call in flight.
+    /// persona, a conversation with one turn (messages, usage), a budget, the
+    /// reservation of a call in flight, a model provider and an alias.
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
         let (user, token) = self.create_user(tenant, &email, &["member"]).await;
@@ -313,6 +313,15 @@ impl TestApp {
         self.post("/v1/budgets", &tenant.owner_token, budget)
             .await
             .expect(201);
+        let provider = json!({"name": "populated", "base_url": "https://llm.example.com/v1",
+            "api_key": "sk-populated", "models": ["populated-model"]});
+        self.post("/v1/providers", &tenant.owner_token, provider)
+            .await
+            .expect(201);
+        let alias = json!({"target": "populated-model"});
+        self.put("/v1/model-aliases/populated", &tenant.owner_token, alias)
+            .await
+            .expect(200);
         self.reserve_in_flight(tenant).await;
     }
 

@@ -20,6 +20,8 @@ pub const TENANT_TABLES: &[&str] = &[
     "usage_records",
     "usage_reservations",
     "budgets",
+    "tenant_providers",
+    "model_aliases",
     "user_roles",
     "users",
     "custom_roles",

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
-    ApiKeyRepo, BudgetRepo, ConversationRepo, PersonaRepo, PurgeReport, RoleRepo, SessionRepo,
-    TenantTx, UsageRepo, UserRepo,
+    ApiKeyRepo, BudgetRepo, ConversationRepo, PersonaRepo, ProviderRepo, PurgeReport, RoleRepo,
+    SessionRepo, TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
@@ -47,6 +47,8 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "usage_records" => "DELETE FROM usage_records WHERE tenant_id = $1",
         "usage_reservations" => "DELETE FROM usage_reservations WHERE tenant_id = $1",
         "budgets" => "DELETE FROM budgets WHERE tenant_id = $1",
+        "tenant_providers" => "DELETE FROM tenant_providers WHERE tenant_id = $1",
+        "model_aliases" => "DELETE FROM model_aliases WHERE tenant_id = $1",
         "user_roles" => "DELETE FROM user_roles WHERE tenant_id = $1",
         "users" => "DELETE FROM users WHERE tenant_id = $1",
         "custom_roles" => "DELETE FROM custom_roles WHERE tenant_id = $1",
@@ -89,6 +91,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn budgets(&mut self) -> &mut dyn BudgetRepo {
+        self
+    }
+
+    fn providers(&mut self) -> &mut dyn ProviderRepo {
         self
     }
 

@@ -5,6 +5,7 @@ mod budgets;
 mod conversations;
 mod gateway;
 mod personas;
+mod providers;
 mod turn;
 mod usage;
 
@@ -19,6 +20,7 @@ pub use budgets::{BudgetService, BudgetStatus, DEFAULT_COMPLETION_ALLOWANCE, New
 pub use conversations::{ConversationChanges, ConversationPage, ConversationService};
 pub use gateway::{GatewayEvent, GatewayRequest, GatewayService};
 pub use personas::{PersonaInput, PersonaService};
+pub use providers::{ProviderInput, ProviderService};
 pub use turn::{BUDGET_FINISH_REASON, ChatService, TurnEvent, TurnOptions, TurnResult};
 pub use usage::{UsageQuery, UsageService};
 
@@ -73,6 +75,7 @@ pub struct AssistantServices {
     pub gateway: GatewayService,
     pub usage: UsageService,
     pub budgets: BudgetService,
+    pub providers: ProviderService,
 }
 
 impl AssistantServices {
@@ -83,7 +86,8 @@ impl AssistantServices {
             chat: ChatService::new(deps.clone()),
             gateway: GatewayService::new(deps.clone()),
             usage: UsageService::new(deps.clone()),
-            budgets: BudgetService::new(deps),
+            budgets: BudgetService::new(deps.clone()),
+            providers: ProviderService::new(deps),
         }
     }
 }

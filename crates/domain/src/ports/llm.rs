@@ -282,4 +282,7 @@ pub trait ModelRouter: Send + Sync + 'static {
     async fn models(&self, tenant: crate::TenantId) -> crate::Result<Vec<String>>;
     /// The model used when neither the request nor the persona names one.
     fn default_model(&self) -> String;
+    /// Checks that a tenant's provider URL is allowed by the outbound policy
+    /// (`validation_failed` naming the problem otherwise).
+    fn check_provider_url(&self, base_url: &str) -> crate::Result<()>;
 }

@@ -12,12 +12,13 @@ use crate::credentials::{
     ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
 };
 use crate::page::PageRequest;
+use crate::providers::{ModelAlias, TenantProvider};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::user::{CustomRole, LoginFailures, User};
 use crate::values::{Email, RoleName, Slug, TenantName};
 use crate::{
-    ApiKeyId, BudgetId, ConversationId, OperatorKeyId, PersonaId, RefreshTokenId, ReservationId,
-    Result, SessionId, SigningKeyId, TenantId, TenantScope, UserId,
+    ApiKeyId, BudgetId, ConversationId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId,
+    ReservationId, Result, SessionId, SigningKeyId, TenantId, TenantScope, UserId,
 };
 
 /// The relational store.
@@ -92,6 +93,7 @@ pub trait TenantTx: Send {
     fn personas(&mut self) -> &mut dyn PersonaRepo;
     fn usage(&mut self) -> &mut dyn UsageRepo;
     fn budgets(&mut self) -> &mut dyn BudgetRepo;
+    fn providers(&mut self) -> &mut dyn ProviderRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;
@@ -317,4 +319,20 @@ pub trait BudgetRepo: Send {
     async fn delete_reservation(&mut self, id: ReservationId) -> Result<bool>;
     /// Reservations that expired before `at` (their calls never settled).
     async fn expired_reservations(&mut self, at: OffsetDateTime) -> Result<Vec<Reservation>>;
+}
+
+/// A tenant's model providers and aliases.
+#[async_trait]
+pub trait ProviderRepo: Send {
+    /// Providers by position.
+    async fn list_providers(&mut self) -> Result<Vec<TenantProvider>>;
+    async fn provider(&mut self, id: ProviderId) -> Result<Option<TenantProvider>>;
+    /// `conflict` if the name is taken.
+    async fn insert_provider(&mut self, provider: &TenantProvider) -> Result<()>;
+    async fn update_provider(&mut self, provider: &TenantProvider) -> Result<()>;
+    async fn delete_provider(&mut self, id: ProviderId) -> Result<bool>;
+    async fn list_aliases(&mut self) -> Result<Vec<ModelAlias>>;
+    /// Creates or replaces an alias.
+    async fn put_alias(&mut self, alias: &ModelAlias) -> Result<()>;
+    async fn delete_alias(&mut self, alias: &str) -> Result<bool>;
 }

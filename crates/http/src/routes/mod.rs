@@ -8,6 +8,7 @@ mod conversations;
 mod openai;
 mod personas;
 mod platform;
+mod providers;
 mod roles;
 pub(crate) mod system;
 mod tenant;
@@ -34,4 +35,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(usage::routes())
         .merge(openai::routes())
         .merge(budgets::routes())
+        .merge(providers::routes())
 }

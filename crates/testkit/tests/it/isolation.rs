@@ -40,8 +40,9 @@ impl Tracker<'_> {
         body: Option<Value>,
     ) {
         let missing = Uuid::now_v7().to_string();
-        let missing_name = "no-such-role".to_owned();
-        let absent = if placeholder == "{name}" {
+        // Ids are UUIDs; names (roles, aliases) are missing when no such name exists.
+        let missing_name = "no-such-name".to_owned();
+        let absent = if Uuid::try_parse(foreign).is_err() {
             missing_name
         } else {
             missing
@@ -127,6 +128,22 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         )
         .await;
     let b_budget = b_budget.expect(201).str("id").to_owned();
+    let b_provider = app
+        .post(
+            "/v1/providers",
+            &bravo.owner_token,
+            json!({"name": "bravo-llm", "base_url": "https://llm.bravo.example/v1",
+            "api_key": "sk-bravo-secret", "models": ["bravo-model"]}),
+        )
+        .await;
+    let b_provider = b_provider.expect(201).str("id").to_owned();
+    app.put(
+        "/v1/model-aliases/bravo-alias",
+        &bravo.owner_token,
+        json!({"target": "karen-offline-extractive"}),
+    )
+    .await
+    .expect(200);
     // Tenant A's own objects, and an API key of A's owner (a second kind of credential).
     let (a_user, _) = app
         .create_user(&alpha, "member@alpha.test", &["member"])
@@ -228,6 +245,56 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         )
         .await
         .expect_problem(422, "validation_failed");
+        for (method, template, body) in [
+            (
+                "PATCH",
+                "/v1/providers/{provider_id}",
+                Some(json!({"base_url": "https://evil.example/v1"})),
+            ),
+            ("DELETE", "/v1/providers/{provider_id}", None),
+        ] {
+            t.foreign_is_missing(method, template, "{provider_id}", &b_provider, token, body)
+                .await;
+        }
+        t.foreign_is_missing(
+            "DELETE",
+            "/v1/model-aliases/{alias}",
+            "{alias}",
+            "bravo-alias",
+            token,
+            None,
+        )
+        .await;
+        let providers = t
+            .call("GET", "/v1/providers", "/v1/providers", token, None)
+            .await;
+        assert!(
+            !providers.expect(200).text.contains(&b_provider),
+            "B's provider listed for A"
+        );
+        let aliases = t
+            .call("GET", "/v1/model-aliases", "/v1/model-aliases", token, None)
+            .await;
+        assert!(
+            !aliases.expect(200).text.contains("bravo-alias"),
+            "B's alias listed for A"
+        );
+        let foreign_model =
+            json!({"model": "bravo-model", "messages": [{"role": "user", "content": "hi"}]});
+        let refused = t
+            .call(
+                "POST",
+                "/v1/chat/completions",
+                "/v1/chat/completions",
+                token,
+                Some(foreign_model),
+            )
+            .await;
+        assert_eq!(
+            refused.status, 422,
+            "A may not use B's provider: {}",
+            refused.text
+        );
         let usage = t.call("GET", "/v1/usage", "/v1/usage", token, None).await;
         assert!(
             !usage.expect(200).text.contains(&b_chat),
@@ -302,6 +369,19 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     }
 
     // Writes without ids land in A: B's email is free to use in A, names do not collide.
+    t.call("POST", "/v1/providers", "/v1/providers", &alpha.owner_token,
+        Some(json!({"name": "bravo-llm", "base_url": "https://llm.alpha.example/v1", "models": ["alpha-model"]})))
+        .await
+        .expect(201);
+    t.call(
+        "PUT",
+        "/v1/model-aliases/{alias}",
+        "/v1/model-aliases/bravo-alias",
+        &alpha.owner_token,
+        Some(json!({"target": "alpha-model"})),
+    )
+    .await
+    .expect(200);
     let a_chat = t
         .call(
             "POST",
@@ -415,6 +495,16 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             .len(),
         2,
         "B's turn is intact"
+    );
+    let b_providers = app.get("/v1/providers", &bravo.owner_token).await;
+    assert_eq!(
+        b_providers.expect(200).body[0]["base_url"],
+        "https://llm.bravo.example/v1"
+    );
+    let b_aliases = app.get("/v1/model-aliases", &bravo.owner_token).await;
+    assert_eq!(
+        b_aliases.expect(200).body[0]["target"],
+        "karen-offline-extractive"
     );
     let b_budgets = app.get("/v1/budgets", &bravo.owner_token).await;
     assert!(

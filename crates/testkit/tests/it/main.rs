@@ -33,6 +33,7 @@ mod isolation;
 mod llm;
 mod migrations;
 mod openai_api;
+mod providers;
 mod rbac;
 mod rls;
 mod tenants;

@@ -4,6 +4,7 @@ mod api_keys;
 mod budgets;
 mod conversations;
 mod personas;
+mod providers;
 mod roles;
 mod sessions;
 mod usage;

@@ -171,7 +171,9 @@ const DECLARED_ROUTES: &str = "
     get /v1/personas/{persona_id}  patch /v1/personas/{persona_id}  delete /v1/personas/{persona_id}
     get /v1/usage
     post /v1/chat/completions  get /v1/models
-    get /v1/budgets  post /v1/budgets  delete /v1/budgets/{budget_id}";
+    get /v1/budgets  post /v1/budgets  delete /v1/budgets/{budget_id}
+    get /v1/providers  post /v1/providers  patch /v1/providers/{provider_id}  delete /v1/providers/{provider_id}
+    get /v1/model-aliases  put /v1/model-aliases/{alias}  delete /v1/model-aliases/{alias}";
 
 /// The routes that need no credential.
 const PUBLIC_ROUTES: [&str; 5] = [
@@ -345,6 +347,8 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{conversation_id}", &id)
             .replace("{persona_id}", &id)
             .replace("{budget_id}", &id)
+            .replace("{provider_id}", &id)
+            .replace("{alias}", "no-such-alias")
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");
         // Without a credential or a body nothing changes, but the route answers.

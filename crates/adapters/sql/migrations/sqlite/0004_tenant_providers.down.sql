@@ -1,0 +1,2 @@
+DROP TABLE model_aliases;
+DROP TABLE tenant_providers;

@@ -9,10 +9,19 @@ use sqlx::query::Query as SqlxQuery;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Decode, Encode, Postgres, Row as _, Sqlite, Transaction, Type};
 
+/// SQLite allows one writer at a time. Writes go through a one-connection pool,
+/// so writers queue in the pool instead of spinning in SQLite's busy handler;
+/// reads (WAL) run concurrently on their own read-only connections.
+#[derive(Clone, Debug)]
+pub(crate) struct SqlitePools {
+    pub writer: sqlx::SqlitePool,
+    pub reader: sqlx::SqlitePool,
+}
+
 /// A connection pool of either backend.
 #[derive(Clone, Debug)]
 pub(crate) enum Pool {
-    Sqlite(sqlx::SqlitePool),
+    Sqlite(SqlitePools),
     Postgres(sqlx::PgPool),
 }
 
@@ -94,11 +103,11 @@ impl Pool {
     /// (`BEGIN IMMEDIATE`) so two transactions never deadlock upgrading a read.
     pub(crate) async fn begin(&self, scope: TxScope, write: bool) -> Result<Tx, Error> {
         match self {
-            Pool::Sqlite(pool) => {
+            Pool::Sqlite(pools) => {
                 let tx = if write {
-                    pool.begin_with("BEGIN IMMEDIATE").await
+                    pools.writer.begin_with("BEGIN IMMEDIATE").await
                 } else {
-                    pool.begin().await
+                    pools.reader.begin().await
                 };
                 Ok(Tx::Sqlite(tx.map_err(map_sqlx)?))
             }
@@ -122,7 +131,10 @@ impl Pool {
     /// `SELECT 1`.
     pub(crate) async fn ping(&self) -> Result<(), Error> {
         match self {
-            Pool::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Pool::Sqlite(pools) => sqlx::query("SELECT 1")
+                .execute(&pools.reader)
+                .await
+                .map(drop),
             Pool::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
         }
         .map_err(map_sqlx)
@@ -131,7 +143,10 @@ impl Pool {
     /// Closes every connection.
     pub(crate) async fn close(&self) {
         match self {
-            Pool::Sqlite(pool) => pool.close().await,
+            Pool::Sqlite(pools) => {
+                pools.reader.close().await;
+                pools.writer.close().await;
+            }
             Pool::Postgres(pool) => pool.close().await,
         }
     }

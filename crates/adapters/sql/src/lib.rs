@@ -103,13 +103,20 @@ impl SqlStore {
                             detail: format!("cannot create {}: {e}", parent.display()),
                         })?;
                 }
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(options.max_connections.max(1))
+                // The writer connects first: it creates the file and switches it to WAL.
+                let writer = SqlitePoolOptions::new()
+                    .max_connections(1)
                     .acquire_timeout(options.acquire_timeout)
-                    .connect_with(connect)
+                    .connect_with(connect.clone())
                     .await
                     .map_err(map_sqlx)?;
-                Pool::Sqlite(pool)
+                let reader = SqlitePoolOptions::new()
+                    .max_connections(options.max_connections.max(1))
+                    .acquire_timeout(options.acquire_timeout)
+                    .connect_with(connect.read_only(true))
+                    .await
+                    .map_err(map_sqlx)?;
+                Pool::Sqlite(conn::SqlitePools { writer, reader })
             }
             Backend::Postgres => {
                 let connect = PgConnectOptions::from_str(&options.url).map_err(|e| {
@@ -292,7 +299,7 @@ impl SqlStore {
     /// The raw SQLite pool, for tests that inspect the file directly.
     pub fn sqlite_pool(&self) -> Option<&sqlx::SqlitePool> {
         match &self.pool {
-            Pool::Sqlite(pool) => Some(pool),
+            Pool::Sqlite(pools) => Some(&pools.writer),
             Pool::Postgres(_) => None,
         }
     }

@@ -72,7 +72,7 @@ fn map_migrate(error: sqlx::migrate::MigrateError) -> Error {
 pub(crate) async fn up(pool: &Pool) -> Result<(), Error> {
     let migrator = migrator(pool);
     match pool {
-        Pool::Sqlite(p) => migrator.run(p).await,
+        Pool::Sqlite(p) => migrator.run(&p.writer).await,
         Pool::Postgres(p) => migrator.run(p).await,
     }
     .map_err(map_migrate)
@@ -82,7 +82,7 @@ pub(crate) async fn up(pool: &Pool) -> Result<(), Error> {
 pub(crate) async fn down(pool: &Pool, target: i64) -> Result<(), Error> {
     let migrator = migrator(pool);
     match pool {
-        Pool::Sqlite(p) => migrator.undo(p, target).await,
+        Pool::Sqlite(p) => migrator.undo(&p.writer, target).await,
         Pool::Postgres(p) => migrator.undo(p, target).await,
     }
     .map_err(map_migrate)
@@ -93,6 +93,7 @@ pub(crate) async fn applied_versions(pool: &Pool) -> Result<Vec<i64>, Error> {
     let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
     match pool {
         Pool::Sqlite(p) => p
+            .writer
             .fetch_all(sql)
             .await
             .map(|rows| rows.iter().map(|r| r.get::<i64, _>(0)).collect()),

@@ -19,6 +19,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "personas",
     "usage_records",
     "usage_reservations",
+    "usage_aggregates",
     "budgets",
     "tenant_providers",
     "model_aliases",
@@ -62,7 +63,7 @@ const POSTGRES_DUMP: &str = "
 /// Every schema object as one line, sorted (empty for an empty database).
 pub(crate) async fn dump(pool: &Pool) -> Result<Vec<String>, Error> {
     let lines = match pool {
-        Pool::Sqlite(p) => p.fetch_all(SQLITE_DUMP).await.map(|rows| {
+        Pool::Sqlite(p) => p.writer.fetch_all(SQLITE_DUMP).await.map(|rows| {
             rows.iter()
                 .map(|r| r.try_get::<String, _>(0).unwrap_or_default())
                 .collect()
@@ -84,7 +85,7 @@ pub(crate) async fn tables_with_tenant_id(pool: &Pool) -> Result<Vec<String>, Er
                 "SELECT m.name FROM sqlite_master m JOIN pragma_table_info(m.name) c \
                  WHERE m.type = 'table' AND c.name = 'tenant_id'",
             )
-            .fetch_all(p)
+            .fetch_all(&p.writer)
             .await
             .map_err(map_sqlx)?;
             names

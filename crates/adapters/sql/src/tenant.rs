@@ -46,6 +46,7 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "personas" => "DELETE FROM personas WHERE tenant_id = $1",
         "usage_records" => "DELETE FROM usage_records WHERE tenant_id = $1",
         "usage_reservations" => "DELETE FROM usage_reservations WHERE tenant_id = $1",
+        "usage_aggregates" => "DELETE FROM usage_aggregates WHERE tenant_id = $1",
         "budgets" => "DELETE FROM budgets WHERE tenant_id = $1",
         "tenant_providers" => "DELETE FROM tenant_providers WHERE tenant_id = $1",
         "model_aliases" => "DELETE FROM model_aliases WHERE tenant_id = $1",

@@ -62,17 +62,17 @@ fn scope_filter(scope: BudgetScope) -> (Option<Uuid>, Option<Uuid>) {
 }
 
 const TOKENS_USED: &str = "SELECT CAST(\
-    COALESCE((SELECT SUM(prompt_tokens + completion_tokens) FROM usage_records WHERE tenant_id = $1 \
-      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+    COALESCE((SELECT SUM(tokens) FROM usage_aggregates WHERE tenant_id = $1 AND scope = $4 AND subject_id = $5 \
+      AND day >= $2 AND day < $3), 0) \
   + COALESCE((SELECT SUM(prompt_tokens + completion_allowance) FROM usage_reservations WHERE tenant_id = $1 \
-      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+      AND created_at >= $2 AND created_at < $3 AND ($6 IS NULL OR user_id = $6) AND ($7 IS NULL OR api_key_id = $7)), 0) \
   AS BIGINT) AS used";
 
 const COST_USED: &str = "SELECT CAST(\
-    COALESCE((SELECT SUM(cost_micros) FROM usage_records WHERE tenant_id = $1 \
-      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+    COALESCE((SELECT SUM(cost_micros) FROM usage_aggregates WHERE tenant_id = $1 AND scope = $4 AND subject_id = $5 \
+      AND day >= $2 AND day < $3), 0) \
   + COALESCE((SELECT SUM(cost_micros) FROM usage_reservations WHERE tenant_id = $1 \
-      AND created_at >= $2 AND created_at < $3 AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5)), 0) \
+      AND created_at >= $2 AND created_at < $3 AND ($6 IS NULL OR user_id = $6) AND ($7 IS NULL OR api_key_id = $7)), 0) \
   AS BIGINT) AS used";
 
 #[async_trait]
@@ -137,6 +137,8 @@ impl BudgetRepo for SqlTenantTx {
             .q(sql)
             .bind(to_millis(from))
             .bind(to_millis(until))
+            .bind(scope.kind())
+            .bind(scope.subject().unwrap_or_else(Uuid::nil))
             .bind(user)
             .bind(key);
         self.tx.fetch_one(q).await?.get("used")

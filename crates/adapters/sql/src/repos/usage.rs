@@ -45,6 +45,9 @@ fn bind_filter(q: Query, filter: &UsageFilter) -> Query {
         .bind(filter.model.clone())
 }
 
+/// Milliseconds in a day: aggregates are keyed by UTC midnight.
+const DAY_MS: i64 = 86_400_000;
+
 fn i32_of(value: u32) -> i32 {
     i32::try_from(value).unwrap_or(i32::MAX)
 }
@@ -69,7 +72,29 @@ impl UsageRepo for SqlTenantTx {
             .bind(r.status.as_str())
             .bind(r.cost_micros)
             .bind(to_millis(r.created_at));
-        self.tx.execute(q).await.map(drop)
+        self.tx.execute(q).await?;
+        // Keep the daily sums (what budgets read) in step, in this transaction.
+        let day = to_millis(r.created_at).div_euclid(DAY_MS) * DAY_MS;
+        let tokens = i64::from(r.prompt_tokens) + i64::from(r.completion_tokens);
+        let scopes = [
+            Some(("tenant", Uuid::nil())),
+            r.user_id.map(|u| ("user", u.as_uuid())),
+            r.api_key_id.map(|k| ("api_key", k.as_uuid())),
+        ];
+        for (scope, subject) in scopes.into_iter().flatten() {
+            let q = self
+                .q("INSERT INTO usage_aggregates (tenant_id, scope, subject_id, day, tokens, cost_micros) \
+                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, subject_id, day) DO UPDATE SET \
+                    tokens = usage_aggregates.tokens + excluded.tokens, \
+                    cost_micros = usage_aggregates.cost_micros + excluded.cost_micros")
+                .bind(scope)
+                .bind(subject)
+                .bind(day)
+                .bind(tokens)
+                .bind(r.cost_micros);
+            self.tx.execute(q).await?;
+        }
+        Ok(())
     }
 
     async fn list_usage(

@@ -24,7 +24,7 @@ json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 "$BIN/fake-upstream" > /tmp/karen-bench-fake.url &
 FAKE_PID=$!
 trap 'kill $FAKE_PID 2>/dev/null || true' EXIT
-until [ -s /tmp/karen-bench-fake.url ]; do sleep 0.05; done
+until grep -q "/v1$" /tmp/karen-bench-fake.url 2>/dev/null; do sleep 0.05; done
 UPSTREAM=$(cat /tmp/karen-bench-fake.url)
 UPSTREAM_HOST=${UPSTREAM#http://}; UPSTREAM_HOST=${UPSTREAM_HOST%%/*}
 

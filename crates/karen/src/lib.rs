@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use karen_app::assistant::{AssistantPolicy, ModelPrice};
 use karen_app::{AuthPolicy, Deps, Services};
 use karen_cache::{CounterNamespace, MemoryCounters, RedisCounters, RedisOptions};
@@ -200,6 +201,12 @@ impl Karen {
             .into_make_service_with_connect_info::<SocketAddr>();
         let health = self.services.health.clone();
         let reconciler = self.spawn_reconciler();
+        // Small writes (SSE events, short answers) must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "could not set TCP_NODELAY");
+            }
+        });
         let server = axum::serve(listener, app).with_graceful_shutdown(async move {
             shutdown.await;
             health.begin_draining();

@@ -229,12 +229,18 @@ pub struct UsageRecord {
 }
 
 /// Estimates the tokens of `text` when a provider does not report them: about
-/// one token per four bytes of English, never less than one per word-like run.
+/// one token per four ASCII characters, one per other character, never less
+/// than one per word.
 /// Documented as an estimate wherever it is used (`counted_locally`).
 pub fn estimate_tokens(text: &str) -> u32 {
-    let bytes = text.len().div_ceil(4);
+    // ASCII: about four bytes a token; other scripts (CJK, emoji…) about a
+    // character a token, which errs high rather than low.
+    let (ascii, other) = text.chars().fold((0usize, 0usize), |(a, o), c| {
+        if c.is_ascii() { (a + 1, o) } else { (a, o + 1) }
+    });
+    let estimate = ascii.div_ceil(4) + other;
     let words = text.split_whitespace().count();
-    u32::try_from(bytes.max(words)).unwrap_or(u32::MAX)
+    u32::try_from(estimate.max(words)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]
@@ -246,6 +252,7 @@ mod tests {
         assert_eq!(estimate_tokens(""), 0);
         assert_eq!(estimate_tokens("hello"), 2);
         assert!(estimate_tokens(&"word ".repeat(100)) >= 100);
+        assert!(estimate_tokens("日本語のテキスト") >= 8);
     }
 
     #[test]

@@ -189,6 +189,9 @@ pub struct LlmConfig {
     /// Private, loopback or link-local destinations providers may use anyway
     /// (`host:port`, `host`, or a CIDR such as `10.0.0.0/8`): e.g. a local Ollama.
     pub allow_private_addresses: Vec<String>,
+    /// The same, for providers that tenants configure (empty by default: a
+    /// tenant admin must not reach the operator's internal network).
+    pub tenant_allow_private_addresses: Vec<String>,
     pub connect_timeout_secs: u64,
     pub request_timeout_secs: u64,
     /// Longest silence between two events of a streamed answer.
@@ -214,6 +217,7 @@ impl Default for LlmConfig {
             default_model: "karen-offline-extractive".into(),
             history_messages: 40,
             allow_private_addresses: Vec::new(),
+            tenant_allow_private_addresses: Vec::new(),
             connect_timeout_secs: 5,
             request_timeout_secs: 120,
             stream_idle_timeout_secs: 60,
@@ -230,7 +234,7 @@ impl Default for LlmConfig {
 }
 
 /// `[[llm.providers]]`
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderEntry {
     /// A name for logs and usage records.
@@ -247,6 +251,19 @@ pub struct ProviderEntry {
     pub api_key_env: Option<String>,
     /// The model ids this provider serves.
     pub models: Vec<String>,
+}
+
+impl std::fmt::Debug for ProviderEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderEntry")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
+            .field("api_key_env", &self.api_key_env)
+            .field("models", &self.models)
+            .finish()
+    }
 }
 
 /// `[[llm.prices]]`: millionths of the currency unit per 1,000 tokens.

@@ -37,7 +37,8 @@ type BuiltProviders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn ChatProvider>
 /// Routes model names to provider chains for each tenant.
 pub struct ConfiguredRouter {
     store: Arc<dyn Store>,
-    policy: OutboundPolicy,
+    /// The outbound policy of tenants' providers (never the platform's allowlist).
+    tenant_policy: OutboundPolicy,
     timeouts: Timeouts,
     retry: RetryPolicy,
     breakers: BreakerRegistry,
@@ -65,6 +66,11 @@ impl ConfiguredRouter {
     ) -> anyhow::Result<Self> {
         let policy = OutboundPolicy::new(config.allow_private_addresses.iter().cloned());
         policy.validate().context("llm.allow_private_addresses")?;
+        let tenant_policy =
+            OutboundPolicy::new(config.tenant_allow_private_addresses.iter().cloned());
+        tenant_policy
+            .validate()
+            .context("llm.tenant_allow_private_addresses")?;
         let timeouts = Timeouts {
             connect: Duration::from_secs(config.connect_timeout_secs),
             request: Duration::from_secs(config.request_timeout_secs),
@@ -123,7 +129,7 @@ impl ConfiguredRouter {
         }
         Ok(Self {
             store,
-            policy,
+            tenant_policy,
             timeouts,
             retry,
             breakers,
@@ -174,18 +180,17 @@ impl ConfiguredRouter {
             api_key: provider.api_key.clone(),
             models: provider.models.clone(),
         };
-        let ready =
-            build_chat_provider(&config, &self.policy, &self.timeouts).map_err(|e| refused(&e))?;
+        let ready = build_chat_provider(&config, &self.tenant_policy, &self.timeouts)
+            .map_err(|e| refused(&e))?;
         built.insert(provider.id, (provider.updated_at, ready.clone()));
         Ok(ready)
     }
 
+    /// Breakers count failures per tenant: one tenant's requests (a slow model
+    /// with a huge max_tokens, malformed tools) must not open a shared
+    /// provider's circuit for everyone.
     fn breaker_key(tenant: TenantId, provider: &dyn ChatProvider) -> String {
-        if provider.name().starts_with("tenant:") {
-            format!("{tenant}/{}", provider.name())
-        } else {
-            provider.name().to_owned()
-        }
+        format!("{tenant}/{}", provider.name())
     }
 }
 
@@ -263,7 +268,7 @@ impl ModelRouter for ConfiguredRouter {
     }
 
     fn check_provider_url(&self, base_url: &str) -> Result<()> {
-        Endpoint::parse(base_url, &self.policy)
+        Endpoint::parse(base_url, &self.tenant_policy)
             .map(drop)
             .map_err(|e| refused(&e))
     }

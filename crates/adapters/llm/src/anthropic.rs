@@ -144,7 +144,12 @@ impl ChatProvider for Anthropic {
             prompt_estimate: estimate_prompt_tokens(&request.messages),
             ..AnthropicDecoder::default()
         };
-        chat_stream(response, self.timeouts.stream_idle, decoder)
+        chat_stream(
+            response,
+            self.timeouts.stream_idle,
+            decoder,
+            Some(self.api_key.clone()),
+        )
     }
 
     /// The configured models: Karen does not ask Anthropic for its catalogue.

@@ -133,7 +133,12 @@ impl ChatProvider for OpenAiCompatible {
             prompt_estimate: estimate_prompt_tokens(&request.messages),
             ..OpenAiDecoder::default()
         };
-        chat_stream(response, self.timeouts.stream_idle, decoder)
+        chat_stream(
+            response,
+            self.timeouts.stream_idle,
+            decoder,
+            self.api_key.clone(),
+        )
     }
 
     async fn models(&self) -> Result<Vec<String>, LlmError> {

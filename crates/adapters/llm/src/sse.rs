@@ -43,7 +43,34 @@ struct Driver<D> {
     pending: VecDeque<ChatEvent>,
     finished: bool,
     idle_timeout: Duration,
+    deadline: tokio::time::Instant,
+    too_large: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    api_key: Option<secrecy::SecretString>,
 }
+
+/// An upstream's error text may quote the credential back: never pass it on.
+fn redacted(error: LlmError, api_key: Option<&secrecy::SecretString>) -> LlmError {
+    use secrecy::ExposeSecret;
+    match (error, api_key.map(ExposeSecret::expose_secret)) {
+        (LlmError::Upstream { status, message }, Some(key)) if !key.is_empty() => {
+            LlmError::Upstream {
+                status,
+                message: message.replace(key, "[redacted]"),
+            }
+        }
+        (LlmError::InvalidResponse(message), Some(key)) if !key.is_empty() => {
+            LlmError::InvalidResponse(message.replace(key, "[redacted]"))
+        }
+        (error, _) => error,
+    }
+}
+
+/// The most bytes one streamed answer may take: an upstream (possibly one a
+/// tenant configured) must not be able to exhaust the shared process's memory.
+pub(crate) const MAX_STREAM_BYTES: usize = 16 * 1024 * 1024;
+/// The longest a stream may run, whatever its pace: shorter than the budget
+/// reservation's time to live, so a settled call is never also reconciled.
+pub(crate) const MAX_STREAM_DURATION: Duration = Duration::from_secs(10 * 60);
 
 /// Streams the events of `response` through `decoder`. After an error the
 /// stream ends: a half-read event stream cannot be resumed.
@@ -54,6 +81,7 @@ pub(crate) fn chat_stream<D: SseDecoder>(
     response: reqwest::Response,
     idle_timeout: Duration,
     decoder: D,
+    api_key: Option<secrecy::SecretString>,
 ) -> Result<ChatStream, LlmError> {
     let content_type = response
         .headers()
@@ -66,12 +94,28 @@ pub(crate) fn chat_stream<D: SseDecoder>(
             "a stream was asked for but the upstream answered with JSON".into(),
         ));
     }
+    let too_large = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = too_large.clone();
+    // The body ends (and the flag says why) once it grows past the cap.
+    let bytes = response.bytes_stream().scan(0usize, move |seen, chunk| {
+        if let Ok(chunk) = &chunk {
+            *seen += chunk.len();
+            if *seen > MAX_STREAM_BYTES {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                return futures::future::ready(None);
+            }
+        }
+        futures::future::ready(Some(chunk))
+    });
     let driver = Driver {
-        events: Box::pin(response.bytes_stream().eventsource()),
+        events: Box::pin(bytes.eventsource()),
         decoder,
         pending: VecDeque::new(),
         finished: false,
         idle_timeout,
+        deadline: tokio::time::Instant::now() + MAX_STREAM_DURATION,
+        too_large,
+        api_key,
     };
     Ok(Box::pin(futures::stream::unfold(
         driver,
@@ -83,9 +127,20 @@ pub(crate) fn chat_stream<D: SseDecoder>(
                 if driver.finished {
                     return None;
                 }
-                let next = tokio::time::timeout(driver.idle_timeout, driver.events.next()).await;
+                let wait = driver.idle_timeout.min(
+                    driver
+                        .deadline
+                        .saturating_duration_since(tokio::time::Instant::now()),
+                );
+                let next = tokio::time::timeout(wait, driver.events.next()).await;
                 let outcome = match next {
                     Err(_elapsed) => Err(LlmError::Timeout),
+                    Ok(None) if driver.too_large.load(std::sync::atomic::Ordering::SeqCst) => {
+                        Err(LlmError::InvalidResponse(format!(
+                            "the streamed answer exceeded {} MiB",
+                            MAX_STREAM_BYTES / (1024 * 1024)
+                        )))
+                    }
                     Ok(None) => driver.decoder.end_of_body().map(|events| Decoded {
                         events,
                         finished: true,
@@ -101,7 +156,7 @@ pub(crate) fn chat_stream<D: SseDecoder>(
                     Err(error) => {
                         driver.finished = true;
                         driver.pending.clear();
-                        return Some((Err(error), driver));
+                        return Some((Err(redacted(error, driver.api_key.as_ref())), driver));
                     }
                 }
             }

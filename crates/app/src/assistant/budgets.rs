@@ -22,6 +22,9 @@ use time::OffsetDateTime;
 
 use crate::Deps;
 
+/// The largest budget limit accepted (keeps every budget computation far from overflow).
+pub const MAX_BUDGET_LIMIT: i64 = 1_000_000_000_000_000;
+
 /// Completion tokens reserved when a request sets no `max_tokens`.
 pub const DEFAULT_COMPLETION_ALLOWANCE: u32 = 4096;
 /// How long a reservation may stay unsettled before it counts as an interrupted call.
@@ -127,7 +130,11 @@ impl BudgetGuard {
                 }
                 BudgetMetric::CostMicros if per_completion_token > 0 => (
                     prompt_cost,
-                    (remaining - prompt_cost) * 1000 / per_completion_token,
+                    i64::try_from(
+                        (i128::from(remaining) - i128::from(prompt_cost)) * 1000
+                            / i128::from(per_completion_token),
+                    )
+                    .unwrap_or(i64::MAX),
                 ),
                 // Completion is free under this price table: only the prompt's cost matters.
                 BudgetMetric::CostMicros => (prompt_cost, i64::from(u32::MAX)),
@@ -173,7 +180,8 @@ impl BudgetGuard {
         tx.commit().await?;
         Ok(Grant {
             reservation: reservation.id,
-            completion_allowance: budget_cap,
+            // What the call may produce is what was reserved, not what the budget could hold.
+            completion_allowance: budget_cap.map(|_| reserved_completion),
         })
     }
 
@@ -184,8 +192,14 @@ impl BudgetGuard {
         grant: &Grant,
         record: &UsageRecord,
     ) -> Result<()> {
-        tx.budgets().delete_reservation(grant.reservation).await?;
-        tx.usage().insert_usage(record).await
+        if tx.budgets().delete_reservation(grant.reservation).await? {
+            tx.usage().insert_usage(record).await
+        } else {
+            // The reservation outlived its time to live and was already turned
+            // into a usage record: recording the call again would charge it twice.
+            tracing::warn!(tenant_id = %record.tenant_id, "a call settled after its reservation was reconciled");
+            Ok(())
+        }
     }
 
     /// Removes a reservation whose call never reached a provider.
@@ -290,8 +304,11 @@ impl BudgetService {
                 ));
             }
         };
-        if input.limit < 1 {
-            return Err(Error::invalid(Some("limit"), "limit must be at least 1"));
+        if !(1..=MAX_BUDGET_LIMIT).contains(&input.limit) {
+            return Err(Error::invalid(
+                Some("limit"),
+                format!("limit must be between 1 and {MAX_BUDGET_LIMIT}"),
+            ));
         }
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         // The subject must be of this tenant (another tenant's id is unknown here).

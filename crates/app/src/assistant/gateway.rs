@@ -83,6 +83,24 @@ impl GatewayService {
                 "messages must contain at least one message",
             ));
         }
+        if request
+            .temperature
+            .is_some_and(|t| !(0.0..=2.0).contains(&t))
+        {
+            return Err(Error::invalid(
+                Some("temperature"),
+                "temperature must be between 0 and 2",
+            ));
+        }
+        if request
+            .max_tokens
+            .is_some_and(|m| !(1..=1_000_000).contains(&m))
+        {
+            return Err(Error::invalid(
+                Some("max_tokens"),
+                "max_tokens must be between 1 and 1000000",
+            ));
+        }
         let route = self.deps.router.route(ctx.tenant_id(), &model).await?;
         let mut chat = ChatRequest {
             model: route.upstream_model.clone(),
@@ -101,7 +119,7 @@ impl GatewayService {
                 ctx,
                 conversation: None,
                 provider: route.provider.name(),
-                model: &model,
+                model: &route.upstream_model,
                 prompt_tokens: count_locally(&chat, "").prompt_tokens,
                 max_tokens: chat.max_tokens,
             })
@@ -129,7 +147,7 @@ impl GatewayService {
             ctx,
             None,
             planned.provider.name(),
-            &planned.model,
+            &planned.chat.model,
             usage,
             status,
             started,
@@ -146,6 +164,19 @@ impl GatewayService {
         request: GatewayRequest,
     ) -> Result<ChatResponse> {
         let planned = self.plan(ctx, request).await?;
+        // Its own task: a client that disconnects does not leave the call unsettled.
+        let service = self.clone();
+        let ctx = ctx.clone();
+        tokio::spawn(async move { service.complete_planned(&ctx, planned).await })
+            .await
+            .map_err(|error| Error::internal(format!("completion task: {error}")))?
+    }
+
+    async fn complete_planned(
+        &self,
+        ctx: &TenantContext,
+        planned: Planned,
+    ) -> Result<ChatResponse> {
         let started = Instant::now();
         match planned.provider.complete(&planned.chat).await {
             Ok(mut response) => {

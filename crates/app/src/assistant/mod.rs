@@ -59,9 +59,10 @@ impl AssistantPolicy {
             .iter()
             .find(|p| p.model == model)
             .map_or(0, |price| {
-                (i64::from(prompt_tokens) * price.prompt_micros_per_1k
-                    + i64::from(completion_tokens) * price.completion_micros_per_1k)
-                    / 1000
+                let micros = (i128::from(prompt_tokens) * i128::from(price.prompt_micros_per_1k)
+                    + i128::from(completion_tokens) * i128::from(price.completion_micros_per_1k))
+                    / 1000;
+                i64::try_from(micros).unwrap_or(i64::MAX)
             })
     }
 }
@@ -94,11 +95,27 @@ impl AssistantServices {
 
 /// Token counts estimated by Karen when the provider reports none.
 pub(crate) fn count_locally(request: &ChatRequest, answer: &str) -> TokenUsage {
-    let prompt: u32 = request
+    // Everything sent counts: text, tool calls, names and the tool definitions.
+    let messages: u32 = request
         .messages
         .iter()
-        .map(|m| estimate_tokens(m.content.as_deref().unwrap_or_default()))
+        .map(|m| {
+            let calls: u32 = m
+                .tool_calls
+                .iter()
+                .map(|c| estimate_tokens(&c.function.name) + estimate_tokens(&c.function.arguments))
+                .sum();
+            estimate_tokens(m.content.as_deref().unwrap_or_default())
+                + calls
+                + m.name.as_deref().map_or(0, estimate_tokens)
+                + 4
+        })
         .sum();
+    let tools = request
+        .tools
+        .as_ref()
+        .map_or(0, |t| estimate_tokens(&t.to_string()));
+    let prompt = messages.saturating_add(tools);
     TokenUsage {
         prompt_tokens: prompt,
         completion_tokens: estimate_tokens(answer),

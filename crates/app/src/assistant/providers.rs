@@ -111,6 +111,16 @@ impl ProviderService {
             provider.kind = kind;
         }
         if let Some(base_url) = input.base_url {
+            // A stored credential only ever goes to the URL it was entered for.
+            if base_url != provider.base_url
+                && provider.api_key.is_some()
+                && input.api_key.is_none()
+            {
+                return Err(Error::invalid(
+                    Some("api_key"),
+                    "changing base_url needs the api_key again (or api_key: null to drop it)",
+                ));
+            }
             provider.base_url = base_url;
         }
         if let Some(api_key) = input.api_key {

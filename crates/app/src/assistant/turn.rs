@@ -111,6 +111,15 @@ fn to_chat(message: &StoredMessage) -> Option<ChatMessage> {
 pub(crate) fn upstream_error(error: &LlmError) -> Error {
     match error {
         LlmError::Refused(reason) => Error::invalid(Some("model"), reason.clone()),
+        // The provider judged the request itself wrong: a client mistake, not a
+        // gateway failure (and not worth the client's retry).
+        LlmError::Upstream {
+            status: 400 | 404 | 413 | 422,
+            message,
+        } => Error::invalid(
+            None,
+            format!("the model provider rejected the request: {message}"),
+        ),
         other => Error::Upstream(other.to_string()),
     }
 }
@@ -136,7 +145,7 @@ impl ChatService {
         let content = parse_message_text(content)?;
         let requested = options.model.as_deref().map(parse_model_name).transpose()?;
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
-        let mut conversation = own_conversation(&mut *tx, ctx, id).await?;
+        let conversation = own_conversation(&mut *tx, ctx, id).await?;
         let persona = match conversation.persona_id {
             Some(persona) => tx.personas().persona(persona).await?,
             None => None,
@@ -180,7 +189,7 @@ impl ChatService {
                 ctx,
                 conversation: Some(id),
                 provider: route.provider.name(),
-                model: &model,
+                model: &route.upstream_model,
                 prompt_tokens: count_locally(&request, "").prompt_tokens,
                 max_tokens: request.max_tokens,
             })
@@ -205,9 +214,9 @@ impl ChatService {
         let stored = async {
             let mut tx = self.deps.store.tenant(ctx.scope()).await?;
             tx.conversations().insert_message(&user_message).await?;
-            conversation.last_activity_at = now;
+            // Only the activity time: a rename running meanwhile must not be undone.
             tx.conversations()
-                .update_conversation(&conversation)
+                .touch_conversation(conversation.id, now)
                 .await?;
             tx.commit().await
         }
@@ -238,6 +247,15 @@ impl ChatService {
         options: TurnOptions,
     ) -> Result<TurnResult> {
         let prepared = self.prepare(ctx, id, content, options).await?;
+        // The call runs in its own task: a client that disconnects does not
+        // abandon it half-way (its answer and usage are still stored).
+        let service = self.clone();
+        tokio::spawn(async move { service.complete_prepared(prepared).await })
+            .await
+            .map_err(|error| Error::internal(format!("chat task: {error}")))?
+    }
+
+    async fn complete_prepared(&self, prepared: Prepared) -> Result<TurnResult> {
         let started = Instant::now();
         match prepared.route.provider.complete(&prepared.request).await {
             Ok(response) => {
@@ -417,7 +435,7 @@ impl ChatService {
             content: outcome.text,
             tool_calls: outcome.tool_calls,
             status: outcome.status,
-            model: Some(prepared.model.clone()),
+            model: Some(prepared.route.upstream_model.clone()),
             provider: Some(prepared.route.provider.name().to_owned()),
             prompt_tokens: outcome.usage.prompt_tokens,
             completion_tokens: outcome.usage.completion_tokens,
@@ -428,7 +446,7 @@ impl ChatService {
             &prepared.ctx,
             Some(prepared.conversation),
             prepared.route.provider.name(),
-            &prepared.model,
+            &prepared.route.upstream_model,
             outcome.usage,
             outcome.usage_status,
             started,
@@ -436,16 +454,9 @@ impl ChatService {
         let mut tx = self.deps.store.tenant(prepared.ctx.scope()).await?;
         tx.conversations().insert_message(&answer).await?;
         BudgetGuard::settle(&mut *tx, &prepared.grant, &record).await?;
-        if let Some(mut conversation) = tx
-            .conversations()
-            .conversation(prepared.conversation)
-            .await?
-        {
-            conversation.last_activity_at = now;
-            tx.conversations()
-                .update_conversation(&conversation)
-                .await?;
-        }
+        tx.conversations()
+            .touch_conversation(prepared.conversation, now)
+            .await?;
         tx.commit().await?;
         Ok(answer)
     }

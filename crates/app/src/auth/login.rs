@@ -74,7 +74,8 @@ impl AuthService {
         let policy = &self.deps.policy;
         let over = failures.count - policy.delay_after_failures;
         let last = failures.last_failed_at?;
-        if over < 0 {
+        // Failures fade after the same window for accounts and non-accounts alike.
+        if over < 0 || last + self.decay_window() < now {
             return None;
         }
         let exponent = u32::try_from(over).unwrap_or(u32::MAX).min(16);
@@ -83,6 +84,13 @@ impl AuthService {
         (next_allowed > now).then(|| Error::LoginThrottled {
             retry_after: until(now, next_allowed),
         })
+    }
+
+    /// How long failed logins count: long enough to cover a lockout and the
+    /// longest wait, the same for real accounts and non-accounts.
+    fn decay_window(&self) -> Duration {
+        let policy = &self.deps.policy;
+        policy.lockout_duration + policy.max_delay + Duration::from_secs(60)
     }
 
     /// The failure state of an address that is not an account (times are stored
@@ -107,9 +115,16 @@ impl AuthService {
         let policy = &self.deps.policy;
         let counters = &self.deps.counters;
         let millis = |at: OffsetDateTime| u64::try_from(to_millis(at)).unwrap_or(0);
-        // Keys outlive what they record by a margin, so clock skew cannot drop them early.
-        let keep = policy.lockout_duration + policy.max_delay + Duration::from_secs(60);
-        let count = counters.hit(&phantom.failures, keep).await?;
+        let keep = self.decay_window();
+        // Counted since the last failure, like the user row: a stale count starts afresh.
+        let state = self.phantom_failures(phantom).await?;
+        let fresh = state.last_failed_at.is_some_and(|at| at + keep >= now);
+        let count = if fresh {
+            u64::try_from(state.count).unwrap_or(0) + 1
+        } else {
+            1
+        };
+        counters.put(&phantom.failures, count, keep).await?;
         counters
             .put(&phantom.last_failure, millis(now), keep)
             .await?;
@@ -249,7 +264,13 @@ impl AuthService {
             let lock_until = now + policy.lockout_duration;
             let failures = tx
                 .users()
-                .record_login_failure(user.id, now, policy.lockout_after_failures, lock_until)
+                .record_login_failure(
+                    user.id,
+                    now,
+                    policy.lockout_after_failures,
+                    lock_until,
+                    now - self.decay_window(),
+                )
                 .await?;
             tx.commit().await?;
             self.note_ip_failure(ip_key.as_ref()).await;

@@ -124,14 +124,16 @@ pub trait UserRepo: Send {
     async fn set_roles(&mut self, id: UserId, roles: &[RoleName]) -> Result<()>;
     /// Counts active users holding `role`.
     async fn count_active_with_role(&mut self, role: &RoleName) -> Result<i64>;
-    /// Atomically counts one more failed login; locks the account until
-    /// `lock_until` when the count reaches `lock_threshold`.
+    /// Atomically counts one more failed login (starting afresh when the last
+    /// one is older than `stale_before` or a lock ran out); locks the account
+    /// until `lock_until` when the count reaches `lock_threshold`.
     async fn record_login_failure(
         &mut self,
         id: UserId,
         at: OffsetDateTime,
         lock_threshold: i32,
         lock_until: OffsetDateTime,
+        stale_before: OffsetDateTime,
     ) -> Result<LoginFailures>;
     /// Clears failures and any lock (an administrator's unlock).
     async fn reset_login_failures(&mut self, id: UserId) -> Result<()>;
@@ -210,6 +212,8 @@ pub trait ConversationRepo: Send {
     ) -> Result<Vec<Conversation>>;
     /// Stores title, persona and times.
     async fn update_conversation(&mut self, conversation: &Conversation) -> Result<()>;
+    /// Records activity (only `last_activity_at` changes).
+    async fn touch_conversation(&mut self, id: ConversationId, at: OffsetDateTime) -> Result<()>;
     /// Deletes a conversation and its messages.
     async fn delete_conversation(&mut self, id: ConversationId) -> Result<bool>;
     async fn insert_message(&mut self, message: &StoredMessage) -> Result<()>;

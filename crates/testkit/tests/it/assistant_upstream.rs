@@ -25,6 +25,7 @@ fn provider(name: &str, base_url: String, models: &[&str]) -> ProviderEntry {
 
 pub(crate) fn through(fake: &FakeLlm, config: &mut Config) {
     config.llm.allow_private_addresses = vec![fake.address().to_string(), "127.0.0.1".into()];
+    config.llm.tenant_allow_private_addresses = vec!["127.0.0.1".into()];
     config.llm.providers = vec![provider(
         "fake",
         fake.base_url(),
@@ -91,7 +92,8 @@ async fn turns_send_the_persona_and_history_and_meter_what_the_upstream_reports(
     assert_eq!(usage.expect(200).body["totals"]["calls"], 2);
     assert_eq!(usage.body["items"][0]["provider"], "fake");
     assert_eq!(usage.body["items"][0]["counted_locally"], false);
-    assert_eq!(usage.body["items"][1]["model"], "fast");
+    // Usage (and price) names the model actually called, not the alias asked for.
+    assert_eq!(usage.body["items"][1]["model"], "fake-echo");
     // The credential never shows in any answer.
     assert!(!usage.text.contains("sk-test-secret") && !first.text.contains("sk-test-secret"));
     app.stop().await;

@@ -370,6 +370,40 @@ async fn an_expired_lock_starts_a_fresh_count_and_admins_can_unlock(backend: Bac
     app.stop().await;
 }
 
+/// Failures spread out over time fade the same way for real and unknown
+/// accounts: neither locks, and their answers stay the same.
+async fn slow_failures_fade_alike_for_real_and_unknown_accounts(backend: Backend) {
+    let Some(app) = spawn_with(backend, |c| {
+        c.auth.delay_after_failures = 2;
+        c.auth.lockout_after_failures = 3;
+        c.auth.ip_max_failures = 1000;
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let mut answers = Vec::new();
+    for n in 0..6 {
+        let real = app
+            .login("acme", &acme.owner_email, &format!("slow guess {n} wrong"))
+            .await;
+        let unknown = app
+            .login("acme", "nobody@acme.test", &format!("slow guess {n} wrong"))
+            .await;
+        answers.push((real.status, unknown.status));
+        // Longer than the lockout plus the longest wait: the failures fade.
+        app.clock.advance(Duration::from_secs(20 * 60));
+    }
+    assert!(
+        answers
+            .iter()
+            .all(|(real, unknown)| *real == 401 && *unknown == 401),
+        "{answers:?}"
+    );
+    app.stop().await;
+}
+
 async fn one_address_failing_everywhere_is_refused(backend: Backend) {
     let Some(app) = spawn_with(backend, |c| c.auth.ip_max_failures = 4).await else {
         return;
@@ -619,6 +653,7 @@ on_both_backends!(
     one_address_failing_everywhere_is_refused,
     unknown_tenant_email_and_wrong_password_look_alike,
     unknown_accounts_are_throttled_exactly_like_real_ones,
+    slow_failures_fade_alike_for_real_and_unknown_accounts,
     an_expired_lock_starts_a_fresh_count_and_admins_can_unlock,
     disabling_a_user_ends_everything_at_once,
     suspended_tenants_are_refused_with_a_clear_problem,

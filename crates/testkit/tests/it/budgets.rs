@@ -78,7 +78,8 @@ async fn a_spent_hard_budget_refuses_before_calling_upstream(backend: Backend) {
         .post(
             &format!("/v1/conversations/{chat}/messages"),
             token,
-            json!({"content": "hi"}),
+            // As large as the refused request: it cannot fit either.
+            json!({"content": "question number 99 please"}),
         )
         .await;
     turn.expect_problem(429, "budget_exceeded");
@@ -343,3 +344,44 @@ on_both_backends!(
     soft_budgets_warn_without_refusing_and_budgets_have_their_own_permissions,
     reservations_of_calls_that_never_finished_become_usage,
 );
+
+async fn the_allowance_sent_upstream_is_what_was_reserved_and_aliases_are_priced(backend: Backend) {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| {
+        through(&fake, c);
+        c.llm.prices.push(karen::config::PriceEntry {
+            model: "fake-echo".into(),
+            prompt_per_1k_micros: 1_000,
+            completion_per_1k_micros: 2_000,
+        });
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let limit = 1_000_000;
+    budget(&app, &acme, json!({"scope": "tenant", "metric": "tokens", "period": "day", "limit": limit, "enforcement": "hard"})).await;
+    // No max_tokens: the call may produce what was reserved (the default allowance), not the whole budget.
+    app.post("/v1/chat/completions", &acme.owner_token, ask("hello"))
+        .await
+        .expect(200);
+    let sent = fake.last_request().unwrap()["max_tokens"].as_i64().unwrap();
+    assert_eq!(
+        sent,
+        i64::from(karen_app::assistant::DEFAULT_COMPLETION_ALLOWANCE)
+    );
+    // Called through an alias, the call is priced as the model it resolves to.
+    let mut body = ask("hello");
+    body["model"] = json!("fast");
+    app.post("/v1/chat/completions", &acme.owner_token, body)
+        .await
+        .expect(200);
+    let usage = app.get("/v1/usage", &acme.owner_token).await;
+    let last = &usage.expect(200).body["items"][1];
+    assert_eq!(last["model"], "fake-echo");
+    assert!(last["cost_micros"].as_i64().unwrap() > 0, "{last}");
+    app.stop().await;
+}
+
+on_both_backends!(the_allowance_sent_upstream_is_what_was_reserved_and_aliases_are_priced);

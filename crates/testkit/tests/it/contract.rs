@@ -192,7 +192,13 @@ async fn store_contract(backend: Backend) {
             let mut tx = store.tenant(scope(alpha.id)).await.unwrap();
             let failures = tx
                 .users()
-                .record_login_failure(user, now, 5, now + time::Duration::minutes(15))
+                .record_login_failure(
+                    user,
+                    now,
+                    5,
+                    now + time::Duration::minutes(15),
+                    now - time::Duration::hours(1),
+                )
                 .await
                 .unwrap();
             tx.commit().await.unwrap();

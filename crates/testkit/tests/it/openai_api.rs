@@ -293,3 +293,39 @@ on_both_backends!(
     tools_pass_through_and_tool_calls_come_back,
     errors_use_openais_shape,
 );
+
+async fn bad_parameters_and_upstream_refusals_are_client_errors(backend: Backend) {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| through(&fake, c)).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let token = acme.owner_token.as_str();
+    let user = json!([{"role": "user", "content": "hi"}]);
+    for (field, value) in [("temperature", json!(50)), ("max_tokens", json!(0))] {
+        let mut body = json!({"model": "fake-echo", "messages": user});
+        body[field] = value;
+        let reply = app.post("/v1/chat/completions", token, body).await;
+        assert_eq!(reply.status, 422, "{field}: {}", reply.text);
+        assert_eq!(reply.body["error"]["param"], field);
+    }
+    // The provider itself rejects the request (400): the client made the mistake.
+    fake.push(karen_testkit::fake_llm::Behaviour::Status(400));
+    let reply = app
+        .post(
+            "/v1/chat/completions",
+            token,
+            json!({"model": "fake-echo", "messages": user}),
+        )
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert!(
+        reply.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rejected the request")
+    );
+    app.stop().await;
+}
+
+on_both_backends!(bad_parameters_and_upstream_refusals_are_client_errors);

@@ -180,3 +180,33 @@ on_both_backends!(
     a_tenant_brings_its_own_provider_and_aliases,
     provider_urls_must_pass_the_outbound_policy
 );
+
+async fn tenant_providers_do_not_inherit_the_platform_allowlist(backend: Backend) {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| {
+        through(&fake, c);
+        // The operator lets the platform reach the fake, not tenants.
+        c.llm.tenant_allow_private_addresses.clear();
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let reply = app
+        .post(
+            "/v1/providers",
+            &acme.owner_token,
+            json!({"name": "inside", "base_url": fake.base_url(), "models": ["m"]}),
+        )
+        .await;
+    reply.expect_problem(422, "validation_failed");
+    assert_eq!(reply.body["field"], "base_url");
+    // The platform's own provider at the same address still works.
+    app.post("/v1/chat/completions", &acme.owner_token, ask("fake-echo"))
+        .await
+        .expect(200);
+    app.stop().await;
+}
+
+on_both_backends!(tenant_providers_do_not_inherit_the_platform_allowlist);

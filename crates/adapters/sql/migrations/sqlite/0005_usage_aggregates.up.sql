@@ -11,3 +11,17 @@ CREATE TABLE usage_aggregates (
     cost_micros INTEGER NOT NULL,
     PRIMARY KEY (tenant_id, scope, subject_id, day)
 );
+
+-- Backfill from the usage recorded before this migration.
+INSERT INTO usage_aggregates (tenant_id, scope, subject_id, day, tokens, cost_micros)
+SELECT tenant_id, 'tenant', X'00000000000000000000000000000000', (created_at / 86400000) * 86400000,
+       SUM(prompt_tokens + completion_tokens), SUM(cost_micros)
+  FROM usage_records GROUP BY tenant_id, created_at / 86400000;
+INSERT INTO usage_aggregates (tenant_id, scope, subject_id, day, tokens, cost_micros)
+SELECT tenant_id, 'user', user_id, (created_at / 86400000) * 86400000,
+       SUM(prompt_tokens + completion_tokens), SUM(cost_micros)
+  FROM usage_records WHERE user_id IS NOT NULL GROUP BY tenant_id, user_id, created_at / 86400000;
+INSERT INTO usage_aggregates (tenant_id, scope, subject_id, day, tokens, cost_micros)
+SELECT tenant_id, 'api_key', api_key_id, (created_at / 86400000) * 86400000,
+       SUM(prompt_tokens + completion_tokens), SUM(cost_micros)
+  FROM usage_records WHERE api_key_id IS NOT NULL GROUP BY tenant_id, api_key_id, created_at / 86400000;

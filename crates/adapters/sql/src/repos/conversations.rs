@@ -137,6 +137,18 @@ impl ConversationRepo for SqlTenantTx {
         self.tx.execute(q).await.map(drop)
     }
 
+    async fn touch_conversation(
+        &mut self,
+        id: ConversationId,
+        at: time::OffsetDateTime,
+    ) -> Result<()> {
+        let q = self
+            .q("UPDATE conversations SET last_activity_at = $3 WHERE tenant_id = $1 AND id = $2")
+            .bind(id.as_uuid())
+            .bind(to_millis(at));
+        self.tx.execute(q).await.map(drop)
+    }
+
     async fn delete_conversation(&mut self, id: ConversationId) -> Result<bool> {
         // Messages go with it (ON DELETE CASCADE), within this tenant's rows.
         let q = self

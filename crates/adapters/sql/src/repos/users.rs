@@ -172,15 +172,19 @@ impl UserRepo for SqlTenantTx {
         at: OffsetDateTime,
         lock_threshold: i32,
         lock_until: OffsetDateTime,
+        stale_before: OffsetDateTime,
     ) -> Result<LoginFailures> {
         let q = self
-            // A lock that has run out starts a fresh count (otherwise one more
-            // failure would lock the account again at once).
+            // A lock that has run out, or failures older than `stale_before`,
+            // start a fresh count (otherwise one more failure would lock the
+            // account again at once, and old failures would never fade).
             .q("UPDATE users SET \
-                failed_login_count = CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 THEN 1 \
+                failed_login_count = CASE WHEN (locked_until IS NOT NULL AND locked_until <= $3) \
+                    OR (last_failed_login_at IS NOT NULL AND last_failed_login_at < $6) THEN 1 \
                     ELSE failed_login_count + 1 END, \
                 locked_until = CASE \
-                    WHEN (CASE WHEN locked_until IS NOT NULL AND locked_until <= $3 THEN 1 \
+                    WHEN (CASE WHEN (locked_until IS NOT NULL AND locked_until <= $3) \
+                          OR (last_failed_login_at IS NOT NULL AND last_failed_login_at < $6) THEN 1 \
                           ELSE failed_login_count + 1 END) >= $4 THEN $5 \
                     WHEN locked_until IS NOT NULL AND locked_until <= $3 THEN NULL \
                     ELSE locked_until END, \
@@ -190,7 +194,8 @@ impl UserRepo for SqlTenantTx {
             .bind(id.as_uuid())
             .bind(to_millis(at))
             .bind(lock_threshold)
-            .bind(to_millis(lock_until));
+            .bind(to_millis(lock_until))
+            .bind(to_millis(stale_before));
         let row = self.tx.fetch_one(q).await?;
         Ok(LoginFailures {
             count: row.get("failed_login_count")?,

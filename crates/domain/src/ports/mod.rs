@@ -2,11 +2,16 @@
 //! and a scale-out implementation, tested by one shared contract suite.
 
 mod cache;
+mod index;
 mod llm;
 mod security;
 mod store;
 
 pub use cache::{CacheKey, Counters, TenantNamespace};
+pub use index::{
+    EntryAccess, EntryKey, EntryKind, Hit, IndexStatus, SearchFilter, TextEntry, TextIndex,
+    VectorEntry, VectorIndex, VectorSpace,
+};
 pub use llm::{
     ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream,
     ContextItem, EmbeddingProvider, Embeddings, FunctionCall, LlmError, ModelRouter, RoutedModel,

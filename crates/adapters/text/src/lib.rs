@@ -1,0 +1,1 @@
+//! Full-text indexes behind `karen_domain::ports::TextIndex` (in progress).

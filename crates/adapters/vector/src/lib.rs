@@ -1,0 +1,1 @@
+//! Vector indexes behind `karen_domain::ports::VectorIndex` (in progress).

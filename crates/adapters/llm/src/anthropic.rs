@@ -199,6 +199,7 @@ fn into_response(message: MessageWire, request: &ChatRequest) -> ChatResponse {
         Some(text)
     };
     ChatResponse {
+        provider: None,
         id: message.id,
         model: message.model.unwrap_or_else(|| request.model.clone()),
         message: ChatMessage {
@@ -242,6 +243,7 @@ impl AnthropicDecoder {
             },
         };
         ChatEvent::Finish {
+            provider: None,
             finish_reason: self.stop_reason.as_deref().map(finish_reason),
             usage: Some(usage),
             model: Some(

@@ -241,6 +241,7 @@ fn stream_events_become_deltas_and_a_finish() {
             tool(None, None, Some("{\"city\":")),
             tool(None, None, Some("\"Paris\"}")),
             ChatEvent::Finish {
+                provider: None,
                 finish_reason: Some("tool_calls".into()),
                 usage: Some(TokenUsage {
                     prompt_tokens: 25,

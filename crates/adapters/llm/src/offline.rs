@@ -101,6 +101,7 @@ impl ChatProvider for OfflineProvider {
         let (text, finish_reason) = self.answer(request);
         let usage = Self::usage(request, &text);
         Ok(ChatResponse {
+            provider: None,
             id: None,
             model: OFFLINE_MODEL_ID.into(),
             message: ChatMessage::text(ChatRole::Assistant, text),
@@ -122,6 +123,7 @@ impl ChatProvider for OfflineProvider {
             })
             .collect();
         events.push(Ok(ChatEvent::Finish {
+            provider: None,
             finish_reason: Some(finish_reason.into()),
             usage: Some(usage),
             model: Some(OFFLINE_MODEL_ID.into()),

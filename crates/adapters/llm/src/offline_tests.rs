@@ -147,6 +147,7 @@ async fn stream_yields_the_same_text_in_word_groups_then_finish() {
     assert_eq!(
         *last,
         ChatEvent::Finish {
+            provider: None,
             finish_reason: Some("stop".into()),
             usage: whole.usage,
             model: Some(OFFLINE_MODEL_ID.into()),

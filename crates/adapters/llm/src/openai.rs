@@ -215,6 +215,7 @@ impl CompletionWire {
             None => estimated_usage(&request.messages, &generated_text(&message)),
         };
         Ok(ChatResponse {
+            provider: None,
             id: self.id,
             model: self.model.unwrap_or_else(|| request.model.clone()),
             message,
@@ -256,6 +257,7 @@ impl OpenAiDecoder {
             reported: false,
         });
         ChatEvent::Finish {
+            provider: None,
             finish_reason: self.finish_reason.take(),
             usage: Some(usage),
             model: Some(

@@ -72,6 +72,7 @@ fn text_chunks_then_usage_then_done() {
     assert_eq!(
         done.events,
         vec![ChatEvent::Finish {
+            provider: None,
             finish_reason: Some("stop".into()),
             usage: Some(TokenUsage {
                 prompt_tokens: 5,
@@ -96,6 +97,7 @@ fn usage_is_counted_locally_when_not_reported() {
     assert_eq!(
         events,
         vec![ChatEvent::Finish {
+            provider: None,
             finish_reason: Some("stop".into()),
             usage: Some(TokenUsage {
                 prompt_tokens: 11,

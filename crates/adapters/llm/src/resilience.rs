@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use karen_domain::ports::{ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError};
+use karen_domain::ports::{
+    ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError,
+};
 
 use crate::breaker::CircuitBreaker;
 
@@ -101,7 +103,7 @@ impl ResilientChat {
     }
 
     /// Runs `call` against the members as the module documentation describes.
-    async fn run<'a, T, F, Fut>(&'a self, call: F) -> Result<T, LlmError>
+    async fn run<'a, T, F, Fut>(&'a self, call: F) -> Result<(T, &'a str), LlmError>
     where
         F: Fn(&'a dyn ChatProvider) -> Fut + Send,
         Fut: Future<Output = Result<T, LlmError>> + Send,
@@ -123,7 +125,7 @@ impl ResilientChat {
                 let error = match call(provider).await {
                     Ok(value) => {
                         permit.record(Ok(()));
-                        return Ok(value);
+                        return Ok((value, provider.name()));
                     }
                     Err(error) => error,
                 };
@@ -188,14 +190,35 @@ impl ChatProvider for ResilientChat {
         &self.name
     }
 
+    /// The answer names the member that gave it (unless a nested chain already did).
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
-        self.run(|provider| provider.complete(request)).await
+        let (mut response, served_by) = self.run(|provider| provider.complete(request)).await?;
+        response
+            .provider
+            .get_or_insert_with(|| served_by.to_owned());
+        Ok(response)
     }
 
     /// Retries and fallback apply until the first event; after it, errors
     /// reach the caller (part of the answer has been handed out already).
+    /// The final event names the member that answered.
     async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, LlmError> {
-        self.run(|provider| open_stream(provider, request)).await
+        let (stream, served_by) = self.run(|provider| open_stream(provider, request)).await?;
+        let served_by = served_by.to_owned();
+        Ok(Box::pin(stream.map(move |event| match event {
+            Ok(ChatEvent::Finish {
+                finish_reason,
+                usage,
+                model,
+                provider,
+            }) => Ok(ChatEvent::Finish {
+                finish_reason,
+                usage,
+                model,
+                provider: provider.or_else(|| Some(served_by.clone())),
+            }),
+            other => other,
+        })))
     }
 
     /// Every member's models, in member order, without repeats; members that

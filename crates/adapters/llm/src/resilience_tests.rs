@@ -52,6 +52,7 @@ impl Scripted {
 
 fn answer(text: &str) -> ChatResponse {
     ChatResponse {
+        provider: None,
         id: None,
         model: "scripted".into(),
         message: ChatMessage::text(ChatRole::Assistant, text),
@@ -84,6 +85,7 @@ impl ChatProvider for Scripted {
             Step::Answer(text) => vec![
                 delta(text),
                 Ok(ChatEvent::Finish {
+                    provider: None,
                     finish_reason: Some("stop".into()),
                     usage: None,
                     model: None,

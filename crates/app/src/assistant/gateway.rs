@@ -140,13 +140,14 @@ impl GatewayService {
         planned: &Planned,
         usage: TokenUsage,
         status: UsageStatus,
+        served_by: Option<&str>,
         started: Instant,
     ) -> Result<()> {
         let record = usage_record(
             &self.deps,
             ctx,
             None,
-            planned.provider.name(),
+            served_by.unwrap_or(planned.provider.name()),
             &planned.chat.model,
             usage,
             status,
@@ -184,15 +185,23 @@ impl GatewayService {
                 let usage = response
                     .usage
                     .unwrap_or_else(|| count_locally(&planned.chat, &text));
-                self.settle(ctx, &planned, usage, UsageStatus::Ok, started)
-                    .await?;
+                let served_by = response.provider.take();
+                self.settle(
+                    ctx,
+                    &planned,
+                    usage,
+                    UsageStatus::Ok,
+                    served_by.as_deref(),
+                    started,
+                )
+                .await?;
                 response.usage = Some(usage);
                 response.model = planned.model;
                 Ok(response)
             }
             Err(error) => {
                 let usage = count_locally(&planned.chat, "");
-                self.settle(ctx, &planned, usage, UsageStatus::Error, started)
+                self.settle(ctx, &planned, usage, UsageStatus::Error, None, started)
                     .await?;
                 Err(upstream_error(&error))
             }
@@ -211,7 +220,7 @@ impl GatewayService {
             Ok(stream) => stream,
             Err(error) => {
                 let usage = count_locally(&planned.chat, "");
-                self.settle(ctx, &planned, usage, UsageStatus::Error, started)
+                self.settle(ctx, &planned, usage, UsageStatus::Error, None, started)
                     .await?;
                 return Err(upstream_error(&error));
             }
@@ -235,6 +244,7 @@ impl GatewayService {
         let allowance = planned.grant.completion_allowance;
         let mut text = String::new();
         let mut reported = None;
+        let mut served_by: Option<String> = None;
         let mut failure: Option<LlmError> = None;
         let mut client_left = false;
         let mut budget_cut = false;
@@ -250,7 +260,12 @@ impl GatewayService {
                             content: Some(delta),
                             ..
                         } => text.push_str(delta),
-                        ChatEvent::Finish { usage, .. } => reported = *usage,
+                        ChatEvent::Finish {
+                            usage, provider, ..
+                        } => {
+                            reported = *usage;
+                            served_by.clone_from(provider);
+                        }
                         ChatEvent::Delta { .. } => {}
                     }
                     if sender.send(GatewayEvent::Chat(event)).await.is_err() {
@@ -278,7 +293,10 @@ impl GatewayService {
             (None, false, true) => UsageStatus::BudgetCut,
             (None, false, false) => UsageStatus::Ok,
         };
-        if let Err(error) = self.settle(&ctx, &planned, usage, status, started).await {
+        let settled = self
+            .settle(&ctx, &planned, usage, status, served_by.as_deref(), started)
+            .await;
+        if let Err(error) = settled {
             tracing::error!(%error, "could not meter a streamed completion");
         }
         if client_left {
@@ -286,6 +304,7 @@ impl GatewayService {
         }
         if budget_cut {
             let finish = ChatEvent::Finish {
+                provider: None,
                 finish_reason: Some(BUDGET_FINISH_REASON.into()),
                 usage: Some(usage),
                 model: None,

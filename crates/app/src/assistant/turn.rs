@@ -81,6 +81,8 @@ struct Outcome {
     status: MessageStatus,
     usage_status: UsageStatus,
     usage: TokenUsage,
+    /// The chain member that answered, when the provider says.
+    served_by: Option<String>,
 }
 
 /// The chat service.
@@ -269,6 +271,7 @@ impl ChatService {
                     status: MessageStatus::Complete,
                     usage_status: UsageStatus::Ok,
                     usage,
+                    served_by: response.provider,
                 };
                 let answer = self.finish(&prepared, outcome, started).await?;
                 Ok(TurnResult {
@@ -293,6 +296,7 @@ impl ChatService {
             status: MessageStatus::Failed,
             usage_status: UsageStatus::Error,
             usage: count_locally(request, ""),
+            served_by: None,
         }
     }
 
@@ -334,6 +338,7 @@ impl ChatService {
         let mut text = String::new();
         let mut reported: Option<TokenUsage> = None;
         let mut finish_reason = None;
+        let mut served_by = None;
         let mut failure: Option<LlmError> = None;
         let mut client_left = false;
         let mut budget_cut = false;
@@ -362,10 +367,12 @@ impl ChatService {
                 Some(Ok(ChatEvent::Finish {
                     finish_reason: reason,
                     usage,
+                    provider,
                     ..
                 })) => {
                     finish_reason = reason;
                     reported = usage;
+                    served_by = provider;
                 }
                 Some(Err(error)) => {
                     failure = Some(error);
@@ -392,6 +399,7 @@ impl ChatService {
             status,
             usage_status,
             usage,
+            served_by,
         };
         let stored = self.finish(&prepared, outcome, started).await;
         let event = match (stored, failure) {
@@ -427,6 +435,10 @@ impl ChatService {
         started: Instant,
     ) -> Result<StoredMessage> {
         let now = self.deps.clock.now();
+        let provider = outcome
+            .served_by
+            .as_deref()
+            .unwrap_or(prepared.route.provider.name());
         let answer = StoredMessage {
             id: MessageId::generate(),
             tenant_id: prepared.ctx.tenant_id(),
@@ -436,7 +448,7 @@ impl ChatService {
             tool_calls: outcome.tool_calls,
             status: outcome.status,
             model: Some(prepared.route.upstream_model.clone()),
-            provider: Some(prepared.route.provider.name().to_owned()),
+            provider: Some(provider.to_owned()),
             prompt_tokens: outcome.usage.prompt_tokens,
             completion_tokens: outcome.usage.completion_tokens,
             created_at: now,
@@ -445,7 +457,7 @@ impl ChatService {
             &self.deps,
             &prepared.ctx,
             Some(prepared.conversation),
-            prepared.route.provider.name(),
+            provider,
             &prepared.route.upstream_model,
             outcome.usage,
             outcome.usage_status,

@@ -39,7 +39,9 @@ impl EntryKind {
         match text {
             "memory" => Ok(EntryKind::Memory),
             "chunk" => Ok(EntryKind::Chunk),
-            other => Err(Error::Internal(format!("unknown index entry kind '{other}'"))),
+            other => Err(Error::Internal(format!(
+                "unknown index entry kind '{other}'"
+            ))),
         }
     }
 }

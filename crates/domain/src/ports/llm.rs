@@ -126,6 +126,9 @@ pub struct ChatResponse {
     /// `stop`, `length`, `tool_calls`, `content_filter`…
     pub finish_reason: Option<String>,
     pub usage: Option<TokenUsage>,
+    /// The provider that actually answered, when a chain picked one of its members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
 }
 
 /// A fragment of a streamed tool call (arguments arrive in pieces).
@@ -150,6 +153,8 @@ pub enum ChatEvent {
         finish_reason: Option<String>,
         usage: Option<TokenUsage>,
         model: Option<String>,
+        /// The provider that actually answered, when a chain picked one of its members.
+        provider: Option<String>,
     },
 }
 

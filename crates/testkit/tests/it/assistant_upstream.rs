@@ -212,6 +212,18 @@ async fn upstream_failures_fall_back_or_end_in_a_clear_problem(backend: Backend)
         fell_back.expect(200).body["message"]["content"],
         echo_text("hello")
     );
+    // Streamed, too; both are metered against the provider that answered, not the chain.
+    let streamed = app
+        .post(&url, token, json!({"content": "again", "stream": true}))
+        .await;
+    assert_eq!(
+        sse_events(&streamed.expect(200).text).last().unwrap().0,
+        "done"
+    );
+    let served = app.get("/v1/usage?model=fake-echo", token).await;
+    let served = served.expect(200).body["items"].as_array().unwrap().clone();
+    assert_eq!(served.len(), 2);
+    assert!(served.iter().all(|u| u["provider"] == "fake"), "{served:?}");
     // Only the fake serves fake-500: after retries the client gets 502, and the
     // turn is on record (the user's message, a failed answer, an error usage record).
     let failed = app
@@ -224,9 +236,9 @@ async fn upstream_failures_fall_back_or_end_in_a_clear_problem(backend: Backend)
         .as_array()
         .unwrap()
         .clone();
-    assert_eq!(items.len(), 4);
-    assert_eq!(items[2]["content"], "boom");
-    assert_eq!(items[3]["status"], "failed");
+    assert_eq!(items.len(), 6);
+    assert_eq!(items[4]["content"], "boom");
+    assert_eq!(items[5]["status"], "failed");
     let usage = app.get("/v1/usage?model=fake-500", token).await;
     assert_eq!(usage.expect(200).body["items"][0]["status"], "error");
     app.stop().await;

@@ -149,6 +149,7 @@ async fn collect(mut stream: ChatStream) -> Collected {
                 finish_reason,
                 usage,
                 model,
+                ..
             }) => collected.finish = Some((finish_reason, usage, model)),
             Err(error) => {
                 collected.error = Some(error);

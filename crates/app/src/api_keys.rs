@@ -177,6 +177,7 @@ impl ApiKeyService {
             key.revoked_at = Some(now);
         }
         tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
         Ok(key)
     }
 }

@@ -6,6 +6,7 @@ pub mod api_keys;
 pub mod assistant;
 pub mod auth;
 mod authority;
+pub mod cache;
 pub mod credentials;
 pub mod health;
 pub mod roles;
@@ -76,6 +77,19 @@ pub struct Deps {
     /// Resolves model names to the tenant's providers.
     pub router: Arc<dyn ModelRouter>,
     pub assistant: assistant::AssistantPolicy,
+}
+
+impl Deps {
+    /// Marks the tenant's cached credentials and permissions stale on every
+    /// replica (after the change committed).
+    pub(crate) async fn access_changed(&self, tenant: karen_domain::TenantId) {
+        cache::invalidate(self.counters.as_ref(), tenant, cache::Topic::Access).await;
+    }
+
+    /// Marks the tenant's cached model routes stale on every replica.
+    pub(crate) async fn routes_changed(&self, tenant: karen_domain::TenantId) {
+        cache::invalidate(self.counters.as_ref(), tenant, cache::Topic::Routes).await;
+    }
 }
 
 /// All services, built once and shared by the HTTP layer and the CLI.

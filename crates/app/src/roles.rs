@@ -148,6 +148,7 @@ impl RoleService {
         role.updated_at = self.deps.clock.now();
         tx.roles().update_custom_role(&role).await?;
         tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
         Ok(role.into())
     }
 
@@ -174,6 +175,8 @@ impl RoleService {
             )));
         }
         tx.roles().delete_custom_role(&name).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
+        Ok(())
     }
 }

@@ -209,6 +209,7 @@ impl TenantService {
         tenant.updated_at = self.deps.clock.now();
         tx.update_tenant(&tenant).await?;
         tx.commit().await?;
+        self.deps.access_changed(id).await;
         tracing::info!(tenant_id = %id, status = status.as_str(), "tenant status changed");
         Ok(tenant)
     }
@@ -239,6 +240,7 @@ impl TenantService {
         tenant.updated_at = self.deps.clock.now();
         tx.update_tenant(&tenant).await?;
         tx.commit().await?;
+        self.deps.access_changed(id).await;
         Ok(tenant)
     }
 
@@ -254,6 +256,9 @@ impl TenantService {
         tenant.updated_at = self.deps.clock.now();
         tx.update_tenant(&tenant).await?;
         tx.commit().await?;
+        // Cached credentials stop matching now; once the counters are purged
+        // below, the epoch reads 0, under which nothing is ever cached.
+        self.deps.access_changed(id).await;
 
         let mut tenant_tx = self
             .deps
@@ -319,6 +324,7 @@ impl TenantService {
         tx.update_tenant_profile(&tenant.name, &tenant.settings, tenant.updated_at)
             .await?;
         tx.commit().await?;
+        self.deps.access_changed(ctx.tenant_id()).await;
         Ok(tenant)
     }
 }

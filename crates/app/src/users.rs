@@ -244,6 +244,7 @@ impl UserService {
         user.updated_at = self.deps.clock.now();
         tx.users().update_user(&user).await?;
         tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
         Ok(user)
     }
 
@@ -266,6 +267,7 @@ impl UserService {
         user.updated_at = self.deps.clock.now();
         tx.users().update_user(&user).await?;
         tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
         Ok(user)
     }
 
@@ -286,6 +288,7 @@ impl UserService {
         user.updated_at = now;
         tx.users().update_user(&user).await?;
         tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
         tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "user disabled; sessions ended");
         Ok(user)
     }
@@ -298,6 +301,7 @@ impl UserService {
         user.updated_at = self.deps.clock.now();
         tx.users().update_user(&user).await?;
         tx.commit().await?;
+        self.deps.access_changed(authority.tenant_id()).await;
         Ok(user)
     }
 

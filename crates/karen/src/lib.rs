@@ -150,6 +150,7 @@ impl Karen {
                 &config.llm,
                 clock_for_router,
                 store_for_router,
+                counters.clone(),
             )?),
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),

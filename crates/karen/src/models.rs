@@ -12,8 +12,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
+use karen_app::cache::{EpochCache, Topic};
 use karen_domain::clock::Clock;
-use karen_domain::ports::{ChatProvider, LlmError, ModelRouter, RoutedModel, Store};
+use karen_domain::ports::{ChatProvider, Counters, LlmError, ModelRouter, RoutedModel, Store};
 use karen_domain::providers::TenantProvider;
 use karen_domain::{Error, ProviderId, Result, SystemReason, TenantId, TenantScope};
 use karen_llm::{
@@ -47,7 +48,16 @@ pub struct ConfiguredRouter {
     default_model: String,
     /// Tenant providers already built, by id and last change.
     built: Mutex<BuiltProviders>,
+    /// Resolved routes by tenant and model name, until the tenant's providers
+    /// or aliases change (on any replica).
+    routes: EpochCache<(TenantId, String), RoutedModel>,
+    counters: Arc<dyn Counters>,
 }
+
+/// Routes remembered (tenants × models in use).
+const ROUTE_CACHE_CAPACITY: usize = 50_000;
+/// The bound on staleness should an invalidation be lost.
+const ROUTE_CACHE_TTL: Duration = Duration::from_secs(30);
 
 fn kind_of(name: &str) -> ProviderKind {
     match name {
@@ -63,6 +73,7 @@ impl ConfiguredRouter {
         config: &LlmConfig,
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
+        counters: Arc<dyn Counters>,
     ) -> anyhow::Result<Self> {
         let policy = OutboundPolicy::new(config.allow_private_addresses.iter().cloned());
         policy.validate().context("llm.allow_private_addresses")?;
@@ -137,6 +148,13 @@ impl ConfiguredRouter {
             aliases: config.aliases.clone(),
             default_model: config.default_model.clone(),
             built: Mutex::new(HashMap::new()),
+            routes: EpochCache::new(
+                "routes",
+                Topic::Routes,
+                ROUTE_CACHE_CAPACITY,
+                ROUTE_CACHE_TTL,
+            ),
+            counters,
         })
     }
 
@@ -204,6 +222,32 @@ fn refused(error: &LlmError) -> Error {
 #[async_trait]
 impl ModelRouter for ConfiguredRouter {
     async fn route(&self, tenant: TenantId, model: &str) -> Result<RoutedModel> {
+        let key = (tenant, model.to_owned());
+        self.routes
+            .get_or_load(self.counters.as_ref(), tenant, key, || {
+                self.build_route(tenant, model)
+            })
+            .await
+    }
+
+    async fn models(&self, tenant: TenantId) -> Result<Vec<String>> {
+        self.list_models(tenant).await
+    }
+
+    fn default_model(&self) -> String {
+        self.default_model.clone()
+    }
+
+    fn check_provider_url(&self, base_url: &str) -> Result<()> {
+        Endpoint::parse(base_url, &self.tenant_policy)
+            .map(drop)
+            .map_err(|e| refused(&e))
+    }
+}
+
+impl ConfiguredRouter {
+    /// The chain serving `model` for the tenant, read from its configuration.
+    async fn build_route(&self, tenant: TenantId, model: &str) -> Result<RoutedModel> {
         let (providers, tenant_aliases) = self.tenant_config(tenant).await?;
         let upstream = tenant_aliases
             .get(model)
@@ -250,7 +294,8 @@ impl ModelRouter for ConfiguredRouter {
         })
     }
 
-    async fn models(&self, tenant: TenantId) -> Result<Vec<String>> {
+    /// Every model and alias the tenant may name.
+    async fn list_models(&self, tenant: TenantId) -> Result<Vec<String>> {
         let (providers, tenant_aliases) = self.tenant_config(tenant).await?;
         let mut models: BTreeSet<String> = self
             .platform
@@ -261,15 +306,5 @@ impl ModelRouter for ConfiguredRouter {
         models.extend(self.aliases.keys().cloned());
         models.extend(tenant_aliases.into_keys());
         Ok(models.into_iter().collect())
-    }
-
-    fn default_model(&self) -> String {
-        self.default_model.clone()
-    }
-
-    fn check_provider_url(&self, base_url: &str) -> Result<()> {
-        Endpoint::parse(base_url, &self.tenant_policy)
-            .map(drop)
-            .map_err(|e| refused(&e))
     }
 }

@@ -51,6 +51,8 @@ pub struct TestApp {
     pub postgres: Option<PgDatabase>,
     pub redis_prefix: Option<String>,
     pub data_dir: PathBuf,
+    /// The configuration it was started with (replicas share it).
+    pub config: Config,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -108,11 +110,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
     }
     configure(&mut config);
     let clock = Arc::new(TestClock::default());
-    let karen = Arc::new(
-        Karen::open(config, clock.clone())
-            .await
-            .expect("karen starts"),
-    );
+    let (karen, base_url, shutdown, server) = start(config.clone(), clock.clone()).await;
     let operator_key = karen
         .services
         .auth
@@ -121,6 +119,32 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
         .expect("bootstrap key")
         .map(|k| secrecy::ExposeSecret::expose_secret(&k).to_owned())
         .expect("fresh installation creates an operator key");
+    Some(TestApp {
+        backend,
+        base_url,
+        http: http_client(),
+        operator_key,
+        clock,
+        karen,
+        postgres,
+        redis_prefix,
+        data_dir,
+        config,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    })
+}
+
+type Started = (
+    Arc<Karen>,
+    String,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Opens Karen with `config` and serves it on a free loopback port.
+async fn start(config: Config, clock: Arc<TestClock>) -> Started {
+    let karen = Arc::new(Karen::open(config, clock).await.expect("karen starts"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -134,26 +158,42 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             })
             .await;
     });
-    let http = reqwest::Client::builder()
+    (karen, base_url, shutdown_tx, server)
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()
-        .expect("client");
-    Some(TestApp {
-        backend,
-        base_url,
-        http,
-        operator_key,
-        clock,
-        karen,
-        postgres,
-        redis_prefix,
-        data_dir,
-        shutdown: Some(shutdown_tx),
-        server: Some(server),
-    })
+        .expect("client")
 }
 
 impl TestApp {
+    /// A second server on the same database and Redis (scale-out replicas);
+    /// stopping it leaves the shared stores to the first.
+    pub async fn replica(&self) -> TestApp {
+        let data_dir = std::env::temp_dir().join(format!("karen-test-{}", Uuid::now_v7().simple()));
+        let config = Config {
+            data_dir: data_dir.clone(),
+            ..self.config.clone()
+        };
+        let (karen, base_url, shutdown, server) = start(config.clone(), self.clock.clone()).await;
+        TestApp {
+            backend: self.backend,
+            base_url,
+            http: http_client(),
+            operator_key: self.operator_key.clone(),
+            clock: self.clock.clone(),
+            karen,
+            postgres: None,
+            redis_prefix: None,
+            data_dir,
+            config,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
     /// Sends a request with an optional bearer token and JSON body.
     pub async fn call(
         &self,

@@ -87,6 +87,7 @@ impl ProviderService {
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         tx.providers().insert_provider(&provider).await?;
         tx.commit().await?;
+        self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(provider)
     }
 
@@ -136,6 +137,7 @@ impl ProviderService {
         provider.updated_at = self.deps.clock.now();
         tx.providers().update_provider(&provider).await?;
         tx.commit().await?;
+        self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(provider)
     }
 
@@ -146,7 +148,9 @@ impl ProviderService {
         if !tx.providers().delete_provider(id).await? {
             return Err(Error::NotFound("provider"));
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.deps.routes_changed(ctx.tenant_id()).await;
+        Ok(())
     }
 
     /// The tenant's aliases.
@@ -191,6 +195,7 @@ impl ProviderService {
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         tx.providers().put_alias(&alias).await?;
         tx.commit().await?;
+        self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(alias)
     }
 
@@ -201,6 +206,8 @@ impl ProviderService {
         if !tx.providers().delete_alias(alias).await? {
             return Err(Error::NotFound("alias"));
         }
-        tx.commit().await
+        tx.commit().await?;
+        self.deps.routes_changed(ctx.tenant_id()).await;
+        Ok(())
     }
 }

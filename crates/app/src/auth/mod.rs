@@ -6,17 +6,26 @@ mod sessions;
 mod verify;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use karen_domain::credentials::{RefreshTokenRecord, SessionRecord};
 use karen_domain::ports::{AccessClaims, TenantTx};
-use karen_domain::{RefreshTokenId, Result, SessionId, TenantId, UserId};
+use karen_domain::{ApiKeyId, RefreshTokenId, Result, SessionId, TenantId, UserId};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::Deps;
+use crate::cache::{EpochCache, Topic};
 use crate::credentials::{self, Kind};
 
 pub use login::LoginRequest;
+pub use verify::KeyGrant;
+
+/// API keys remembered between calls (about 200 bytes each).
+const API_KEY_CACHE_CAPACITY: usize = 100_000;
+/// The longest a remembered key goes without a fresh read: the bound on
+/// staleness should an invalidation be lost.
+const API_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 pub(crate) use sessions::end_all_sessions;
 
 /// Where a request came from (for throttling and the session list).
@@ -38,11 +47,26 @@ pub struct TokenPair {
 #[derive(Clone)]
 pub struct AuthService {
     deps: Arc<Deps>,
+    /// API keys with their owner's standing, checked on every gateway call.
+    api_keys: Arc<EpochCache<ApiKeyId, verify::KeyGrant>>,
 }
 
 impl AuthService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+        Self {
+            deps,
+            api_keys: Arc::new(EpochCache::new(
+                "api_keys",
+                Topic::Access,
+                API_KEY_CACHE_CAPACITY,
+                API_KEY_CACHE_TTL,
+            )),
+        }
+    }
+
+    /// The API-key cache (for its hit ratio).
+    pub fn api_key_cache(&self) -> &EpochCache<ApiKeyId, verify::KeyGrant> {
+        &self.api_keys
     }
 
     /// Mints a refresh token for `session` and an access token, inside `tx`.

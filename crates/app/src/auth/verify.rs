@@ -3,7 +3,9 @@
 //! revoke access runs on every request: tenant status, user status, session
 //! revocation, key revocation and expiry.
 
-use karen_domain::credentials::OperatorKeyRecord;
+use std::sync::Arc;
+
+use karen_domain::credentials::{ApiKeyRecord, OperatorKeyRecord};
 use karen_domain::error::AuthFailure;
 use karen_domain::permission::PermissionSet;
 use karen_domain::ports::TenantTx;
@@ -18,6 +20,14 @@ use secrecy::SecretString;
 
 use super::AuthService;
 use crate::credentials::{self, Kind};
+
+/// An API key and the principal it stands for, as last read from the store.
+#[derive(Clone)]
+pub struct KeyGrant {
+    key: Arc<ApiKeyRecord>,
+    principal: Arc<Principal>,
+    last_used_at: Option<time::OffsetDateTime>,
+}
 
 fn invalid() -> Error {
     Error::Unauthenticated(AuthFailure::Invalid)
@@ -106,22 +116,39 @@ impl AuthService {
         let (tenant, key_id) = (TenantId::from_uuid(tenant), ApiKeyId::from_uuid(key));
         let now = self.deps.clock.now();
         let scope = TenantScope::system(tenant, SystemReason::Authenticate);
-        let mut tx = self.deps.store.tenant_read(scope).await?;
-        let key = tx.api_keys().api_key(key_id).await?.ok_or_else(invalid)?;
-        if !presented.matches(&key.secret_hash) || !key.is_live(now) {
+        let counters = self.deps.counters.as_ref();
+        let grant = self
+            .api_keys
+            .get_or_load(counters, tenant, key_id, || {
+                self.load_key_grant(scope, key_id)
+            })
+            .await?;
+        // The secret and the key's lifetime are checked on every call, cached or not.
+        if !presented.matches(&grant.key.secret_hash) || !grant.key.is_live(now) {
             return Err(invalid());
         }
-        let (tenant, user, owner_permissions) = load_member(&mut *tx, key.user_id).await?;
-        tx.commit().await?;
-        if key
+        if grant
             .last_used_at
             .is_none_or(|at| now - at > time::Duration::MINUTE)
         {
             let mut tx = self.deps.store.tenant(scope).await?;
             tx.api_keys().touch_api_key(key_id, now).await?;
             tx.commit().await?;
+            self.api_keys
+                .update(&key_id, |cached| cached.last_used_at = Some(now));
         }
-        Ok(TenantContext::authenticated(Principal {
+        Ok(TenantContext::authenticated(
+            grant.principal.as_ref().clone(),
+        ))
+    }
+
+    /// Reads a key and its owner's standing from the store.
+    async fn load_key_grant(&self, scope: TenantScope, key_id: ApiKeyId) -> Result<KeyGrant> {
+        let mut tx = self.deps.store.tenant_read(scope).await?;
+        let key = tx.api_keys().api_key(key_id).await?.ok_or_else(invalid)?;
+        let (tenant, user, owner_permissions) = load_member(&mut *tx, key.user_id).await?;
+        tx.commit().await?;
+        let principal = Principal {
             tenant_id: tenant.id,
             tenant_slug: tenant.slug,
             user_id: user.id,
@@ -130,7 +157,12 @@ impl AuthService {
             roles: user.roles,
             // A key never carries more than its owner holds now.
             permissions: key.scopes.intersection(owner_permissions),
-        }))
+        };
+        Ok(KeyGrant {
+            last_used_at: key.last_used_at,
+            key: Arc::new(key),
+            principal: Arc::new(principal),
+        })
     }
 
     /// Resolves an operator key for platform routes.

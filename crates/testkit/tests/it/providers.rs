@@ -210,3 +210,82 @@ async fn tenant_providers_do_not_inherit_the_platform_allowlist(backend: Backend
 }
 
 on_both_backends!(tenant_providers_do_not_inherit_the_platform_allowlist);
+
+async fn route_changes_reach_every_replica_at_once(backend: Backend) {
+    let platform = FakeLlm::start().await;
+    let own = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| through(&platform, c)).await else {
+        return;
+    };
+    let replica = match backend {
+        Backend::Postgres => Some(app.replica().await),
+        Backend::Sqlite => None,
+    };
+    let other = replica.as_ref().unwrap_or(&app);
+    let alpha = app.create_tenant("alpha").await;
+    let owner = alpha.owner_token.as_str();
+    let created = app
+        .post(
+            "/v1/providers",
+            owner,
+            json!({"name": "own", "kind": "openai", "base_url": own.base_url(),
+            "models": ["team-model"]}),
+        )
+        .await;
+    let id = created.expect(201).str("id").to_owned();
+    app.put(
+        "/v1/model-aliases/team",
+        owner,
+        json!({"target": "team-model"}),
+    )
+    .await
+    .expect(200);
+    for _ in 0..2 {
+        other
+            .post("/v1/chat/completions", owner, ask("team"))
+            .await
+            .expect(200);
+    }
+    assert_eq!(own.requests(), 2);
+    // Retargeted on one replica, the alias moves on the other at once.
+    app.put(
+        "/v1/model-aliases/team",
+        owner,
+        json!({"target": "fake-echo"}),
+    )
+    .await
+    .expect(200);
+    let before = platform.requests();
+    other
+        .post("/v1/chat/completions", owner, ask("team"))
+        .await
+        .expect(200);
+    assert_eq!((own.requests(), platform.requests()), (2, before + 1));
+    app.delete("/v1/model-aliases/team", owner)
+        .await
+        .expect(204);
+    let gone = other.post("/v1/chat/completions", owner, ask("team")).await;
+    assert_eq!(gone.status, 422, "{}", gone.text);
+    // A deleted provider serves nothing more, anywhere.
+    other
+        .post("/v1/chat/completions", owner, ask("team-model"))
+        .await
+        .expect(200);
+    app.delete(&format!("/v1/providers/{id}"), owner)
+        .await
+        .expect(204);
+    let gone = other
+        .post("/v1/chat/completions", owner, ask("team-model"))
+        .await;
+    assert_eq!(
+        gone.body["error"]["code"], "validation_failed",
+        "{}",
+        gone.text
+    );
+    if let Some(replica) = replica {
+        replica.stop().await;
+    }
+    app.stop().await;
+}
+
+on_both_backends!(route_changes_reach_every_replica_at_once);

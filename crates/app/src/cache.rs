@@ -150,6 +150,7 @@ where
                 entry.tenant == tenant && entry.epoch == epoch && entry.stored.elapsed() < self.ttl
             })
         });
+        crate::telemetry::cache_lookup(self.name, found.is_some());
         let counter = if found.is_some() {
             &self.hits
         } else {

@@ -5,6 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Deps;
 
+/// `karen_ready`: 1 while the last readiness check passed and the server is
+/// not draining (see `deploy/metrics.txt`).
+pub const READY: &str = "karen_ready";
+
 /// One dependency's state.
 #[derive(Debug, Clone)]
 pub struct ComponentHealth {
@@ -33,6 +37,12 @@ impl HealthService {
     /// load balancer stops sending new requests while in-flight ones finish.
     pub fn begin_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        metrics::gauge!(READY).set(0.0);
+    }
+
+    /// Whether the server is shutting down.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Pings the SQL store and the cache, and reports whether the server is draining.
@@ -52,7 +62,10 @@ impl HealthService {
             ok: !draining,
             detail: draining.then(|| "shutting down; finishing in-flight requests".to_owned()),
         };
-        vec![server, check("database", database), check("cache", cache)]
+        let components = vec![server, check("database", database), check("cache", cache)];
+        let ready = components.iter().all(|c| c.ok);
+        metrics::gauge!(READY).set(if ready { 1.0 } else { 0.0 });
+        components
     }
 
     /// The SQL backend in use.

@@ -10,6 +10,7 @@ pub mod cache;
 pub mod credentials;
 pub mod health;
 pub mod roles;
+pub mod telemetry;
 pub mod tenants;
 pub mod users;
 
@@ -77,6 +78,8 @@ pub struct Deps {
     /// Resolves model names to the tenant's providers.
     pub router: Arc<dyn ModelRouter>,
     pub assistant: assistant::AssistantPolicy,
+    /// Per-tenant request, token and cost counts for the metrics.
+    pub tenant_series: Arc<telemetry::TenantSeries>,
 }
 
 impl Deps {
@@ -103,9 +106,15 @@ pub struct Services {
     pub health: health::HealthService,
     pub assistant: assistant::AssistantServices,
     clock: Arc<dyn Clock>,
+    tenant_series: Arc<telemetry::TenantSeries>,
 }
 
 impl Services {
+    /// The per-tenant metric series.
+    pub fn tenant_series(&self) -> &telemetry::TenantSeries {
+        &self.tenant_series
+    }
+
     /// The clock every service reads.
     pub fn clock(&self) -> &dyn Clock {
         self.clock.as_ref()
@@ -116,6 +125,7 @@ impl Services {
         let deps = Arc::new(deps);
         Self {
             clock: deps.clock.clone(),
+            tenant_series: deps.tenant_series.clone(),
             auth: auth::AuthService::new(deps.clone()),
             tenants: tenants::TenantService::new(deps.clone()),
             users: users::UserService::new(deps.clone()),

@@ -27,6 +27,26 @@ pub struct HttpConfig {
     pub trusted_proxy_hops: usize,
     /// Send `Strict-Transport-Security` (when served over HTTPS).
     pub hsts: bool,
+    /// Serve `GET /metrics` on this router (off when metrics have a listener of their own).
+    pub metrics: Option<Arc<dyn MetricsSource>>,
+}
+
+/// Renders the Prometheus exposition text (implemented by the binary, which
+/// owns the recorder).
+pub trait MetricsSource: Send + Sync + 'static {
+    /// The whole `/metrics` body.
+    fn render(&self) -> String;
+}
+
+impl std::fmt::Debug for dyn MetricsSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSource")
+    }
+}
+
+/// A router serving only `GET /metrics` (for a separate metrics listener).
+pub fn metrics_router(source: Arc<dyn MetricsSource>) -> Router {
+    Router::new().route("/metrics", routes::system::metrics_route(source))
 }
 
 impl Default for HttpConfig {
@@ -36,6 +56,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             trusted_proxy_hops: 0,
             hsts: false,
+            metrics: None,
         }
     }
 }
@@ -55,8 +76,12 @@ pub fn router(services: Services, config: HttpConfig) -> Router {
         services,
         config: Arc::new(config.clone()),
     };
-    api.merge(routes::system::openapi_route(document))
-        .fallback(middleware::not_found)
+    let mut app = api.merge(routes::system::openapi_route(document));
+    if let Some(source) = config.metrics.clone() {
+        // Never behind tenant authentication: a scraper holds no credential.
+        app = app.route("/metrics", routes::system::metrics_route(source));
+    }
+    app.fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

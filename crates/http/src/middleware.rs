@@ -52,6 +52,7 @@ pub async fn request_envelope(
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let in_flight = InFlight::start();
     let request_id = request_id_of(&request);
     let method = request.method().clone();
     let route = request
@@ -91,7 +92,10 @@ pub async fn request_envelope(
     }
     security_headers(headers, state.config.hsts);
     let status = response.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed();
+    drop(in_flight);
+    record_request(&route, &method, status, elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
     span.in_scope(|| {
         if status >= 500 {
             tracing::warn!(status, latency_ms, "request completed");
@@ -100,6 +104,44 @@ pub async fn request_envelope(
         }
     });
     response
+}
+
+/// Counts a request in flight until dropped.
+struct InFlight;
+
+impl InFlight {
+    fn start() -> Self {
+        metrics::gauge!(names::HTTP_IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(names::HTTP_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Metric names of the request path (see `deploy/metrics.txt`).
+pub mod names {
+    pub const HTTP_REQUESTS: &str = "karen_http_requests_total";
+    pub const HTTP_DURATION: &str = "karen_http_request_duration_seconds";
+    pub const HTTP_IN_FLIGHT: &str = "karen_http_requests_in_flight";
+}
+
+/// One finished request, by route template (never the raw path), method and
+/// status. A streamed response counts when its headers are sent.
+fn record_request(
+    route: &str,
+    method: &axum::http::Method,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    let (route, method) = (route.to_owned(), method.as_str().to_owned());
+    metrics::counter!(names::HTTP_REQUESTS, "route" => route.clone(), "method" => method.clone(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!(names::HTTP_DURATION, "route" => route, "method" => method)
+        .record(elapsed.as_secs_f64());
 }
 
 fn security_headers(headers: &mut axum::http::HeaderMap, hsts: bool) {

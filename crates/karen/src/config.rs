@@ -35,6 +35,7 @@ pub struct Config {
     pub features: Features,
     pub llm: LlmConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             features: Features::default(),
             llm: LlmConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -293,6 +295,29 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `[metrics]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve Prometheus metrics at `/metrics`.
+    pub enabled: bool,
+    /// A separate address for `/metrics` (e.g. `127.0.0.1:9464`, reachable by
+    /// the scraper only); empty serves it on the main listener.
+    pub listen: String,
+    /// Tenants with per-tenant series of their own (the busiest); the rest are `other`.
+    pub tenant_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: String::new(),
+            tenant_series: 20,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -371,6 +396,15 @@ impl Config {
     /// Checks the configuration as a whole.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = Vec::new();
+        if !self.metrics.listen.is_empty()
+            && self.metrics.listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            problems
+                .push("metrics.listen: must be host:port, e.g. 127.0.0.1:9464 (or empty)".into());
+        }
+        if self.metrics.tenant_series > 1000 {
+            problems.push("metrics.tenant_series: at most 1000 (each tenant adds series)".into());
+        }
         let url = self.database_url();
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
         if !postgres && !url.starts_with("sqlite:") {

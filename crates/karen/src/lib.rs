@@ -5,6 +5,7 @@
 pub mod config;
 pub mod logging;
 pub mod models;
+pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,6 +34,8 @@ pub struct Karen {
     pub counters: Arc<dyn Counters>,
     pub namespaces: Vec<Arc<dyn TenantNamespace>>,
     pub services: Services,
+    /// What `/metrics` serves (`None` when metrics are off).
+    pub metrics: Option<Arc<dyn karen_http::MetricsSource>>,
 }
 
 /// Connects to the store that migrations run on: the owner URL on PostgreSQL,
@@ -138,6 +141,12 @@ impl Karen {
         };
         let clock_for_router = clock.clone();
         let store_for_router = store_port.clone();
+        let router = Arc::new(models::ConfiguredRouter::from_config(
+            &config.llm,
+            clock_for_router,
+            store_for_router,
+            counters.clone(),
+        )?);
         let services = Services::new(Deps {
             store: store_port,
             clock,
@@ -146,12 +155,11 @@ impl Karen {
             counters: counters.clone(),
             namespaces: namespaces.clone(),
             policy,
-            router: Arc::new(models::ConfiguredRouter::from_config(
-                &config.llm,
-                clock_for_router,
-                store_for_router,
-                counters.clone(),
-            )?),
+            router: router.clone(),
+            tenant_series: Arc::new(karen_app::telemetry::TenantSeries::new(
+                config.metrics.tenant_series,
+                Duration::from_secs(60),
+            )),
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config
@@ -166,17 +174,30 @@ impl Karen {
                     .collect(),
             },
         });
+        let metrics: Option<Arc<dyn karen_http::MetricsSource>> = if config.metrics.enabled {
+            let handle = telemetry::recorder().map_err(|e| anyhow::anyhow!(e))?;
+            Some(Arc::new(telemetry::KarenMetrics::new(
+                handle,
+                store.clone(),
+                services.clone(),
+                router,
+            )))
+        } else {
+            None
+        };
         Ok(Self {
             config,
             store,
             counters,
             namespaces,
             services,
+            metrics,
         })
     }
 
     /// The HTTP application.
     pub fn router(&self) -> axum::Router {
+        let metrics_here = self.config.metrics.listen.is_empty();
         karen_http::router(
             self.services.clone(),
             HttpConfig {
@@ -184,8 +205,39 @@ impl Karen {
                 request_timeout: Duration::from_secs(self.config.server.request_timeout_secs),
                 trusted_proxy_hops: self.config.server.trusted_proxy_hops,
                 hsts: self.config.server.hsts,
+                metrics: self.metrics.clone().filter(|_| metrics_here),
             },
         )
+    }
+
+    /// Serves `/metrics` on `metrics.listen` when it is set, until `stop` resolves.
+    async fn serve_metrics_apart(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+        let Some(source) = self.metrics.clone() else {
+            return Ok(None);
+        };
+        if self.config.metrics.listen.is_empty() {
+            return Ok(None);
+        }
+        let address = &self.config.metrics.listen;
+        let listener = TcpListener::bind(address)
+            .await
+            .with_context(|| format!("metrics.listen: cannot listen on {address}"))?;
+        tracing::info!(address = %address, "serving metrics");
+        let app = karen_http::metrics_router(source);
+        Ok(Some(tokio::spawn(async move {
+            let mut stop = stop;
+            let result = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::error!(%error, "the metrics listener failed");
+            }
+        })))
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish
@@ -202,6 +254,9 @@ impl Karen {
             .into_make_service_with_connect_info::<SocketAddr>();
         let health = self.services.health.clone();
         let reconciler = self.spawn_reconciler();
+        let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+        let metrics_server = self.serve_metrics_apart(metrics_stopped).await?;
+        metrics::gauge!(karen_app::health::READY).set(1.0);
         // Small writes (SSE events, short answers) must not wait for Nagle's algorithm.
         let listener = listener.tap_io(|stream| {
             if let Err(error) = stream.set_nodelay(true) {
@@ -226,6 +281,10 @@ impl Karen {
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "drain deadline passed; closing remaining connections"),
         }
         reconciler.abort();
+        let _ = stop_metrics.send(true);
+        if let Some(metrics_server) = metrics_server {
+            let _ = metrics_server.await;
+        }
         self.store.close().await;
         Ok(())
     }
@@ -238,7 +297,14 @@ impl Karen {
             let mut every = tokio::time::interval(Duration::from_secs(60));
             loop {
                 every.tick().await;
-                match budgets.reconcile_all().await {
+                let started = std::time::Instant::now();
+                let result = budgets.reconcile_all().await;
+                karen_app::telemetry::job_finished(
+                    "budget_reconcile",
+                    result.is_ok(),
+                    started.elapsed(),
+                );
+                match result {
                     Ok(0) => {}
                     Ok(settled) => {
                         tracing::warn!(settled, "settled reservations of calls that never finished")

@@ -18,13 +18,15 @@ use karen_domain::ports::{ChatProvider, Counters, LlmError, ModelRouter, RoutedM
 use karen_domain::providers::TenantProvider;
 use karen_domain::{Error, ProviderId, Result, SystemReason, TenantId, TenantScope};
 use karen_llm::{
-    BreakerRegistry, ChainMember, Endpoint, OFFLINE_MODEL_ID, OfflineProvider, OutboundPolicy,
-    ProviderConfig, ProviderKind, ResilientChat, RetryPolicy, Timeouts, build_chat_provider,
+    BreakerRegistry, BreakerState, ChainMember, CircuitBreaker, Endpoint, OFFLINE_MODEL_ID,
+    OfflineProvider, OutboundPolicy, ProviderConfig, ProviderKind, ResilientChat, RetryPolicy,
+    Timeouts, build_chat_provider,
 };
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use crate::config::LlmConfig;
+use crate::telemetry::MeteredProvider;
 
 /// A built provider and the models it serves.
 struct Served {
@@ -43,6 +45,8 @@ pub struct ConfiguredRouter {
     timeouts: Timeouts,
     retry: RetryPolicy,
     breakers: BreakerRegistry,
+    /// Every breaker handed to a chain, by provider label, for the circuit gauge.
+    watched: Mutex<HashMap<String, Arc<CircuitBreaker>>>,
     platform: Vec<Served>,
     aliases: BTreeMap<String, String>,
     default_model: String,
@@ -117,12 +121,12 @@ impl ConfiguredRouter {
                 .map_err(|e| anyhow::anyhow!("llm.providers[{i}]: {e}"))?;
             platform.push(Served {
                 models: entry.models.clone(),
-                provider,
+                provider: MeteredProvider::wrap(provider, false),
             });
         }
         platform.push(Served {
             models: vec![OFFLINE_MODEL_ID.to_owned()],
-            provider: Arc::new(OfflineProvider::new("offline")),
+            provider: MeteredProvider::wrap(Arc::new(OfflineProvider::new("offline")), false),
         });
         let served: BTreeSet<&String> = platform.iter().flat_map(|s| &s.models).collect();
         for (alias, target) in &config.aliases {
@@ -144,6 +148,7 @@ impl ConfiguredRouter {
             timeouts,
             retry,
             breakers,
+            watched: Mutex::new(HashMap::new()),
             platform,
             aliases: config.aliases.clone(),
             default_model: config.default_model.clone(),
@@ -200,8 +205,42 @@ impl ConfiguredRouter {
         };
         let ready = build_chat_provider(&config, &self.tenant_policy, &self.timeouts)
             .map_err(|e| refused(&e))?;
+        let ready = MeteredProvider::wrap(ready, true);
         built.insert(provider.id, (provider.updated_at, ready.clone()));
         Ok(ready)
+    }
+
+    /// Sets `karen_llm_circuit_open{provider}`: 1 while the circuit of the
+    /// provider is open for any tenant (tenants' own providers count as
+    /// `tenant`), 0 for every platform provider otherwise.
+    pub fn publish_circuit_states(&self) {
+        let mut open: BTreeMap<String, bool> = self
+            .platform
+            .iter()
+            .map(|served| (served.provider.name().to_owned(), false))
+            .collect();
+        let watched = self
+            .watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, breaker) in watched.iter() {
+            let provider = key.split_once('/').map_or(key.as_str(), |(_, name)| name);
+            let label = if provider.starts_with("tenant:") {
+                "tenant"
+            } else {
+                provider
+            };
+            let is_open = breaker.state() == BreakerState::Open;
+            *open.entry(label.to_owned()).or_default() |= is_open;
+        }
+        drop(watched);
+        for (provider, is_open) in open {
+            metrics::gauge!("karen_llm_circuit_open", "provider" => provider).set(if is_open {
+                1.0
+            } else {
+                0.0
+            });
+        }
     }
 
     /// Breakers count failures per tenant: one tenant's requests (a slow model
@@ -282,9 +321,13 @@ impl ConfiguredRouter {
         let chain = members
             .into_iter()
             .map(|provider| {
-                let breaker = self
-                    .breakers
-                    .get(&Self::breaker_key(tenant, provider.as_ref()));
+                let key = Self::breaker_key(tenant, provider.as_ref());
+                let breaker = self.breakers.get(&key);
+                self.watched
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(key)
+                    .or_insert_with(|| breaker.clone());
                 ChainMember::new(provider, breaker)
             })
             .collect();

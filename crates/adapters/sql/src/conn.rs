@@ -49,18 +49,26 @@ impl<T> Column for T where
 {
 }
 
-/// A statement with its bound parameters, for the backend of the transaction that made it.
+/// A statement with its bound parameters, for the backend of the transaction
+/// that made it, and its kind (`select`, `insert`…) for the metrics.
 pub(crate) enum Query {
-    Sqlite(SqlxQuery<'static, Sqlite, SqliteArguments>),
-    Postgres(SqlxQuery<'static, Postgres, PgArguments>),
+    Sqlite(SqlxQuery<'static, Sqlite, SqliteArguments>, &'static str),
+    Postgres(SqlxQuery<'static, Postgres, PgArguments>, &'static str),
 }
 
 impl Query {
+    /// The statement's kind.
+    fn verb(&self) -> &'static str {
+        match self {
+            Query::Sqlite(_, verb) | Query::Postgres(_, verb) => verb,
+        }
+    }
+
     /// Binds the next `$n` parameter.
     pub(crate) fn bind<T: Param>(self, value: T) -> Self {
         match self {
-            Query::Sqlite(q) => Query::Sqlite(q.bind(value)),
-            Query::Postgres(q) => Query::Postgres(q.bind(value)),
+            Query::Sqlite(q, verb) => Query::Sqlite(q.bind(value), verb),
+            Query::Postgres(q, verb) => Query::Postgres(q.bind(value), verb),
         }
     }
 }
@@ -102,17 +110,27 @@ impl Pool {
     /// connection never carries it over. On SQLite writers take the lock up front
     /// (`BEGIN IMMEDIATE`) so two transactions never deadlock upgrading a read.
     pub(crate) async fn begin(&self, scope: TxScope, write: bool) -> Result<Tx, Error> {
+        let started = std::time::Instant::now();
+        let acquired = |pool: &'static str| {
+            metrics::histogram!(names::POOL_ACQUIRE, "pool" => pool)
+                .record(started.elapsed().as_secs_f64());
+        };
         match self {
             Pool::Sqlite(pools) => {
                 let tx = if write {
-                    pools.writer.begin_with("BEGIN IMMEDIATE").await
+                    let tx = pools.writer.begin_with("BEGIN IMMEDIATE").await;
+                    acquired("sqlite_writer");
+                    tx
                 } else {
-                    pools.reader.begin().await
+                    let tx = pools.reader.begin().await;
+                    acquired("sqlite_reader");
+                    tx
                 };
                 Ok(Tx::Sqlite(tx.map_err(map_sqlx)?))
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(map_sqlx)?;
+                acquired("postgres");
                 let (name, value) = match scope {
                     TxScope::Platform => ("karen.scope", "platform".to_owned()),
                     TxScope::Tenant(tenant) => ("karen.tenant_id", tenant.to_string()),
@@ -152,21 +170,56 @@ impl Pool {
     }
 }
 
+/// A connection pool's state, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// `sqlite_writer`, `sqlite_reader` or `postgres`.
+    pub name: &'static str,
+    /// Open connections.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl Pool {
+    /// The state of each pool.
+    pub(crate) fn stats(&self) -> Vec<PoolStats> {
+        fn of<DB: sqlx::Database>(name: &'static str, pool: &sqlx::Pool<DB>) -> PoolStats {
+            PoolStats {
+                name,
+                size: pool.size(),
+                idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                max: pool.options().get_max_connections(),
+            }
+        }
+        match self {
+            Pool::Sqlite(pools) => vec![
+                of("sqlite_writer", &pools.writer),
+                of("sqlite_reader", &pools.reader),
+            ],
+            Pool::Postgres(pool) => vec![of("postgres", pool)],
+        }
+    }
+}
+
 impl Tx {
     /// Starts a statement for this transaction's backend.
     pub(crate) fn query(&self, sql: &'static str) -> Query {
         match self {
-            Tx::Sqlite(_) => Query::Sqlite(sqlx::query(sql)),
-            Tx::Postgres(_) => Query::Postgres(sqlx::query(sql)),
+            Tx::Sqlite(_) => Query::Sqlite(sqlx::query(sql), verb_of(sql)),
+            Tx::Postgres(_) => Query::Postgres(sqlx::query(sql), verb_of(sql)),
         }
     }
 
     async fn execute_raw(&mut self, query: Query) -> Result<u64, sqlx::Error> {
+        let _timer = QueryTimer::start(query.verb());
         match (self, query) {
-            (Tx::Sqlite(tx), Query::Sqlite(q)) => {
+            (Tx::Sqlite(tx), Query::Sqlite(q, _)) => {
                 q.execute(&mut **tx).await.map(|r| r.rows_affected())
             }
-            (Tx::Postgres(tx), Query::Postgres(q)) => {
+            (Tx::Postgres(tx), Query::Postgres(q, _)) => {
                 q.execute(&mut **tx).await.map(|r| r.rows_affected())
             }
             _ => Err(sqlx::Error::Protocol(
@@ -196,13 +249,14 @@ impl Tx {
 
     /// Runs a statement that returns at most one row.
     pub(crate) async fn fetch_optional(&mut self, query: Query) -> Result<Option<Row>, Error> {
+        let _timer = QueryTimer::start(query.verb());
         match (self, query) {
-            (Tx::Sqlite(tx), Query::Sqlite(q)) => q
+            (Tx::Sqlite(tx), Query::Sqlite(q, _)) => q
                 .fetch_optional(&mut **tx)
                 .await
                 .map(|r| r.map(Row::Sqlite))
                 .map_err(map_sqlx),
-            (Tx::Postgres(tx), Query::Postgres(q)) => q
+            (Tx::Postgres(tx), Query::Postgres(q, _)) => q
                 .fetch_optional(&mut **tx)
                 .await
                 .map(|r| r.map(Row::Postgres))
@@ -220,13 +274,14 @@ impl Tx {
 
     /// Runs a statement and collects its rows.
     pub(crate) async fn fetch_all(&mut self, query: Query) -> Result<Vec<Row>, Error> {
+        let _timer = QueryTimer::start(query.verb());
         match (self, query) {
-            (Tx::Sqlite(tx), Query::Sqlite(q)) => q
+            (Tx::Sqlite(tx), Query::Sqlite(q, _)) => q
                 .fetch_all(&mut **tx)
                 .await
                 .map(|rows| rows.into_iter().map(Row::Sqlite).collect())
                 .map_err(map_sqlx),
-            (Tx::Postgres(tx), Query::Postgres(q)) => q
+            (Tx::Postgres(tx), Query::Postgres(q, _)) => q
                 .fetch_all(&mut **tx)
                 .await
                 .map(|rows| rows.into_iter().map(Row::Postgres).collect())
@@ -237,12 +292,50 @@ impl Tx {
 
     /// Commits.
     pub(crate) async fn commit(self) -> Result<(), Error> {
+        let _timer = QueryTimer::start("commit");
         match self {
             Tx::Sqlite(tx) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
         }
         .map_err(map_sqlx)
     }
+}
+
+/// Metric names of the store (see `deploy/metrics.txt`).
+pub mod names {
+    pub const QUERY_DURATION: &str = "karen_db_query_duration_seconds";
+    pub const POOL_ACQUIRE: &str = "karen_db_pool_acquire_seconds";
+}
+
+/// Records a statement's duration, labelled by its kind, when dropped.
+struct QueryTimer {
+    operation: &'static str,
+    started: std::time::Instant,
+}
+
+impl QueryTimer {
+    fn start(operation: &'static str) -> Self {
+        Self {
+            operation,
+            started: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Drop for QueryTimer {
+    fn drop(&mut self) {
+        metrics::histogram!(names::QUERY_DURATION, "operation" => self.operation)
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// A statement's kind from its first word (a bounded label, never the text).
+fn verb_of(sql: &str) -> &'static str {
+    let word = sql.split_whitespace().next().unwrap_or_default();
+    ["select", "insert", "update", "delete", "with"]
+        .into_iter()
+        .find(|verb| word.eq_ignore_ascii_case(verb))
+        .unwrap_or("other")
 }
 
 fn mismatch() -> Error {

@@ -22,6 +22,7 @@ use karen_domain::{Error, Result, TenantId, TenantScope};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
+pub use crate::conn::PoolStats;
 use crate::conn::{Pool, TxScope, map_sqlx};
 pub use crate::migrate::{MigrationState, VerifyReport};
 
@@ -302,6 +303,11 @@ impl SqlStore {
             Pool::Sqlite(pools) => Some(&pools.writer),
             Pool::Postgres(_) => None,
         }
+    }
+
+    /// The state of the connection pools (for the metrics).
+    pub fn pool_stats(&self) -> Vec<PoolStats> {
+        self.pool.stats()
     }
 
     async fn open_tenant(&self, scope: TenantScope, write: bool) -> Result<Box<dyn TenantTx>> {

@@ -141,6 +141,7 @@ impl BudgetGuard {
             };
             match budget.enforcement {
                 Enforcement::Hard if fits < 1 => {
+                    crate::telemetry::budget_rejected(budget.scope);
                     return Err(Error::BudgetExceeded {
                         limit: budget.describe(),
                         resets_at: next,

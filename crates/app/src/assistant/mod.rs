@@ -136,6 +136,22 @@ pub(crate) fn usage_record(
     started: Instant,
 ) -> UsageRecord {
     let principal = ctx.principal();
+    let cost_micros =
+        deps.assistant
+            .cost_micros(model, usage.prompt_tokens, usage.completion_tokens);
+    crate::telemetry::llm_usage(
+        provider,
+        model,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        cost_micros,
+    );
+    deps.tenant_series.usage(
+        ctx.tenant_id(),
+        principal.tenant_slug.as_str(),
+        u64::from(usage.prompt_tokens) + u64::from(usage.completion_tokens),
+        cost_micros,
+    );
     UsageRecord {
         id: UsageId::generate(),
         tenant_id: ctx.tenant_id(),
@@ -152,11 +168,7 @@ pub(crate) fn usage_record(
         counted_locally: !usage.reported,
         latency_ms: u32::try_from(started.elapsed().as_millis()).unwrap_or(u32::MAX),
         status,
-        cost_micros: deps.assistant.cost_micros(
-            model,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-        ),
+        cost_micros,
         created_at: deps.clock.now(),
     }
 }

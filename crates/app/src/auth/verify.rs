@@ -69,12 +69,17 @@ impl AuthService {
     /// Resolves `Authorization: Bearer <credential>` for tenant routes.
     pub async fn authenticate(&self, bearer: &str) -> Result<TenantContext> {
         let bearer = bearer.trim();
-        match credentials::kind_of(bearer) {
+        let ctx = match credentials::kind_of(bearer) {
             Some(Kind::ApiKey) => self.authenticate_api_key(bearer).await,
             // Operator keys and refresh tokens are not access credentials for tenant routes.
             Some(Kind::Operator | Kind::Refresh) => Err(invalid()),
             None => self.authenticate_access_token(bearer).await,
-        }
+        }?;
+        let principal = ctx.principal();
+        self.deps
+            .tenant_series
+            .request(principal.tenant_id, principal.tenant_slug.as_str());
+        Ok(ctx)
     }
 
     async fn authenticate_access_token(&self, token: &str) -> Result<TenantContext> {

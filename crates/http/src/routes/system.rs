@@ -35,6 +35,24 @@ pub(crate) fn openapi_route(document: utoipa::openapi::OpenApi) -> axum::Router<
     )
 }
 
+/// `GET /metrics`: the Prometheus exposition of `source`.
+pub(crate) fn metrics_route<S: Clone + Send + Sync + 'static>(
+    source: std::sync::Arc<dyn crate::MetricsSource>,
+) -> axum::routing::MethodRouter<S> {
+    get(move || {
+        let source = source.clone();
+        async move {
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                source.render(),
+            )
+        }
+    })
+}
+
 /// Liveness.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct Health {

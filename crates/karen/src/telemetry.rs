@@ -1,0 +1,264 @@
+//! Metrics: the Prometheus recorder, what `/metrics` renders besides it
+//! (pool and readiness gauges read at scrape time, the per-tenant series),
+//! and the instrumentation of model providers. Names and labels follow
+//! `deploy/metrics.txt`.
+
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::Stream;
+use karen_app::Services;
+use karen_domain::ports::{
+    ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError,
+};
+use karen_http::MetricsSource;
+use karen_sql::SqlStore;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::models::ConfiguredRouter;
+
+/// Bucket bounds of every latency histogram, in seconds (1 s and 0.25 s are
+/// the SLO and pool-wait thresholds the alert rules read).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// The process's recorder, installed on first use; every Karen of the
+/// process (test replicas) shares it.
+pub fn recorder() -> Result<PrometheusHandle, String> {
+    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+    HANDLE.get_or_init(install).clone()
+}
+
+fn install() -> Result<PrometheusHandle, String> {
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(|e| format!("metrics buckets: {e}"))?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("installing the metrics recorder: {e}"))?;
+    // Histograms are folded in lazily; upkeep keeps their memory bounded between scrapes.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_secs(5));
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| format!("starting the metrics upkeep thread: {e}"))?;
+    let commit = option_env!("KAREN_GIT_COMMIT").unwrap_or("unknown");
+    metrics::gauge!("karen_build_info", "version" => env!("CARGO_PKG_VERSION"), "commit" => commit)
+        .set(1.0);
+    metrics::gauge!("karen_up").set(1.0);
+    karen_app::telemetry::register_zero_series();
+    for family in [
+        "karen_audit_events_total",
+        "karen_audit_verification_failures_total",
+    ] {
+        metrics::counter!(family).absolute(0);
+    }
+    Ok(handle)
+}
+
+/// What `/metrics` serves.
+pub struct KarenMetrics {
+    handle: PrometheusHandle,
+    store: Arc<SqlStore>,
+    services: Services,
+    router: Arc<ConfiguredRouter>,
+}
+
+impl KarenMetrics {
+    pub fn new(
+        handle: PrometheusHandle,
+        store: Arc<SqlStore>,
+        services: Services,
+        router: Arc<ConfiguredRouter>,
+    ) -> Self {
+        Self {
+            handle,
+            store,
+            services,
+            router,
+        }
+    }
+}
+
+impl MetricsSource for KarenMetrics {
+    fn render(&self) -> String {
+        for pool in self.store.pool_stats() {
+            let in_use = pool.size.saturating_sub(pool.idle);
+            metrics::gauge!("karen_db_pool_connections", "pool" => pool.name, "state" => "idle")
+                .set(f64::from(pool.idle));
+            metrics::gauge!("karen_db_pool_connections", "pool" => pool.name, "state" => "in_use")
+                .set(f64::from(in_use));
+            metrics::gauge!("karen_db_pool_max_connections", "pool" => pool.name)
+                .set(f64::from(pool.max));
+        }
+        self.router.publish_circuit_states();
+        if self.services.health.is_draining() {
+            metrics::gauge!(karen_app::health::READY).set(0.0);
+        }
+        let mut text = self.handle.render();
+        text.push_str(&self.services.tenant_series().render());
+        text
+    }
+}
+
+/// A provider whose calls are counted and timed, per upstream attempt (the
+/// resilient chain wraps each member in one).
+pub struct MeteredProvider {
+    inner: Arc<dyn ChatProvider>,
+    /// `tenant` for providers tenants configure (bounded labels), else the provider's name.
+    tenant_owned: bool,
+}
+
+impl MeteredProvider {
+    pub fn wrap(inner: Arc<dyn ChatProvider>, tenant_owned: bool) -> Arc<dyn ChatProvider> {
+        Arc::new(Self {
+            inner,
+            tenant_owned,
+        })
+    }
+
+    fn labels(&self, model: &str) -> Labels {
+        let (provider, model) = if self.tenant_owned {
+            ("tenant".to_owned(), "tenant".to_owned())
+        } else {
+            (self.inner.name().to_owned(), model.to_owned())
+        };
+        Labels { provider, model }
+    }
+}
+
+#[derive(Clone)]
+struct Labels {
+    provider: String,
+    model: String,
+}
+
+impl Labels {
+    fn finished(&self, outcome: &'static str, took: Duration) {
+        metrics::counter!("karen_llm_requests_total", "provider" => self.provider.clone(), "model" => self.model.clone(), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("karen_llm_request_duration_seconds", "provider" => self.provider.clone(), "model" => self.model.clone())
+            .record(took.as_secs_f64());
+    }
+
+    fn first_token(&self, took: Duration) {
+        metrics::histogram!("karen_llm_time_to_first_token_seconds", "provider" => self.provider.clone(), "model" => self.model.clone())
+            .record(took.as_secs_f64());
+    }
+}
+
+/// The `outcome` label of a failed call.
+fn outcome_of(error: &LlmError) -> &'static str {
+    match error {
+        LlmError::Timeout => "timeout",
+        LlmError::RateLimited { .. } => "rate_limited",
+        LlmError::CircuitOpen { .. } => "circuit_open",
+        // The request itself was refused (by Karen's policy, or by the
+        // provider as malformed): not a provider failure.
+        LlmError::Refused(_) => "rejected",
+        LlmError::Upstream { status, .. } if *status < 500 => "rejected",
+        LlmError::Upstream { .. } | LlmError::Connection(_) | LlmError::InvalidResponse(_) => {
+            "error"
+        }
+    }
+}
+
+#[async_trait]
+impl ChatProvider for MeteredProvider {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
+        let started = Instant::now();
+        let result = self.inner.complete(request).await;
+        let outcome = result.as_ref().map_or_else(outcome_of, |_| "ok");
+        self.labels(&request.model)
+            .finished(outcome, started.elapsed());
+        result
+    }
+
+    async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, LlmError> {
+        let started = Instant::now();
+        let labels = self.labels(&request.model);
+        match self.inner.stream(request).await {
+            Ok(inner) => Ok(Box::pin(MeteredStream {
+                inner,
+                labels,
+                started,
+                first_seen: false,
+                ended: false,
+            })),
+            Err(error) => {
+                labels.finished(outcome_of(&error), started.elapsed());
+                Err(error)
+            }
+        }
+    }
+
+    async fn models(&self) -> Result<Vec<String>, LlmError> {
+        self.inner.models().await
+    }
+}
+
+/// A stream that records time to first event, and the outcome and duration
+/// when it ends (or is dropped by a client that left: the provider was fine).
+struct MeteredStream {
+    inner: ChatStream,
+    labels: Labels,
+    started: Instant,
+    first_seen: bool,
+    ended: bool,
+}
+
+impl MeteredStream {
+    fn end(&mut self, outcome: &'static str) {
+        if !self.ended {
+            self.ended = true;
+            self.labels.finished(outcome, self.started.elapsed());
+        }
+    }
+}
+
+impl Stream for MeteredStream {
+    type Item = Result<ChatEvent, LlmError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(event))) => {
+                if !self.first_seen {
+                    self.first_seen = true;
+                    self.labels.first_token(self.started.elapsed());
+                }
+                if matches!(event, ChatEvent::Finish { .. }) {
+                    self.end("ok");
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let outcome = outcome_of(error);
+                self.end(outcome);
+            }
+            Poll::Ready(None) => self.end("ok"),
+            Poll::Pending => {}
+        }
+        polled
+    }
+}
+
+impl Drop for MeteredStream {
+    fn drop(&mut self) {
+        self.end("ok");
+    }
+}

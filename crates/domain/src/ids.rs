@@ -119,3 +119,15 @@ id_type!(
     /// A model provider configured by a tenant.
     ProviderId, "provider id"
 );
+id_type!(
+    /// A long-term memory (of one user, or shared by the tenant).
+    MemoryId, "memory id"
+);
+id_type!(
+    /// An uploaded document.
+    DocumentId, "document id"
+);
+id_type!(
+    /// A passage (chunk) of a document.
+    ChunkId, "chunk id"
+);

@@ -6,8 +6,10 @@ pub mod budget;
 pub mod chat;
 pub mod clock;
 pub mod credentials;
+pub mod documents;
 pub mod error;
 pub mod ids;
+pub mod memory;
 pub mod page;
 pub mod permission;
 pub mod ports;
@@ -20,8 +22,9 @@ pub mod values;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
-    ApiKeyId, BudgetId, ConversationId, MessageId, OperatorKeyId, PersonaId, ProviderId,
-    RefreshTokenId, ReservationId, SessionId, SigningKeyId, TenantId, UsageId, UserId,
+    ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, MemoryId, MessageId, OperatorKeyId,
+    PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId, SigningKeyId, TenantId,
+    UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

@@ -36,6 +36,7 @@ pub struct Config {
     pub llm: LlmConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub memory: crate::indexes::MemoryConfig,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             llm: LlmConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            memory: crate::indexes::MemoryConfig::default(),
         }
     }
 }
@@ -410,6 +412,7 @@ impl Config {
         if !postgres && !url.starts_with("sqlite:") {
             problems.push("database.url: must start with sqlite:// or postgres://".to_owned());
         }
+        problems.extend(self.memory.problems(self.mode, postgres));
         match self.mode {
             Mode::Minimal => {
                 if postgres {

@@ -3,6 +3,7 @@
 //! `main.rs` and the test kit both start Karen through [`Karen::open`].
 
 pub mod config;
+pub mod indexes;
 pub mod logging;
 pub mod models;
 pub mod telemetry;
@@ -33,6 +34,8 @@ pub struct Karen {
     pub store: Arc<SqlStore>,
     pub counters: Arc<dyn Counters>,
     pub namespaces: Vec<Arc<dyn TenantNamespace>>,
+    /// The vector and text indexes and the embedder of memory and retrieval.
+    pub indexes: indexes::SearchIndexes,
     pub services: Services,
     /// What `/metrics` serves (`None` when metrics are off).
     pub metrics: Option<Arc<dyn karen_http::MetricsSource>>,
@@ -99,8 +102,12 @@ impl Karen {
                 )
             }
         };
+        let indexes = indexes::SearchIndexes::open(&config, &store).await?;
         let mut namespaces: Vec<Arc<dyn TenantNamespace>> =
             vec![Arc::new(CounterNamespace(counters.clone()))];
+        // Before the tenant directories: the embedded indexes close their
+        // files in there before the directory goes.
+        namespaces.extend(indexes.namespaces());
         if config.mode == Mode::Minimal {
             // Embedded per-tenant state lives on this one machine's disk.
             namespaces.push(Arc::new(TenantDirectories::new(&config.data_dir)));
@@ -190,6 +197,7 @@ impl Karen {
             store,
             counters,
             namespaces,
+            indexes,
             services,
             metrics,
         })

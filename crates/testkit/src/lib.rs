@@ -96,6 +96,7 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
         Backend::Postgres => {
             let database = PgDatabase::create().await?;
             let redis = redis_url().await?;
+            let milvus = services::milvus_url().await?;
             let prefix = format!("karen-test-{}:", Uuid::now_v7().simple());
             config.mode = Mode::Standard;
             config.database.url = Some(database.app_url.clone());
@@ -104,6 +105,10 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             config.database.max_connections = 8;
             config.redis.url = Some(redis);
             config.redis.key_prefix = prefix.clone();
+            // Scale-out search: Milvus for vectors, PostgreSQL full text.
+            config.memory.milvus.url = milvus;
+            config.memory.milvus.collection_prefix = "karen_kit".into();
+            config.memory.milvus.partitions = 8;
             postgres = Some(database);
             redis_prefix = Some(prefix);
         }
@@ -363,6 +368,41 @@ impl TestApp {
             .await
             .expect(200);
         self.reserve_in_flight(tenant).await;
+        self.index_sample(tenant).await;
+    }
+
+    /// Puts one entry into the tenant's text and vector indexes.
+    pub async fn index_sample(&self, tenant: &TestTenant) {
+        use karen_domain::ports::{
+            EntryAccess, EntryKey, EntryKind, TextEntry, VectorEntry, VectorSpace,
+        };
+        let id = karen_domain::TenantId::from_uuid(tenant.id);
+        let key = EntryKey::new(EntryKind::Memory, Uuid::now_v7());
+        let text = TextEntry {
+            key,
+            access: EntryAccess::default(),
+            text: format!("sample entry of {}", tenant.slug),
+        };
+        let indexes = &self.karen.indexes;
+        indexes
+            .text
+            .upsert(id, vec![text])
+            .await
+            .expect("text index upsert");
+        let space = VectorSpace {
+            model: "karen-testkit".into(),
+            dims: 4,
+        };
+        let vector = VectorEntry {
+            key,
+            access: EntryAccess::default(),
+            vector: vec![0.5, 0.5, 0.5, 0.5],
+        };
+        indexes
+            .vector
+            .upsert(id, &space, vec![vector])
+            .await
+            .expect("vector index upsert");
     }
 
     /// Writes the budget reservation of a call still in flight (as a running

@@ -45,6 +45,25 @@ pub async fn redis_url() -> Option<String> {
     }
 }
 
+/// The Milvus endpoint for tests (`TESTKIT_MILVUS_URL`, default
+/// `http://127.0.0.1:19530`; `scripts/milvus-lite.sh` starts one), if it
+/// accepts connections.
+pub async fn milvus_url() -> Option<String> {
+    let url =
+        std::env::var("TESTKIT_MILVUS_URL").unwrap_or_else(|_| "http://127.0.0.1:19530".into());
+    let address = url
+        .trim_start_matches("http://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    let probe = tokio::net::TcpStream::connect(address);
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Ok(_)) => Some(url),
+        Ok(Err(e)) => unavailable("Milvus (run scripts/milvus-lite.sh)", e),
+        Err(_) => unavailable("Milvus (run scripts/milvus-lite.sh)", "timed out"),
+    }
+}
+
 /// Deletes every key under a test's prefix.
 pub async fn delete_redis_prefix(prefix: &str) {
     let Some(url) = std::env::var("TESTKIT_REDIS_URL")

@@ -1,8 +1,10 @@
 //! Karen's model providers behind the [`ChatProvider`] and
 //! [`EmbeddingProvider`] ports: an OpenAI-compatible client (OpenAI, vLLM,
-//! llama.cpp server, Ollama), an Anthropic Messages client, the offline
-//! provider for embedded mode without a model, and [`ResilientChat`], which
-//! adds retries, fallback and circuit breakers over any of them.
+//! llama.cpp server, Ollama) for chat and embeddings, an Anthropic Messages
+//! client, the offline provider for embedded mode without a model, the
+//! built-in [`HashEmbedder`], all-MiniLM-L6-v2 in-process (feature
+//! `local-embeddings`), and [`ResilientChat`] / [`ResilientEmbeddings`],
+//! which add retries, fallback and circuit breakers over any of them.
 //!
 //! Every outbound request goes through the [`OutboundPolicy`] (the SSRF
 //! guard) and the [`Timeouts`].
@@ -10,13 +12,23 @@
 mod anthropic;
 mod anthropic_wire;
 mod breaker;
+mod embedding_common;
+mod embedding_providers;
+mod hash_embedder;
 mod http;
+#[cfg(feature = "local-embeddings")]
+mod minilm;
+#[cfg(feature = "local-embeddings")]
+mod minilm_bert;
 mod offline;
 mod openai;
 mod openai_wire;
 mod policy;
 mod resilience;
+mod resilient_embeddings;
 mod sse;
+#[cfg(test)]
+mod test_upstream;
 mod tokens;
 
 use std::fmt;
@@ -25,11 +37,21 @@ use std::time::Duration;
 
 pub use anthropic::{ANTHROPIC_API_VERSION, Anthropic};
 pub use breaker::{BreakerPermit, BreakerRegistry, BreakerState, CircuitBreaker};
-pub use karen_domain::ports::{ChatProvider, EmbeddingProvider, LlmError};
+pub use embedding_providers::{
+    EmbeddingProviderConfig, EmbeddingProviderKind, MINILM_DIMENSIONS, MINILM_MODEL_ID,
+    build_embedding_provider,
+};
+pub use hash_embedder::{
+    HASH_EMBEDDING_DIMENSIONS, HASH_EMBEDDING_MODEL_ID, HashEmbedder, is_zero_vector,
+};
+pub use karen_domain::ports::{ChatProvider, EmbeddingProvider, Embeddings, LlmError};
+#[cfg(feature = "local-embeddings")]
+pub use minilm::{MiniLmConfig, MiniLmEmbedder};
 pub use offline::{OFFLINE_MODEL_ID, OfflineProvider};
-pub use openai::OpenAiCompatible;
+pub use openai::{DEFAULT_EMBEDDING_BATCH_SIZE, OpenAiCompatible};
 pub use policy::{AddressClass, Endpoint, OutboundPolicy, classify, http_client};
 pub use resilience::{ChainMember, ResilientChat, RetryPolicy};
+pub use resilient_embeddings::{EmbeddingChainMember, ResilientEmbeddings, ServedEmbeddings};
 pub use tokens::{estimate_prompt_tokens, estimate_tokens};
 
 use secrecy::SecretString;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use eventsource_stream::Event;
 use karen_domain::ports::{
     ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream,
-    EmbeddingProvider, Embeddings, LlmError, TokenUsage,
+    LlmError, TokenUsage,
 };
 use karen_domain::{Clock, SystemClock};
 use reqwest::{RequestBuilder, Response};
@@ -20,8 +20,7 @@ use serde::Serialize;
 use crate::Timeouts;
 use crate::http::{read_json, status_error, transport_error};
 use crate::openai_wire::{
-    ChatBody, ChunkWire, CompletionWire, EmbeddingsBody, EmbeddingsWire, ModelsWire, StreamOptions,
-    stream_error,
+    ChatBody, ChunkWire, CompletionWire, ModelsWire, StreamOptions, stream_error,
 };
 use crate::policy::Endpoint;
 use crate::sse::{Decoded, SseDecoder, chat_stream, parse_data};
@@ -35,6 +34,8 @@ pub struct OpenAiCompatible {
     client: reqwest::Client,
     timeouts: Timeouts,
     clock: Arc<dyn Clock>,
+    /// The most inputs sent in one `/embeddings` call.
+    embedding_batch_size: usize,
 }
 
 impl OpenAiCompatible {
@@ -55,7 +56,15 @@ impl OpenAiCompatible {
             client,
             timeouts,
             clock: Arc::new(SystemClock),
+            embedding_batch_size: DEFAULT_EMBEDDING_BATCH_SIZE,
         }
+    }
+
+    /// Sends at most `size` inputs (at least 1) per `/embeddings` call;
+    /// [`DEFAULT_EMBEDDING_BATCH_SIZE`] unless set.
+    pub fn with_embedding_batch_size(mut self, size: usize) -> Self {
+        self.embedding_batch_size = size.max(1);
+        self
     }
 
     /// Uses `clock` to interpret `Retry-After` dates (the wall clock by default).
@@ -97,6 +106,7 @@ impl fmt::Debug for OpenAiCompatible {
             .field("endpoint", &self.endpoint)
             .field("api_key", &self.api_key.as_ref().map(|_| "[redacted]"))
             .field("timeouts", &self.timeouts)
+            .field("embedding_batch_size", &self.embedding_batch_size)
             .finish_non_exhaustive()
     }
 }
@@ -148,41 +158,6 @@ impl ChatProvider for OpenAiCompatible {
         let response = self.send(http).await?;
         let models: ModelsWire = read_json(response).await?;
         Ok(models.data.into_iter().map(|model| model.id).collect())
-    }
-}
-
-#[async_trait]
-impl EmbeddingProvider for OpenAiCompatible {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Embeddings, LlmError> {
-        if inputs.is_empty() {
-            return Ok(Embeddings {
-                model: model.to_owned(),
-                vectors: Vec::new(),
-                prompt_tokens: 0,
-            });
-        }
-        let body = EmbeddingsBody {
-            model,
-            input: inputs,
-            encoding_format: "float",
-        };
-        let http = self
-            .post_json("embeddings", &body)
-            .timeout(self.timeouts.request);
-        let response = self.send(http).await?;
-        let mut embeddings: EmbeddingsWire = read_json(response).await?;
-        let prompt_tokens = embeddings.usage.map(|usage| usage.prompt_tokens);
-        let vectors = embeddings.vectors_in_order(inputs.len())?;
-        Ok(Embeddings {
-            model: embeddings.model.unwrap_or_else(|| model.to_owned()),
-            vectors,
-            prompt_tokens: prompt_tokens
-                .unwrap_or_else(|| inputs.iter().map(|input| estimate_tokens(input)).sum()),
-        })
     }
 }
 
@@ -329,6 +304,11 @@ impl SseDecoder for OpenAiDecoder {
         ))
     }
 }
+
+#[path = "openai_embeddings.rs"]
+mod embeddings;
+
+pub use embeddings::DEFAULT_EMBEDDING_BATCH_SIZE;
 
 #[cfg(test)]
 #[path = "openai_tests.rs"]

@@ -257,7 +257,8 @@ pub(crate) struct EmbeddingUsageWire {
 }
 
 impl EmbeddingsWire {
-    /// The vectors in input order, checking there is exactly one per input.
+    /// The vectors in input order (by their `index`, else their position),
+    /// checking there is exactly one per input.
     pub(crate) fn vectors_in_order(&mut self, inputs: usize) -> Result<Vec<Vec<f32>>, LlmError> {
         let data = std::mem::take(&mut self.data);
         if data.len() != inputs {

@@ -1,4 +1,5 @@
-//! Retries, fallback and circuit breaking over an ordered list of providers.
+//! Retries, fallback and circuit breaking over an ordered list of providers
+//! (the loop is shared with [`crate::ResilientEmbeddings`]).
 //!
 //! For each member in order: skip it while its breaker is open; otherwise
 //! try it up to `attempts_per_provider` times with full-jitter exponential
@@ -109,60 +110,94 @@ impl ResilientChat {
         Fut: Future<Output = Result<T, LlmError>> + Send,
         T: Send,
     {
-        let attempts = self.retry.attempts_per_provider.max(1);
-        let mut last_error = None;
-        'members: for member in &self.members {
-            let provider = member.provider.as_ref();
-            for attempt in 0..attempts {
-                let Some(permit) = member.breaker.try_acquire() else {
-                    let (chain, name) = (&self.name, provider.name());
-                    tracing::debug!(chain = %chain, provider = %name, "circuit open; skipped");
-                    last_error = Some(LlmError::CircuitOpen {
-                        provider: provider.name().to_owned(),
-                    });
-                    continue 'members;
-                };
-                let error = match call(provider).await {
-                    Ok(value) => {
-                        permit.record(Ok(()));
-                        return Ok((value, provider.name()));
-                    }
-                    Err(error) => error,
-                };
-                permit.record(Err(&error));
-                tracing::warn!(
-                    chain = %self.name,
-                    provider = %provider.name(),
-                    attempt = attempt + 1,
-                    transient = error.is_transient(),
-                    error = %error,
-                    "model provider call failed"
-                );
-                if !error.is_transient() {
-                    return Err(error);
-                }
-                let wait = match &error {
-                    LlmError::RateLimited {
-                        retry_after: Some(after),
-                    } => Some(*after),
-                    _ => None,
-                };
-                last_error = Some(error);
-                if attempt + 1 >= attempts {
-                    continue 'members;
-                }
-                let delay = match wait {
-                    // Waiting that long would stall the request: try the next provider.
-                    Some(after) if after > self.retry.max_delay => continue 'members,
-                    Some(after) => after,
-                    None => self.retry.backoff(attempt),
-                };
-                tokio::time::sleep(delay).await;
-            }
-        }
-        Err(last_error
-            .unwrap_or_else(|| LlmError::Refused("no model provider is configured".into())))
+        let candidates = self
+            .members
+            .iter()
+            .map(|member| Candidate {
+                provider: member.provider.as_ref(),
+                name: member.provider.name(),
+                breaker: member.breaker.as_ref(),
+            })
+            .collect();
+        run_chain(&self.name, &self.retry, candidates, call).await
     }
+}
+
+/// One member of a chain as [`run_chain`] sees it, whatever it provides.
+pub(crate) struct Candidate<'a, P: ?Sized> {
+    pub(crate) provider: &'a P,
+    pub(crate) name: &'a str,
+    pub(crate) breaker: &'a CircuitBreaker,
+}
+
+/// The retry, fallback and breaker loop shared by the chat and embedding
+/// chains (see the module documentation); returns the value and the name of
+/// the member that produced it.
+pub(crate) async fn run_chain<'a, P, T, F, Fut>(
+    chain: &str,
+    retry: &RetryPolicy,
+    // A Vec rather than an iterator: a closure-based iterator held across the
+    // awaits trips the compiler's `Send` inference for `async_trait` futures.
+    candidates: Vec<Candidate<'a, P>>,
+    call: F,
+) -> Result<(T, &'a str), LlmError>
+where
+    P: ?Sized + Sync + 'a,
+    F: Fn(&'a P) -> Fut + Send,
+    Fut: Future<Output = Result<T, LlmError>> + Send,
+    T: Send,
+{
+    let attempts = retry.attempts_per_provider.max(1);
+    let mut last_error = None;
+    'members: for candidate in candidates {
+        let name = candidate.name;
+        for attempt in 0..attempts {
+            let Some(permit) = candidate.breaker.try_acquire() else {
+                tracing::debug!(chain = %chain, provider = %name, "circuit open; skipped");
+                last_error = Some(LlmError::CircuitOpen {
+                    provider: name.to_owned(),
+                });
+                continue 'members;
+            };
+            let error = match call(candidate.provider).await {
+                Ok(value) => {
+                    permit.record(Ok(()));
+                    return Ok((value, name));
+                }
+                Err(error) => error,
+            };
+            permit.record(Err(&error));
+            tracing::warn!(
+                chain = %chain,
+                provider = %name,
+                attempt = attempt + 1,
+                transient = error.is_transient(),
+                error = %error,
+                "model provider call failed"
+            );
+            if !error.is_transient() {
+                return Err(error);
+            }
+            let wait = match &error {
+                LlmError::RateLimited {
+                    retry_after: Some(after),
+                } => Some(*after),
+                _ => None,
+            };
+            last_error = Some(error);
+            if attempt + 1 >= attempts {
+                continue 'members;
+            }
+            let delay = match wait {
+                // Waiting that long would stall the request: try the next provider.
+                Some(after) if after > retry.max_delay => continue 'members,
+                Some(after) => after,
+                None => retry.backoff(attempt),
+            };
+            tokio::time::sleep(delay).await;
+        }
+    }
+    Err(last_error.unwrap_or_else(|| LlmError::Refused("no model provider is configured".into())))
 }
 
 /// Opens a stream and waits for its first event, so that a stream failing

@@ -289,7 +289,9 @@ impl SqlStore {
         self.pool.close().await;
     }
 
-    /// The raw PostgreSQL pool, for tests that probe row-level security directly.
+    /// The raw PostgreSQL pool (the application role): for adapters that keep
+    /// derived data in the same database (the PostgreSQL full-text index), and
+    /// for tests that probe row-level security directly.
     pub fn postgres_pool(&self) -> Option<&sqlx::PgPool> {
         match &self.pool {
             Pool::Postgres(pool) => Some(pool),

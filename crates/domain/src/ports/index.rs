@@ -205,6 +205,12 @@ pub trait TextIndex: Send + Sync + 'static {
     async fn keys(&self, tenant: TenantId) -> Result<Vec<EntryKey>>;
     /// The state of the tenant's index.
     async fn status(&self, tenant: TenantId) -> Result<IndexStatus>;
+    /// Records that the caller rebuilt the tenant's index from the SQL store,
+    /// so `status` stops reporting `rebuild_needed`. Indexes that never need
+    /// a rebuild (rows under the store's own transactions) do nothing.
+    async fn mark_rebuilt(&self, _tenant: TenantId) -> Result<()> {
+        Ok(())
+    }
     /// Removes everything the index holds for the tenant.
     async fn purge_tenant(&self, tenant: TenantId) -> Result<()>;
 }

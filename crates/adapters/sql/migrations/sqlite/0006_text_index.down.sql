@@ -1,0 +1,1 @@
+-- Nothing to undo on SQLite (see 0006_text_index.up.sql).

@@ -1,0 +1,4 @@
+-- Nothing to do on SQLite: the embedded full-text index lives in tantivy, one
+-- index per tenant in the tenant's directory (karen-text's EmbeddedTextIndex).
+-- This file keeps the two dialects at the same migration versions; PostgreSQL's
+-- 0006 creates text_entries for the scale-out index.

@@ -1,0 +1,333 @@
+//! The search side of memory and retrieval: which vector index, full-text
+//! index and embedder the configuration names (`[memory]`), built for the
+//! deployment mode, and the tenant namespaces that purge them with a tenant.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use karen_domain::ports::{EmbeddingProvider, TenantNamespace, TextIndex, VectorIndex};
+use karen_domain::{Result, TenantId};
+use karen_files::TenantDirectories;
+use karen_llm::{
+    EmbeddingProviderConfig, EmbeddingProviderKind, HASH_EMBEDDING_MODEL_ID, OutboundPolicy,
+    Timeouts, build_embedding_provider,
+};
+use karen_sql::SqlStore;
+use karen_text::{EmbeddedTextIndex, EmbeddedTextOptions, PostgresTextIndex};
+use karen_vector::{EmbeddedVectorConfig, EmbeddedVectorIndex, MilvusConfig, MilvusVectorIndex};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Mode};
+
+/// `[memory]`: long-term memory and document retrieval.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// `embedded` (per tenant, on this machine's disk) or `milvus`. Default:
+    /// embedded in mode minimal, milvus in standard and full (embedded
+    /// indexes on one replica's disk cannot serve several replicas).
+    pub vector_index: Option<String>,
+    /// `embedded` (tantivy, per tenant, on disk) or `postgres` (full-text
+    /// search under row-level security). Default: postgres on PostgreSQL.
+    pub text_index: Option<String>,
+    pub milvus: MilvusSection,
+    pub embedding: EmbeddingSection,
+}
+
+/// `[memory.milvus]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MilvusSection {
+    /// gRPC endpoint.
+    pub url: String,
+    /// An environment variable holding `user:password` or an API key.
+    pub token_env: Option<String>,
+    /// The Milvus database (the server's default when unset).
+    pub database: Option<String>,
+    /// Prefix of Karen's collection names, so deployments can share a Milvus.
+    pub collection_prefix: String,
+    /// Partitions of each collection (tenants are the partition key).
+    pub partitions: u32,
+    pub timeout_secs: u64,
+}
+
+impl Default for MilvusSection {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:19530".into(),
+            token_env: None,
+            database: None,
+            collection_prefix: "karen".into(),
+            partitions: 64,
+            timeout_secs: 10,
+        }
+    }
+}
+
+/// `[memory.embedding]`: the platform's embedding model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddingSection {
+    /// `builtin` (deterministic, no download; the default), `local`
+    /// (all-MiniLM-L6-v2 in-process, see scripts/fetch-minilm.sh) or `openai`
+    /// (any OpenAI-compatible `/v1/embeddings`).
+    pub kind: String,
+    /// The model id sent to the provider (and naming the vector space).
+    pub model: String,
+    /// `openai`: the API base URL.
+    pub base_url: Option<String>,
+    /// `openai`: the environment variable holding the credential.
+    pub api_key_env: Option<String>,
+    /// `openai`: inputs per upstream call.
+    pub batch_size: Option<usize>,
+    /// `local`: the directory scripts/fetch-minilm.sh filled.
+    pub model_dir: Option<PathBuf>,
+}
+
+impl Default for EmbeddingSection {
+    fn default() -> Self {
+        Self {
+            kind: "builtin".into(),
+            model: HASH_EMBEDDING_MODEL_ID.into(),
+            base_url: None,
+            api_key_env: None,
+            batch_size: None,
+            model_dir: None,
+        }
+    }
+}
+
+/// Which implementation serves an index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexBackend {
+    Embedded,
+    Milvus,
+    Postgres,
+}
+
+impl MemoryConfig {
+    /// The vector index the configuration selects for `mode`.
+    pub fn vector_backend(&self, mode: Mode) -> std::result::Result<IndexBackend, String> {
+        match self.vector_index.as_deref() {
+            None if mode == Mode::Minimal => Ok(IndexBackend::Embedded),
+            None => Ok(IndexBackend::Milvus),
+            Some("embedded") => Ok(IndexBackend::Embedded),
+            Some("milvus") => Ok(IndexBackend::Milvus),
+            Some(other) => Err(format!(
+                "memory.vector_index: '{other}' is not embedded or milvus"
+            )),
+        }
+    }
+
+    /// The full-text index the configuration selects for a store.
+    pub fn text_backend(&self, postgres: bool) -> std::result::Result<IndexBackend, String> {
+        match self.text_index.as_deref() {
+            None if postgres => Ok(IndexBackend::Postgres),
+            None => Ok(IndexBackend::Embedded),
+            Some("embedded") => Ok(IndexBackend::Embedded),
+            Some("postgres") if postgres => Ok(IndexBackend::Postgres),
+            Some("postgres") => Err(
+                "memory.text_index: 'postgres' needs the PostgreSQL store (database.url)".into(),
+            ),
+            Some(other) => Err(format!(
+                "memory.text_index: '{other}' is not embedded or postgres"
+            )),
+        }
+    }
+
+    fn embedding_kind(&self) -> std::result::Result<EmbeddingProviderKind, String> {
+        match self.embedding.kind.as_str() {
+            "builtin" | "offline" => Ok(EmbeddingProviderKind::Builtin),
+            "openai" | "openai-compatible" => Ok(EmbeddingProviderKind::OpenAi),
+            "local" => Ok(EmbeddingProviderKind::Local),
+            other => Err(format!(
+                "memory.embedding.kind: '{other}' is not builtin, local or openai"
+            )),
+        }
+    }
+
+    /// Problems of this section, each naming its key.
+    pub fn problems(&self, mode: Mode, postgres: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(problem) = self.vector_backend(mode) {
+            problems.push(problem);
+        }
+        if let Err(problem) = self.text_backend(postgres) {
+            problems.push(problem);
+        }
+        if let Err(problem) = self.embedding_kind() {
+            problems.push(problem);
+        }
+        if self.embedding.model.trim().is_empty() {
+            problems.push("memory.embedding.model: must name the embedding model".into());
+        }
+        if let Some(var) = &self.embedding.api_key_env
+            && std::env::var_os(var).is_none()
+        {
+            problems.push(format!(
+                "memory.embedding.api_key_env: the environment variable {var} is not set"
+            ));
+        }
+        if let Some(var) = &self.milvus.token_env
+            && std::env::var_os(var).is_none()
+        {
+            problems.push(format!(
+                "memory.milvus.token_env: the environment variable {var} is not set"
+            ));
+        }
+        if !(1..=4096).contains(&self.milvus.partitions) {
+            problems.push("memory.milvus.partitions: between 1 and 4096".into());
+        }
+        if !(1..=600).contains(&self.milvus.timeout_secs) {
+            problems.push("memory.milvus.timeout_secs: between 1 and 600".into());
+        }
+        problems
+    }
+}
+
+fn secret_from_env(var: Option<&String>) -> Option<SecretString> {
+    var.and_then(|v| std::env::var(v).ok())
+        .map(SecretString::from)
+}
+
+/// The vector index, text index and embedder of a running Karen.
+#[derive(Clone)]
+pub struct SearchIndexes {
+    pub vector: Arc<dyn VectorIndex>,
+    pub text: Arc<dyn TextIndex>,
+    pub embedder: Arc<dyn EmbeddingProvider>,
+    /// The model id the embedder is asked for.
+    pub embedding_model: String,
+}
+
+impl SearchIndexes {
+    /// Builds (and connects) what `config` names.
+    pub async fn open(config: &Config, store: &SqlStore) -> anyhow::Result<Self> {
+        let memory = &config.memory;
+        let directories = TenantDirectories::new(&config.data_dir);
+        let vector: Arc<dyn VectorIndex> = match memory
+            .vector_backend(config.mode)
+            .map_err(anyhow::Error::msg)?
+        {
+            IndexBackend::Milvus => {
+                let milvus = MilvusConfig {
+                    token: secret_from_env(memory.milvus.token_env.as_ref()),
+                    database: memory.milvus.database.clone(),
+                    collection_prefix: memory.milvus.collection_prefix.clone(),
+                    num_partitions: memory.milvus.partitions,
+                    timeout: Duration::from_secs(memory.milvus.timeout_secs),
+                    ..MilvusConfig::new(memory.milvus.url.clone())
+                };
+                Arc::new(MilvusVectorIndex::connect(milvus).await.with_context(|| {
+                    format!(
+                        "connecting to Milvus at {} (memory.milvus.url)",
+                        memory.milvus.url
+                    )
+                })?)
+            }
+            _ => Arc::new(EmbeddedVectorIndex::new(
+                directories.clone(),
+                EmbeddedVectorConfig::default(),
+            )),
+        };
+        let text: Arc<dyn TextIndex> = match memory
+            .text_backend(store.postgres_pool().is_some())
+            .map_err(anyhow::Error::msg)?
+        {
+            IndexBackend::Postgres => {
+                let pool = store
+                    .postgres_pool()
+                    .context("memory.text_index = postgres needs the PostgreSQL store")?;
+                Arc::new(PostgresTextIndex::new(pool.clone()))
+            }
+            _ => Arc::new(EmbeddedTextIndex::new(
+                directories,
+                EmbeddedTextOptions::default(),
+            )),
+        };
+        let embedding = EmbeddingProviderConfig {
+            name: format!("embeddings-{}", memory.embedding.kind),
+            kind: memory.embedding_kind().map_err(anyhow::Error::msg)?,
+            base_url: memory.embedding.base_url.clone(),
+            api_key: secret_from_env(memory.embedding.api_key_env.as_ref()),
+            batch_size: memory.embedding.batch_size,
+            model_dir: memory.embedding.model_dir.clone(),
+        };
+        let policy = OutboundPolicy::new(config.llm.allow_private_addresses.iter().cloned());
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(config.llm.connect_timeout_secs),
+            request: Duration::from_secs(config.llm.request_timeout_secs),
+            stream_idle: Duration::from_secs(config.llm.stream_idle_timeout_secs),
+        };
+        let embedder = build_embedding_provider(&embedding, &policy, &timeouts)
+            .map_err(|e| anyhow::anyhow!("memory.embedding: {e}"))?;
+        Ok(Self {
+            vector,
+            text,
+            embedder,
+            embedding_model: memory.embedding.model.clone(),
+        })
+    }
+
+    /// The namespaces that remove a deleted tenant's entries from the indexes.
+    pub fn namespaces(&self) -> Vec<Arc<dyn TenantNamespace>> {
+        vec![
+            Arc::new(TextNamespace(self.text.clone())),
+            Arc::new(VectorNamespace(self.vector.clone())),
+        ]
+    }
+}
+
+/// A tenant's full-text entries, as a namespace purged with the tenant.
+struct TextNamespace(Arc<dyn TextIndex>);
+
+#[async_trait]
+impl TenantNamespace for TextNamespace {
+    fn name(&self) -> &'static str {
+        "text index"
+    }
+
+    async fn provision(&self, _tenant: TenantId) -> Result<()> {
+        // Created on first write.
+        Ok(())
+    }
+
+    async fn destroy(&self, tenant: TenantId) -> Result<()> {
+        self.0.purge_tenant(tenant).await
+    }
+
+    async fn holds_data(&self, tenant: TenantId) -> Result<bool> {
+        Ok(!self.0.keys(tenant).await?.is_empty())
+    }
+}
+
+/// A tenant's vectors in every space, as a namespace purged with the tenant.
+struct VectorNamespace(Arc<dyn VectorIndex>);
+
+#[async_trait]
+impl TenantNamespace for VectorNamespace {
+    fn name(&self) -> &'static str {
+        "vector index"
+    }
+
+    async fn provision(&self, _tenant: TenantId) -> Result<()> {
+        Ok(())
+    }
+
+    async fn destroy(&self, tenant: TenantId) -> Result<()> {
+        self.0.purge_tenant(tenant).await
+    }
+
+    async fn holds_data(&self, tenant: TenantId) -> Result<bool> {
+        for space in self.0.spaces(tenant).await? {
+            if !self.0.keys(tenant, &space).await?.is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}

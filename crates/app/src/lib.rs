@@ -9,6 +9,7 @@ mod authority;
 pub mod cache;
 pub mod credentials;
 pub mod health;
+pub mod memory;
 pub mod roles;
 pub mod telemetry;
 pub mod tenants;
@@ -80,6 +81,8 @@ pub struct Deps {
     pub assistant: assistant::AssistantPolicy,
     /// Per-tenant request, token and cost counts for the metrics.
     pub tenant_series: Arc<telemetry::TenantSeries>,
+    /// Indexes, embedder and document reader of memory and retrieval.
+    pub search: memory::SearchPorts,
 }
 
 impl Deps {
@@ -105,6 +108,7 @@ pub struct Services {
     pub api_keys: api_keys::ApiKeyService,
     pub health: health::HealthService,
     pub assistant: assistant::AssistantServices,
+    pub memory: memory::MemoryServices,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -132,6 +136,7 @@ impl Services {
             roles: roles::RoleService::new(deps.clone()),
             api_keys: api_keys::ApiKeyService::new(deps.clone()),
             health: health::HealthService::new(deps.clone()),
+            memory: memory::MemoryServices::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps),
         }
     }

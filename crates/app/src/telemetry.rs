@@ -29,6 +29,7 @@ pub mod names {
     pub const TENANT_REQUESTS: &str = "karen_tenant_requests_total";
     pub const TENANT_TOKENS: &str = "karen_tenant_tokens_total";
     pub const TENANT_COST: &str = "karen_tenant_cost_micros_total";
+    pub const SEARCH_DURATION: &str = "karen_search_duration_seconds";
 }
 
 /// Background jobs, named as in the `job` label.
@@ -83,6 +84,12 @@ pub fn budget_rejected(scope: BudgetScope) {
         BudgetScope::ApiKey(_) => "api_key",
     };
     metrics::counter!(names::BUDGET_REJECTIONS, "scope" => scope).increment(1);
+}
+
+/// Records one search of an index (`vector` or `text`) and its backend.
+pub fn search_finished(index: &'static str, backend: &str, took: Duration) {
+    metrics::histogram!(names::SEARCH_DURATION, "index" => index, "backend" => backend.to_owned())
+        .record(took.as_secs_f64());
 }
 
 /// A cache lookup.

@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+mod chunking;
+
+pub use chunking::{ChunkingConfig, DraftChunk, chunk_document};
+
 /// A document format Karen can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod documents;
 pub mod error;
 pub mod ids;
+pub mod library;
 pub mod memory;
 pub mod page;
 pub mod permission;

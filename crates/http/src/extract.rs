@@ -199,6 +199,10 @@ route_permissions! {
     ChatRead => Some(Permission::ChatRead);
     ChatWrite => Some(Permission::ChatWrite);
     UsageRead => Some(Permission::UsageRead);
+    MemoryRead => Some(Permission::MemoryRead);
+    MemoryWrite => Some(Permission::MemoryWrite);
+    DocumentsRead => Some(Permission::DocumentsRead);
+    DocumentsWrite => Some(Permission::DocumentsWrite);
     BillingManage => Some(Permission::BillingManage);
 }
 

@@ -20,6 +20,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Largest accepted document upload, in bytes.
+    pub document_limit: usize,
     /// How long a request may take before it is abandoned with a problem.
     pub request_timeout: Duration,
     /// How many reverse proxies in front of Karen append to `X-Forwarded-For`
@@ -53,6 +55,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             body_limit: 1024 * 1024,
+            document_limit: 20 * 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             trusted_proxy_hops: 0,
             hsts: false,

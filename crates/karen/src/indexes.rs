@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Config, Mode};
 
 /// `[memory]`: long-term memory and document retrieval.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
     /// `embedded` (per tenant, on this machine's disk) or `milvus`. Default:
@@ -36,6 +36,20 @@ pub struct MemoryConfig {
     pub text_index: Option<String>,
     pub milvus: MilvusSection,
     pub embedding: EmbeddingSection,
+    /// The largest document upload, in bytes.
+    pub max_document_bytes: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            vector_index: None,
+            text_index: None,
+            milvus: MilvusSection::default(),
+            embedding: EmbeddingSection::default(),
+            max_document_bytes: 20 * 1024 * 1024,
+        }
+    }
 }
 
 /// `[memory.milvus]`
@@ -178,6 +192,9 @@ impl MemoryConfig {
             problems.push(format!(
                 "memory.milvus.token_env: the environment variable {var} is not set"
             ));
+        }
+        if !(1024..=(1 << 30)).contains(&self.max_document_bytes) {
+            problems.push("memory.max_document_bytes: between 1024 and 1073741824".into());
         }
         if !(1..=4096).contains(&self.milvus.partitions) {
             problems.push("memory.milvus.partitions: between 1 and 4096".into());

@@ -163,6 +163,15 @@ impl Karen {
             namespaces: namespaces.clone(),
             policy,
             router: router.clone(),
+            search: karen_app::memory::SearchPorts {
+                vector: indexes.vector.clone(),
+                text: indexes.text.clone(),
+                embedder: indexes.embedder.clone(),
+                embedding_model: indexes.embedding_model.clone(),
+                extractor: Arc::new(karen_docs::DocumentParser::new()),
+                chunking: karen_domain::documents::ChunkingConfig::default(),
+                max_document_bytes: config.memory.max_document_bytes,
+            },
             tenant_series: Arc::new(karen_app::telemetry::TenantSeries::new(
                 config.metrics.tenant_series,
                 Duration::from_secs(60),
@@ -210,6 +219,7 @@ impl Karen {
             self.services.clone(),
             HttpConfig {
                 body_limit: self.config.server.body_limit_bytes,
+                document_limit: self.config.memory.max_document_bytes,
                 request_timeout: Duration::from_secs(self.config.server.request_timeout_secs),
                 trusted_proxy_hops: self.config.server.trusted_proxy_hops,
                 hsts: self.config.server.hsts,

@@ -368,41 +368,33 @@ impl TestApp {
             .await
             .expect(200);
         self.reserve_in_flight(tenant).await;
-        self.index_sample(tenant).await;
+        // Memory and retrieval: a memory (and its cached embedding), a
+        // document with passages, entries in both search indexes.
+        let memory = json!({"content": format!("The {} team ships on Fridays", tenant.slug)});
+        self.post("/v1/memories", &token, memory).await.expect(201);
+        let document = format!(
+            "# Handbook of {}\n\nVacation requests go to the people team.",
+            tenant.slug
+        );
+        self.upload(
+            &tenant.owner_token,
+            "?file_name=handbook.md",
+            "text/markdown",
+            document.into_bytes(),
+        )
+        .await
+        .expect(201);
     }
 
-    /// Puts one entry into the tenant's text and vector indexes.
-    pub async fn index_sample(&self, tenant: &TestTenant) {
-        use karen_domain::ports::{
-            EntryAccess, EntryKey, EntryKind, TextEntry, VectorEntry, VectorSpace,
-        };
-        let id = karen_domain::TenantId::from_uuid(tenant.id);
-        let key = EntryKey::new(EntryKind::Memory, Uuid::now_v7());
-        let text = TextEntry {
-            key,
-            access: EntryAccess::default(),
-            text: format!("sample entry of {}", tenant.slug),
-        };
-        let indexes = &self.karen.indexes;
-        indexes
-            .text
-            .upsert(id, vec![text])
-            .await
-            .expect("text index upsert");
-        let space = VectorSpace {
-            model: "karen-testkit".into(),
-            dims: 4,
-        };
-        let vector = VectorEntry {
-            key,
-            access: EntryAccess::default(),
-            vector: vec![0.5, 0.5, 0.5, 0.5],
-        };
-        indexes
-            .vector
-            .upsert(id, &space, vec![vector])
-            .await
-            .expect("vector index upsert");
+    /// Uploads a document as `token` (raw body with its media type).
+    pub async fn upload(&self, token: &str, query: &str, media_type: &str, body: Vec<u8>) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}/v1/documents{query}", self.base_url))
+            .bearer_auth(token)
+            .header("content-type", media_type)
+            .body(body);
+        Reply::read(request.send().await.expect("request reaches the server")).await
     }
 
     /// Writes the budget reservation of a call still in flight (as a running

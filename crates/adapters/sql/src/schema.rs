@@ -11,6 +11,10 @@ use crate::conn::{Pool, map_sqlx};
 /// `migrate verify` check that this equals the set of tables with a
 /// `tenant_id` column, so a new table cannot be forgotten by purge or RLS.
 pub const TENANT_TABLES: &[&str] = &[
+    "embeddings",
+    "document_chunks",
+    "documents",
+    "memories",
     "refresh_tokens",
     "sessions",
     "api_keys",

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
-    ApiKeyRepo, BudgetRepo, ConversationRepo, PersonaRepo, ProviderRepo, PurgeReport, RoleRepo,
-    SessionRepo, TenantTx, UsageRepo, UserRepo,
+    ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingRepo, MemoryRepo, PersonaRepo,
+    ProviderRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
@@ -38,6 +38,10 @@ impl SqlTenantTx {
 /// text (table names come from the fixed list, never from input).
 fn purge_statement(table: &str) -> Option<&'static str> {
     Some(match table {
+        "embeddings" => "DELETE FROM embeddings WHERE tenant_id = $1",
+        "document_chunks" => "DELETE FROM document_chunks WHERE tenant_id = $1",
+        "documents" => "DELETE FROM documents WHERE tenant_id = $1",
+        "memories" => "DELETE FROM memories WHERE tenant_id = $1",
         "refresh_tokens" => "DELETE FROM refresh_tokens WHERE tenant_id = $1",
         "sessions" => "DELETE FROM sessions WHERE tenant_id = $1",
         "api_keys" => "DELETE FROM api_keys WHERE tenant_id = $1",
@@ -96,6 +100,18 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn providers(&mut self) -> &mut dyn ProviderRepo {
+        self
+    }
+
+    fn memories(&mut self) -> &mut dyn MemoryRepo {
+        self
+    }
+
+    fn documents(&mut self) -> &mut dyn DocumentRepo {
+        self
+    }
+
+    fn embeddings(&mut self) -> &mut dyn EmbeddingRepo {
         self
     }
 

@@ -19,7 +19,7 @@ pub use llm::{
 };
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
-    ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, PersonaRepo, PlatformTx,
-    ProviderRepo, PurgeReport, Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter,
-    UsageRepo, UsageTotals, UserRepo,
+    ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingRepo,
+    MemoryRepo, MemoryScope, PersonaRepo, PlatformTx, ProviderRepo, PurgeReport, Reservation,
+    RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals, UserRepo,
 };

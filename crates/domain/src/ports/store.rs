@@ -11,14 +11,17 @@ use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
     ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
 };
+use crate::library::{Document, StoredChunk};
+use crate::memory::Memory;
 use crate::page::PageRequest;
 use crate::providers::{ModelAlias, TenantProvider};
 use crate::tenant::{Tenant, TenantSettings};
 use crate::user::{CustomRole, LoginFailures, User};
 use crate::values::{Email, RoleName, Slug, TenantName};
 use crate::{
-    ApiKeyId, BudgetId, ConversationId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId,
-    ReservationId, Result, SessionId, SigningKeyId, TenantId, TenantScope, UserId,
+    ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, MemoryId, OperatorKeyId, PersonaId,
+    ProviderId, RefreshTokenId, ReservationId, Result, SessionId, SigningKeyId, TenantId,
+    TenantScope, UserId,
 };
 
 /// The relational store.
@@ -94,6 +97,9 @@ pub trait TenantTx: Send {
     fn usage(&mut self) -> &mut dyn UsageRepo;
     fn budgets(&mut self) -> &mut dyn BudgetRepo;
     fn providers(&mut self) -> &mut dyn ProviderRepo;
+    fn memories(&mut self) -> &mut dyn MemoryRepo;
+    fn documents(&mut self) -> &mut dyn DocumentRepo;
+    fn embeddings(&mut self) -> &mut dyn EmbeddingRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;
@@ -339,4 +345,75 @@ pub trait ProviderRepo: Send {
     /// Creates or replaces an alias.
     async fn put_alias(&mut self, alias: &ModelAlias) -> Result<()>;
     async fn delete_alias(&mut self, alias: &str) -> Result<bool>;
+}
+
+/// Whose memories a listing returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryScope {
+    /// The private memories of one user.
+    Private(UserId),
+    /// The tenant's shared memories.
+    Shared,
+    /// What one user may recall: their own and the shared ones.
+    VisibleTo(UserId),
+    /// Every memory of the tenant (index rebuilds, tenant admins).
+    All,
+}
+
+/// Long-term memories.
+#[async_trait]
+pub trait MemoryRepo: Send {
+    /// Adds a memory; `false` (and nothing written) when one with the same
+    /// content hash exists.
+    async fn insert_memory(&mut self, memory: &Memory) -> Result<bool>;
+    async fn memory(&mut self, id: MemoryId) -> Result<Option<Memory>>;
+    async fn memory_by_hash(&mut self, content_hash: &str) -> Result<Option<Memory>>;
+    /// In id order, after `after`.
+    async fn list_memories(
+        &mut self,
+        scope: MemoryScope,
+        after: Option<MemoryId>,
+        limit: i64,
+    ) -> Result<Vec<Memory>>;
+    /// Stores kind, content, hash, importance, tier and times.
+    async fn update_memory(&mut self, memory: &Memory) -> Result<()>;
+    async fn delete_memory(&mut self, id: MemoryId) -> Result<bool>;
+    /// Records that these memories were recalled at `at`.
+    async fn touch_memories(&mut self, ids: &[MemoryId], at: OffsetDateTime) -> Result<()>;
+}
+
+/// Documents and their chunks.
+#[async_trait]
+pub trait DocumentRepo: Send {
+    async fn insert_document(&mut self, document: &Document) -> Result<()>;
+    async fn insert_chunk(&mut self, chunk: &StoredChunk) -> Result<()>;
+    async fn document(&mut self, id: DocumentId) -> Result<Option<Document>>;
+    /// In id order, after `after`.
+    async fn list_documents(
+        &mut self,
+        after: Option<DocumentId>,
+        limit: i64,
+    ) -> Result<Vec<Document>>;
+    /// Deletes the document and its chunks.
+    async fn delete_document(&mut self, id: DocumentId) -> Result<bool>;
+    async fn chunk(&mut self, id: ChunkId) -> Result<Option<StoredChunk>>;
+    /// A document's chunks in order.
+    async fn chunks_of(&mut self, document: DocumentId) -> Result<Vec<StoredChunk>>;
+    /// Every chunk of the tenant in id order, after `after` (index rebuilds).
+    async fn list_chunks(&mut self, after: Option<ChunkId>, limit: i64)
+    -> Result<Vec<StoredChunk>>;
+}
+
+/// The embedding cache: vectors by model and content hash.
+#[async_trait]
+pub trait EmbeddingRepo: Send {
+    async fn embedding(&mut self, model: &str, content_hash: &str) -> Result<Option<Vec<f32>>>;
+    /// Stores a vector (keeping an existing one for the same key).
+    async fn put_embedding(
+        &mut self,
+        model: &str,
+        content_hash: &str,
+        vector: &[f32],
+        at: OffsetDateTime,
+    ) -> Result<()>;
 }

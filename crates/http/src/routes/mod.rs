@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod budgets;
 mod conversations;
+mod memory;
 mod openai;
 mod personas;
 mod platform;
@@ -32,6 +33,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(platform::routes())
         .merge(conversations::routes())
         .merge(personas::routes())
+        .merge(memory::routes())
         .merge(usage::routes())
         .merge(openai::routes())
         .merge(budgets::routes())

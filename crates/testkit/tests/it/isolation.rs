@@ -144,6 +144,32 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(200);
+    // B's memory and documents: a shared memory, a private one of B's
+    // member, a document; all with a word A will search for.
+    let b_memory = app
+        .post(
+            "/v1/memories",
+            &bravo.owner_token,
+            json!({"content": "Bravo zanzibar launch codes are kept offline", "shared": true}),
+        )
+        .await;
+    let b_memory = b_memory.expect(201).str("id").to_owned();
+    app.post(
+        "/v1/memories",
+        &b_user_token,
+        json!({"content": "My zanzibar locker is number 12"}),
+    )
+    .await
+    .expect(201);
+    let b_document = app
+        .upload(
+            &bravo.owner_token,
+            "?file_name=bravo.md",
+            "text/markdown",
+            b"# Zanzibar plan\n\nThe zanzibar project starts in May.".to_vec(),
+        )
+        .await;
+    let b_document = b_document.expect(201).str("id").to_owned();
     // Tenant A's own objects, and an API key of A's owner (a second kind of credential).
     let (a_user, _) = app
         .create_user(&alpha, "member@alpha.test", &["member"])
@@ -189,6 +215,53 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             t.foreign_is_missing(method, template, "{persona_id}", &b_persona, token, body)
                 .await;
         }
+        for (method, template, body) in [
+            ("GET", "/v1/memories/{memory_id}", None),
+            (
+                "PATCH",
+                "/v1/memories/{memory_id}",
+                Some(json!({"content": "mine"})),
+            ),
+            ("DELETE", "/v1/memories/{memory_id}", None),
+        ] {
+            t.foreign_is_missing(method, template, "{memory_id}", &b_memory, token, body)
+                .await;
+        }
+        for (method, template) in [
+            ("GET", "/v1/documents/{document_id}"),
+            ("DELETE", "/v1/documents/{document_id}"),
+            ("GET", "/v1/documents/{document_id}/chunks"),
+        ] {
+            t.foreign_is_missing(method, template, "{document_id}", &b_document, token, None)
+                .await;
+        }
+        for (template, query) in [
+            ("/v1/memories", "/v1/memories"),
+            ("/v1/memories", "/v1/memories?scope=shared"),
+            ("/v1/documents", "/v1/documents"),
+        ] {
+            let listed = t.call("GET", template, query, token, None).await;
+            assert!(
+                !listed.expect(200).text.contains("zanzibar") && !listed.text.contains(&b_document),
+                "B's memories or documents listed for A: {}",
+                listed.text
+            );
+        }
+        let search = json!({"query": "zanzibar launch codes project locker", "limit": 50});
+        for template in ["/v1/memories/search", "/v1/search"] {
+            let found = t
+                .call("POST", template, template, token, Some(search.clone()))
+                .await;
+            assert!(
+                !found.expect(200).text.contains("zanzibar"),
+                "{template} returned B's data to A: {}",
+                found.text
+            );
+        }
+        // Forgetting "everything about me" in A touches nothing of B.
+        t.call("DELETE", "/v1/memories", "/v1/memories", token, None)
+            .await
+            .expect(200);
         let chats = t
             .call("GET", "/v1/conversations", "/v1/conversations", token, None)
             .await;
@@ -402,6 +475,25 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     .await
     .expect(201);
     let owner = alpha.owner_token.as_str();
+    // A's own memory and document land in A, even with B's words.
+    t.call(
+        "POST",
+        "/v1/memories",
+        "/v1/memories",
+        owner,
+        Some(json!({"content": "Bravo zanzibar launch codes are kept offline", "shared": true})),
+    )
+    .await
+    .expect(201);
+    app.upload(
+        owner,
+        "?file_name=a.txt",
+        "text/plain",
+        b"alpha zanzibar".to_vec(),
+    )
+    .await
+    .expect(201);
+    t.covered.insert(("post".into(), "/v1/documents".into()));
     t.call(
         "POST",
         "/v1/users",
@@ -510,6 +602,31 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     assert!(
         b_budgets.expect(200).text.contains(&b_budget),
         "B's budget survived A's attempts"
+    );
+    let b_memory_after = app
+        .get(&format!("/v1/memories/{b_memory}"), &bravo.owner_token)
+        .await;
+    assert_eq!(
+        b_memory_after.expect(200).str("content"),
+        "Bravo zanzibar launch codes are kept offline"
+    );
+    let b_found = app
+        .post(
+            "/v1/search",
+            &b_user_token,
+            json!({"query": "zanzibar", "limit": 10}),
+        )
+        .await;
+    let b_found = b_found.expect(200);
+    assert_eq!(
+        b_found.body["passages"][0]["document_id"],
+        b_document.as_str()
+    );
+    assert_eq!(
+        b_found.body["memories"].as_array().unwrap().len(),
+        2,
+        "B's member recalls their own and the shared memory: {}",
+        b_found.text
     );
     let b_persona_after = app
         .get(&format!("/v1/personas/{b_persona}"), &bravo.owner_token)

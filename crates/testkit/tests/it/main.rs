@@ -31,6 +31,7 @@ mod contract;
 mod http;
 mod isolation;
 mod llm;
+mod memory;
 mod metrics;
 mod migrations;
 mod openai_api;

@@ -10,10 +10,7 @@ use karen_testkit::{Backend, TestApp, spawn_with};
 use serde_json::json;
 
 /// Families not exposed yet, and why (each must leave this list when its part lands).
-const PENDING: &[(&str, &str)] = &[(
-    "karen_search_duration_seconds",
-    "the vector and text indexes are not wired into requests yet",
-)];
+const PENDING: &[(&str, &str)] = &[];
 
 /// `(name, type, labels)` of every family in the contract.
 fn contract() -> Vec<(String, String, BTreeSet<String>)> {
@@ -116,6 +113,13 @@ async fn workload(app: &TestApp) -> String {
     .expect(201);
     let refused = app.post("/v1/chat/completions", &key, ask).await;
     assert_eq!(refused.status, 429);
+    app.post(
+        "/v1/search",
+        &acme.owner_token,
+        json!({"query": "what do we know?"}),
+    )
+    .await
+    .expect(200);
     app.get("/v1/no-such-route", &key).await.expect(404);
     app.get("/readyz", "").await.expect(200);
     key

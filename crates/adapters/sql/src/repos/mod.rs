@@ -3,6 +3,8 @@
 mod api_keys;
 mod budgets;
 mod conversations;
+mod library;
+mod memories;
 mod personas;
 mod providers;
 mod roles;

@@ -348,6 +348,8 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{persona_id}", &id)
             .replace("{budget_id}", &id)
             .replace("{provider_id}", &id)
+            .replace("{memory_id}", &id)
+            .replace("{document_id}", &id)
             .replace("{alias}", "no-such-alias")
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");

@@ -1,0 +1,4 @@
+DROP TABLE embeddings;
+DROP TABLE document_chunks;
+DROP TABLE documents;
+DROP TABLE memories;

@@ -13,7 +13,7 @@ use karen_domain::{Result, TenantId};
 use karen_files::TenantDirectories;
 use karen_llm::{
     EmbeddingProviderConfig, EmbeddingProviderKind, HASH_EMBEDDING_MODEL_ID, OutboundPolicy,
-    Timeouts, build_embedding_provider,
+    build_embedding_provider,
 };
 use karen_sql::SqlStore;
 use karen_text::{EmbeddedTextIndex, EmbeddedTextOptions, PostgresTextIndex};
@@ -275,13 +275,9 @@ impl SearchIndexes {
             model_dir: memory.embedding.model_dir.clone(),
         };
         let policy = OutboundPolicy::new(config.llm.allow_private_addresses.iter().cloned());
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(config.llm.connect_timeout_secs),
-            request: Duration::from_secs(config.llm.request_timeout_secs),
-            stream_idle: Duration::from_secs(config.llm.stream_idle_timeout_secs),
-        };
-        let embedder = build_embedding_provider(&embedding, &policy, &timeouts)
-            .map_err(|e| anyhow::anyhow!("memory.embedding: {e}"))?;
+        let embedder =
+            build_embedding_provider(&embedding, &policy, &crate::models::timeouts(&config.llm))
+                .map_err(|e| anyhow::anyhow!("memory.embedding: {e}"))?;
         Ok(Self {
             vector,
             text,

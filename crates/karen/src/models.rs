@@ -37,6 +37,15 @@ struct Served {
 /// Tenant providers already built, by id, with the change time they were built from.
 type BuiltProviders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn ChatProvider>)>;
 
+/// The outbound timeouts `[llm]` sets (chat and embedding providers alike).
+pub(crate) fn timeouts(config: &LlmConfig) -> Timeouts {
+    Timeouts {
+        connect: Duration::from_secs(config.connect_timeout_secs),
+        request: Duration::from_secs(config.request_timeout_secs),
+        stream_idle: Duration::from_secs(config.stream_idle_timeout_secs),
+    }
+}
+
 /// Routes model names to provider chains for each tenant.
 pub struct ConfiguredRouter {
     store: Arc<dyn Store>,
@@ -86,11 +95,7 @@ impl ConfiguredRouter {
         tenant_policy
             .validate()
             .context("llm.tenant_allow_private_addresses")?;
-        let timeouts = Timeouts {
-            connect: Duration::from_secs(config.connect_timeout_secs),
-            request: Duration::from_secs(config.request_timeout_secs),
-            stream_idle: Duration::from_secs(config.stream_idle_timeout_secs),
-        };
+        let timeouts = timeouts(config);
         let retry = RetryPolicy {
             attempts_per_provider: config.retry_attempts,
             base_delay: Duration::from_millis(config.retry_base_delay_ms),

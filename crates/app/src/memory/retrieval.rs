@@ -98,21 +98,27 @@ impl Retriever {
         let tenant = ctx.tenant_id();
         let wanted = limit.saturating_mul(OVERFETCH).max(limit);
         let search = &self.deps.search;
-        let started = Instant::now();
-        let text_hits = search.text.search(tenant, query, wanted, &filter).await?;
-        telemetry::search_finished("text", search.text.name(), started.elapsed());
-        let (space, vector) = self.indexer.embed_query(query).await?;
-        let vector_hits = if vector.iter().all(|x| *x == 0.0) {
-            Vec::new()
-        } else {
+        // The two searches are independent: run them at once.
+        let text = async {
+            let started = Instant::now();
+            let hits = search.text.search(tenant, query, wanted, &filter).await;
+            telemetry::search_finished("text", search.text.name(), started.elapsed());
+            hits
+        };
+        let vector = async {
+            let (space, vector) = self.indexer.embed_query(query).await?;
+            if vector.iter().all(|x| *x == 0.0) {
+                return Ok(Vec::new());
+            }
             let started = Instant::now();
             let hits = search
                 .vector
                 .search(tenant, &space, &vector, wanted, &filter)
-                .await?;
+                .await;
             telemetry::search_finished("vector", search.vector.name(), started.elapsed());
             hits
         };
+        let (text_hits, vector_hits) = futures::future::try_join(text, vector).await?;
         Ok(fuse(&[vector_hits, text_hits]))
     }
 

@@ -50,6 +50,12 @@ pub struct TenantSettings {
     pub default_role: RoleName,
     /// If not empty, users may only be created with emails in these domains.
     pub allowed_email_domains: Vec<String>,
+    /// The embedding model of the tenant's memories and documents (one the
+    /// platform offers); unset: the platform default. Changing it re-embeds
+    /// everything into the new model's space.
+    pub embedding_model: Option<String>,
+    /// Whether chat turns write new memories back (extraction after each turn).
+    pub memory_extraction: bool,
 }
 
 impl Default for TenantSettings {
@@ -57,6 +63,8 @@ impl Default for TenantSettings {
         Self {
             default_role: RoleName::from_trusted(crate::BuiltinRole::Member.name()),
             allowed_email_domains: Vec::new(),
+            embedding_model: None,
+            memory_extraction: true,
         }
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use karen_domain::ports::{EmbeddingProvider, TenantNamespace, TextIndex, VectorIndex};
+use karen_app::memory::{EmbeddingModel, EmbeddingModels};
+use karen_domain::ports::{TenantNamespace, TextIndex, VectorIndex};
 use karen_domain::{Result, TenantId};
 use karen_files::TenantDirectories;
 use karen_llm::{
@@ -36,6 +37,9 @@ pub struct MemoryConfig {
     pub text_index: Option<String>,
     pub milvus: MilvusSection,
     pub embedding: EmbeddingSection,
+    /// `[[memory.embedders]]`: further embedding models tenants may choose
+    /// (`settings.embedding_model`), with the same keys as `[memory.embedding]`.
+    pub embedders: Vec<EmbeddingSection>,
     /// The largest document upload, in bytes.
     pub max_document_bytes: usize,
 }
@@ -47,6 +51,7 @@ impl Default for MemoryConfig {
             text_index: None,
             milvus: MilvusSection::default(),
             embedding: EmbeddingSection::default(),
+            embedders: Vec::new(),
             max_document_bytes: 20 * 1024 * 1024,
         }
     }
@@ -115,6 +120,62 @@ impl Default for EmbeddingSection {
     }
 }
 
+impl EmbeddingSection {
+    fn provider_kind(&self, key: &str) -> std::result::Result<EmbeddingProviderKind, String> {
+        match self.kind.as_str() {
+            "builtin" | "offline" => Ok(EmbeddingProviderKind::Builtin),
+            "openai" | "openai-compatible" => Ok(EmbeddingProviderKind::OpenAi),
+            "local" => Ok(EmbeddingProviderKind::Local),
+            other => Err(format!(
+                "{key}.kind: '{other}' is not builtin, local or openai"
+            )),
+        }
+    }
+
+    /// Problems of this section, each naming its key under `key`.
+    fn problems(&self, key: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(problem) = self.provider_kind(key) {
+            problems.push(problem);
+        }
+        if self.model.trim().is_empty() {
+            problems.push(format!("{key}.model: must name the embedding model"));
+        }
+        if let Some(var) = &self.api_key_env
+            && std::env::var_os(var).is_none()
+        {
+            problems.push(format!(
+                "{key}.api_key_env: the environment variable {var} is not set"
+            ));
+        }
+        problems
+    }
+
+    /// The provider this section describes.
+    fn build(
+        &self,
+        key: &str,
+        config: &Config,
+        policy: &OutboundPolicy,
+    ) -> anyhow::Result<EmbeddingModel> {
+        let embedding = EmbeddingProviderConfig {
+            name: format!("embeddings-{}", self.kind),
+            kind: self.provider_kind(key).map_err(anyhow::Error::msg)?,
+            base_url: self.base_url.clone(),
+            api_key: secret_from_env(self.api_key_env.as_ref()),
+            batch_size: self.batch_size,
+            model_dir: self.model_dir.clone(),
+        };
+        let provider =
+            build_embedding_provider(&embedding, policy, &crate::models::timeouts(&config.llm))
+                .map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+        Ok(EmbeddingModel {
+            model: self.model.clone(),
+            provider,
+        })
+    }
+}
+
 /// Which implementation serves an index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexBackend {
@@ -153,15 +214,15 @@ impl MemoryConfig {
         }
     }
 
-    fn embedding_kind(&self) -> std::result::Result<EmbeddingProviderKind, String> {
-        match self.embedding.kind.as_str() {
-            "builtin" | "offline" => Ok(EmbeddingProviderKind::Builtin),
-            "openai" | "openai-compatible" => Ok(EmbeddingProviderKind::OpenAi),
-            "local" => Ok(EmbeddingProviderKind::Local),
-            other => Err(format!(
-                "memory.embedding.kind: '{other}' is not builtin, local or openai"
-            )),
-        }
+    /// Every configured embedding model with its configuration key, the
+    /// default first.
+    fn embedding_sections(&self) -> impl Iterator<Item = (String, &EmbeddingSection)> {
+        std::iter::once(("memory.embedding".to_owned(), &self.embedding)).chain(
+            self.embedders
+                .iter()
+                .enumerate()
+                .map(|(i, section)| (format!("memory.embedders[{i}]"), section)),
+        )
     }
 
     /// Problems of this section, each naming its key.
@@ -173,18 +234,8 @@ impl MemoryConfig {
         if let Err(problem) = self.text_backend(postgres) {
             problems.push(problem);
         }
-        if let Err(problem) = self.embedding_kind() {
-            problems.push(problem);
-        }
-        if self.embedding.model.trim().is_empty() {
-            problems.push("memory.embedding.model: must name the embedding model".into());
-        }
-        if let Some(var) = &self.embedding.api_key_env
-            && std::env::var_os(var).is_none()
-        {
-            problems.push(format!(
-                "memory.embedding.api_key_env: the environment variable {var} is not set"
-            ));
+        for (key, section) in self.embedding_sections() {
+            problems.extend(section.problems(&key));
         }
         if let Some(var) = &self.milvus.token_env
             && std::env::var_os(var).is_none()
@@ -216,9 +267,8 @@ fn secret_from_env(var: Option<&String>) -> Option<SecretString> {
 pub struct SearchIndexes {
     pub vector: Arc<dyn VectorIndex>,
     pub text: Arc<dyn TextIndex>,
-    pub embedder: Arc<dyn EmbeddingProvider>,
-    /// The model id the embedder is asked for.
-    pub embedding_model: String,
+    /// The embedding models tenants may use, the default first.
+    pub embedders: EmbeddingModels,
 }
 
 impl SearchIndexes {
@@ -266,23 +316,19 @@ impl SearchIndexes {
                 EmbeddedTextOptions::default(),
             )),
         };
-        let embedding = EmbeddingProviderConfig {
-            name: format!("embeddings-{}", memory.embedding.kind),
-            kind: memory.embedding_kind().map_err(anyhow::Error::msg)?,
-            base_url: memory.embedding.base_url.clone(),
-            api_key: secret_from_env(memory.embedding.api_key_env.as_ref()),
-            batch_size: memory.embedding.batch_size,
-            model_dir: memory.embedding.model_dir.clone(),
-        };
         let policy = OutboundPolicy::new(config.llm.allow_private_addresses.iter().cloned());
-        let embedder =
-            build_embedding_provider(&embedding, &policy, &crate::models::timeouts(&config.llm))
-                .map_err(|e| anyhow::anyhow!("memory.embedding: {e}"))?;
+        let mut models = Vec::new();
+        for (key, section) in memory.embedding_sections() {
+            models.push(section.build(&key, config, &policy)?);
+        }
+        let mut models = models.into_iter();
+        let default = models
+            .next()
+            .context("memory.embedding: the default embedding model is missing")?;
         Ok(Self {
             vector,
             text,
-            embedder,
-            embedding_model: memory.embedding.model.clone(),
+            embedders: EmbeddingModels::new(default, models.collect()),
         })
     }
 

@@ -166,8 +166,7 @@ impl Karen {
             search: karen_app::memory::SearchPorts {
                 vector: indexes.vector.clone(),
                 text: indexes.text.clone(),
-                embedder: indexes.embedder.clone(),
-                embedding_model: indexes.embedding_model.clone(),
+                embedders: indexes.embedders.clone(),
                 extractor: Arc::new(karen_docs::DocumentParser::new()),
                 chunking: karen_domain::documents::ChunkingConfig::default(),
                 max_document_bytes: config.memory.max_document_bytes,

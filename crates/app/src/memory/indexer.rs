@@ -42,7 +42,7 @@ impl Indexer {
     }
 
     fn model(&self) -> &str {
-        &self.deps.search.embedding_model
+        &self.deps.search.embedders.default_model().model
     }
 
     /// Embeds texts nobody cached, in batches.
@@ -52,7 +52,9 @@ impl Indexer {
             let answer = self
                 .deps
                 .search
-                .embedder
+                .embedders
+                .default_model()
+                .provider
                 .embed(self.model(), batch)
                 .await
                 .map_err(embedding_error)?;

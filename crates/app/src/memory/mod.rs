@@ -20,15 +20,65 @@ pub use retrieval::{Passage, Recall, RecalledMemory, Retriever};
 
 use crate::Deps;
 
+/// One embedding model the platform offers.
+#[derive(Clone)]
+pub struct EmbeddingModel {
+    /// The model id the provider is asked for; with the vectors' length it
+    /// names the vector space.
+    pub model: String,
+    pub provider: Arc<dyn EmbeddingProvider>,
+}
+
+/// The embedding models the platform offers (from configuration); the first
+/// is the default. Tenants choose among them (`settings.embedding_model`).
+#[derive(Clone)]
+pub struct EmbeddingModels {
+    models: Vec<EmbeddingModel>,
+}
+
+impl EmbeddingModels {
+    /// The catalog: `default` first, then `others` (a repeated id is dropped).
+    pub fn new(default: EmbeddingModel, others: Vec<EmbeddingModel>) -> Self {
+        let mut models = vec![default];
+        for model in others {
+            if !models.iter().any(|known| known.model == model.model) {
+                models.push(model);
+            }
+        }
+        Self { models }
+    }
+
+    /// The platform default.
+    pub fn default_model(&self) -> &EmbeddingModel {
+        // `new` always puts one model first.
+        &self.models[0]
+    }
+
+    /// The model with this id, if the platform offers it.
+    pub fn get(&self, model: &str) -> Option<&EmbeddingModel> {
+        self.models.iter().find(|m| m.model == model)
+    }
+
+    /// The model a tenant's setting selects: the default when unset or no
+    /// longer offered.
+    pub fn for_setting(&self, setting: Option<&str>) -> &EmbeddingModel {
+        setting
+            .and_then(|model| self.get(model))
+            .unwrap_or_else(|| self.default_model())
+    }
+
+    /// Every offered model id, the default first.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.models.iter().map(|m| m.model.as_str())
+    }
+}
+
 /// The search side of memory and retrieval (from the composition root).
 #[derive(Clone)]
 pub struct SearchPorts {
     pub vector: Arc<dyn VectorIndex>,
     pub text: Arc<dyn TextIndex>,
-    pub embedder: Arc<dyn EmbeddingProvider>,
-    /// The model id the embedder is asked for; with the vectors' length it
-    /// names the vector space.
-    pub embedding_model: String,
+    pub embedders: EmbeddingModels,
     pub extractor: Arc<dyn DocumentExtractor>,
     pub chunking: ChunkingConfig,
     /// The largest document accepted, in bytes.

@@ -51,6 +51,8 @@ async fn update_tenant(
             Ok::<_, karen_domain::Error>(TenantSettings {
                 default_role: RoleName::parse(&s.default_role)?,
                 allowed_email_domains: s.allowed_email_domains,
+                embedding_model: s.embedding_model,
+                memory_extraction: s.memory_extraction,
             })
         })
         .transpose()?;

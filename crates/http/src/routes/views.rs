@@ -67,6 +67,18 @@ pub(crate) struct SettingsView {
     pub default_role: String,
     /// If not empty, users may only have emails in these domains.
     pub allowed_email_domains: Vec<String>,
+    /// The embedding model of the tenant's memories and documents (one the
+    /// platform configures); null: the platform default. Changing it
+    /// re-embeds everything.
+    #[serde(default)]
+    pub embedding_model: Option<String>,
+    /// Whether chat turns write new memories back (default true).
+    #[serde(default = "enabled")]
+    pub memory_extraction: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl From<TenantSettings> for SettingsView {
@@ -74,6 +86,8 @@ impl From<TenantSettings> for SettingsView {
         Self {
             default_role: settings.default_role.into(),
             allowed_email_domains: settings.allowed_email_domains,
+            embedding_model: settings.embedding_model,
+            memory_extraction: settings.memory_extraction,
         }
     }
 }

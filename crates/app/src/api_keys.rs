@@ -79,7 +79,8 @@ impl ApiKeyService {
             .intersection(authority.permissions());
         let scopes = match request.scopes {
             Some(names) => PermissionSet::parse_names(&names)?,
-            None => ceiling,
+            // Recall changes what completions send upstream: only on request.
+            None => ceiling.without(Permission::ChatRecall),
         };
         if !scopes.is_subset_of(ceiling) {
             let missing: Vec<&str> = scopes

@@ -127,6 +127,7 @@ impl Services {
     /// Builds every service over the same dependencies.
     pub fn new(deps: Deps) -> Self {
         let deps = Arc::new(deps);
+        let memory = memory::MemoryServices::new(deps.clone());
         Self {
             clock: deps.clock.clone(),
             tenant_series: deps.tenant_series.clone(),
@@ -136,8 +137,8 @@ impl Services {
             roles: roles::RoleService::new(deps.clone()),
             api_keys: api_keys::ApiKeyService::new(deps.clone()),
             health: health::HealthService::new(deps.clone()),
-            memory: memory::MemoryServices::new(deps.clone()),
-            assistant: assistant::AssistantServices::new(deps),
+            assistant: assistant::AssistantServices::new(deps.clone(), &memory),
+            memory,
         }
     }
 }

@@ -1,10 +1,14 @@
 //! Conversations, their messages, personas and usage records.
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::ports::{ChatRole, ToolCall};
 use crate::values::{Label, printable};
-use crate::{ApiKeyId, ConversationId, Error, MessageId, PersonaId, TenantId, UsageId, UserId};
+use crate::{
+    ApiKeyId, ChunkId, ConversationId, DocumentId, Error, MemoryId, MessageId, PersonaId, TenantId,
+    UsageId, UserId,
+};
 
 /// Longest message a user may send (characters).
 pub const MAX_MESSAGE_CHARS: usize = 32_000;
@@ -60,8 +64,37 @@ impl MessageStatus {
     }
 }
 
+/// Material an answer was given, under the marker the prompt gave it (`[n]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    /// The number in the marker `[n]` of the prompt (and of the answer, when
+    /// the model cites).
+    pub marker: u32,
+    #[serde(flatten)]
+    pub source: CitedSource,
+    /// Relevance as recall ranked it, 0 to 1.
+    pub score: f64,
+}
+
+/// What a citation points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CitedSource {
+    /// One of the user's (or the tenant's shared) memories.
+    Memory { memory_id: MemoryId },
+    /// A passage of a document.
+    Passage {
+        document_id: DocumentId,
+        chunk_id: ChunkId,
+        document_title: String,
+        /// Position of the passage in the document, from 0.
+        ordinal: u32,
+        heading: Option<String>,
+    },
+}
+
 /// A message as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {
     pub id: MessageId,
     pub tenant_id: TenantId,
@@ -75,6 +108,8 @@ pub struct StoredMessage {
     pub provider: Option<String>,
     pub prompt_tokens: u32,
     pub completion_tokens: u32,
+    /// For answers: the memories and passages recall put in the prompt.
+    pub citations: Vec<Citation>,
     pub created_at: OffsetDateTime,
 }
 

@@ -9,7 +9,7 @@ use crate::{Error, Result};
 
 mod chunking;
 
-pub use chunking::{ChunkingConfig, DraftChunk, chunk_document};
+pub use chunking::{ChunkingConfig, DraftChunk, HEADING_PATH_SEPARATOR, chunk_document};
 
 /// A document format Karen can read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

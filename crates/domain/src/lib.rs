@@ -8,6 +8,7 @@ pub mod clock;
 pub mod credentials;
 pub mod documents;
 pub mod error;
+pub mod extraction;
 pub mod ids;
 pub mod library;
 pub mod memory;
@@ -19,6 +20,7 @@ pub mod providers;
 pub mod tenant;
 pub mod user;
 pub mod values;
+pub mod words;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};

@@ -52,6 +52,8 @@ permissions! {
     ChatRead = "chat:read",
     /// Chat with assistants and manage one's own conversations.
     ChatWrite = "chat:write",
+    /// Have the OpenAI-compatible API add one's memories and readable document passages to completions (and write memories back); an API key gets it only when its scopes name it.
+    ChatRecall = "chat:recall",
     /// Read memories (one's own and the tenant's shared ones).
     MemoryRead = "memory:read",
     /// Create, change and delete memories.
@@ -133,6 +135,11 @@ impl PermissionSet {
     /// Both sets' permissions.
     pub const fn union(self, other: Self) -> Self {
         Self(self.0 | other.0)
+    }
+
+    /// The set without `permission`.
+    pub const fn without(self, permission: Permission) -> Self {
+        Self(self.0 & !Self::bit(permission))
     }
 
     /// The permissions in both sets.
@@ -286,6 +293,7 @@ impl BuiltinRole {
             BuiltinRole::Member => [
                 ChatRead,
                 ChatWrite,
+                ChatRecall,
                 MemoryRead,
                 MemoryWrite,
                 DocumentsRead,

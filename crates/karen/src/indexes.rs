@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use karen_app::memory::{EmbeddingModel, EmbeddingModels};
+use karen_app::memory::{EmbeddingModel, EmbeddingModels, ExtractionMode, RecallPolicy};
 use karen_domain::ports::{TenantNamespace, TextIndex, VectorIndex};
 use karen_domain::{Result, TenantId};
 use karen_files::TenantDirectories;
@@ -42,6 +42,50 @@ pub struct MemoryConfig {
     pub embedders: Vec<EmbeddingSection>,
     /// The largest document upload, in bytes.
     pub max_document_bytes: usize,
+    pub recall: RecallSection,
+    /// How chat turns write memories back: `auto` (by the turn's language
+    /// model, by rules when the offline provider answered), `rules` (never an
+    /// extra model call) or `off`. Tenants can turn it off for themselves.
+    pub extraction: String,
+}
+
+/// `[memory.recall]`: what each chat turn recalls and puts in the prompt.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecallSection {
+    /// Most of the user's memories offered to the model.
+    pub memories: usize,
+    /// Most document passages offered to the model.
+    pub passages: usize,
+    /// Most tokens (estimated) the offered material may take.
+    pub token_budget: u32,
+    /// Cosine similarity from which a result counts as relevant on its own;
+    /// below it, a result must share a content word with the message.
+    pub min_similarity: f32,
+}
+
+impl Default for RecallSection {
+    fn default() -> Self {
+        let policy = RecallPolicy::default();
+        Self {
+            memories: policy.memories,
+            passages: policy.passages,
+            token_budget: policy.token_budget,
+            min_similarity: policy.min_similarity,
+        }
+    }
+}
+
+impl RecallSection {
+    /// The policy this section sets.
+    pub fn policy(&self) -> RecallPolicy {
+        RecallPolicy {
+            memories: self.memories,
+            passages: self.passages,
+            token_budget: self.token_budget,
+            min_similarity: self.min_similarity,
+        }
+    }
 }
 
 impl Default for MemoryConfig {
@@ -53,6 +97,8 @@ impl Default for MemoryConfig {
             embedding: EmbeddingSection::default(),
             embedders: Vec::new(),
             max_document_bytes: 20 * 1024 * 1024,
+            recall: RecallSection::default(),
+            extraction: "auto".into(),
         }
     }
 }
@@ -243,6 +289,21 @@ impl MemoryConfig {
             problems.push(format!(
                 "memory.milvus.token_env: the environment variable {var} is not set"
             ));
+        }
+        if ExtractionMode::parse(&self.extraction).is_none() {
+            problems.push(format!(
+                "memory.extraction: '{}' is not auto, rules or off",
+                self.extraction
+            ));
+        }
+        if self.recall.memories > 50 || self.recall.passages > 50 {
+            problems.push("memory.recall.memories and passages: at most 50 each".into());
+        }
+        if self.recall.token_budget > 100_000 {
+            problems.push("memory.recall.token_budget: at most 100000".into());
+        }
+        if !(-1.0..=1.0).contains(&self.recall.min_similarity) {
+            problems.push("memory.recall.min_similarity: between -1 and 1".into());
         }
         if !(1024..=(1 << 30)).contains(&self.max_document_bytes) {
             problems.push("memory.max_document_bytes: between 1024 and 1073741824".into());

@@ -170,6 +170,9 @@ impl Karen {
                 extractor: Arc::new(karen_docs::DocumentParser::new()),
                 chunking: karen_domain::documents::ChunkingConfig::default(),
                 max_document_bytes: config.memory.max_document_bytes,
+                recall: config.memory.recall.policy(),
+                extraction: karen_app::memory::ExtractionMode::parse(&config.memory.extraction)
+                    .unwrap_or_default(),
             },
             tenant_series: Arc::new(karen_app::telemetry::TenantSeries::new(
                 config.metrics.tenant_series,

@@ -14,10 +14,11 @@ use karen_domain::ports::{
     ContextItem, LlmError, TokenUsage,
 };
 
+use karen_domain::words::content_terms;
+
 use crate::tokens::{estimate_prompt_tokens, estimate_tokens};
 
-/// The model id of every offline answer.
-pub const OFFLINE_MODEL_ID: &str = "karen-offline-extractive";
+pub use karen_domain::ports::OFFLINE_MODEL_ID;
 
 const INTRODUCTION: &str = "From what I have stored for you:";
 
@@ -37,15 +38,6 @@ const MAX_ITEMS: usize = 12;
 
 /// Words per streamed chunk.
 const WORDS_PER_CHUNK: usize = 6;
-
-/// Words too common to say what a question is about.
-const STOP_WORDS: &[&str] = &[
-    "about", "after", "all", "also", "and", "any", "are", "been", "but", "can", "could", "did",
-    "does", "for", "from", "had", "has", "have", "how", "into", "its", "know", "not", "our",
-    "please", "should", "some", "tell", "than", "that", "the", "their", "them", "then", "there",
-    "they", "this", "was", "were", "what", "when", "where", "which", "who", "why", "will", "with",
-    "would", "you", "your",
-];
 
 /// Answers only from the request's retrieved context; deterministic.
 #[derive(Debug, Clone)]
@@ -71,14 +63,10 @@ impl OfflineProvider {
     }
 
     fn usage(request: &ChatRequest, answer: &str) -> TokenUsage {
-        // The context is what this provider reads, so it counts as prompt.
-        let context: u32 = request
-            .context
-            .iter()
-            .map(|item| estimate_tokens(&item.text).saturating_add(estimate_tokens(&item.source)))
-            .sum();
+        // Karen offers the context in the messages too (`offer_context`), so
+        // counting the messages counts it once.
         TokenUsage {
-            prompt_tokens: estimate_prompt_tokens(&request.messages).saturating_add(context),
+            prompt_tokens: estimate_prompt_tokens(&request.messages),
             completion_tokens: estimate_tokens(answer),
             reported: false,
         }
@@ -146,7 +134,7 @@ fn compose(request: &ChatRequest) -> String {
         .find(|message| message.role == ChatRole::User)
         .and_then(|message| message.content.as_deref())
         .unwrap_or_default();
-    let terms = terms(question);
+    let terms = content_terms(question);
     let mut seen = BTreeSet::new();
     let items: Vec<&ContextItem> = request
         .context
@@ -181,16 +169,6 @@ fn compose(request: &ChatRequest) -> String {
     answer
 }
 
-/// The distinct, lowercased content words of a question.
-fn terms(question: &str) -> BTreeSet<String> {
-    question
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|word| word.chars().count() >= 3)
-        .map(str::to_lowercase)
-        .filter(|word| !STOP_WORDS.contains(&word.as_str()))
-        .collect()
-}
-
 /// The item itself when short; otherwise its sentences that share the most
 /// words with the question, in their original order, within the budget.
 fn excerpt(text: &str, question_terms: &BTreeSet<String>) -> String {
@@ -205,7 +183,7 @@ fn excerpt(text: &str, question_terms: &BTreeSet<String>) -> String {
         .map(|(position, sentence)| {
             (
                 position,
-                terms(sentence).intersection(question_terms).count(),
+                content_terms(sentence).intersection(question_terms).count(),
             )
         })
         .collect();

@@ -91,7 +91,7 @@ async fn answers_are_deterministic() {
 fn long_items_are_cut_to_the_sentences_about_the_question() {
     let filler = "The weather report mentioned light rain over the hills. ".repeat(12);
     let text = format!("{filler}The invoice number for the roof repair is 4471. {filler}");
-    let question_terms = terms("What was the invoice number for the roof?");
+    let question_terms = content_terms("What was the invoice number for the roof?");
     let quoted = excerpt(&text, &question_terms);
     assert!(
         quoted.contains("The invoice number for the roof repair is 4471."),
@@ -104,7 +104,7 @@ fn long_items_are_cut_to_the_sentences_about_the_question() {
 #[test]
 fn long_items_without_matching_sentences_start_from_the_beginning() {
     let text = "word ".repeat(200);
-    let quoted = excerpt(&text, &terms("unrelated question"));
+    let quoted = excerpt(&text, &content_terms("unrelated question"));
     assert!(quoted.ends_with('…'));
     assert!(quoted.chars().count() <= MAX_EXCERPT_CHARS + 1);
 }

@@ -7,18 +7,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt as _;
-use karen_domain::chat::{UsageStatus, estimate_tokens, parse_model_name};
+use karen_domain::chat::{Citation, MessageStatus, UsageStatus, estimate_tokens, parse_model_name};
 use karen_domain::permission::Permission;
 use karen_domain::ports::{
-    ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatStream, LlmError, TokenUsage,
+    ChatEvent, ChatMessage, ChatRequest, ChatResponse, ChatRole, ChatStream, LlmError, RoutedModel,
+    TokenUsage,
 };
-use karen_domain::{Error, Result, TenantContext};
+use karen_domain::{Error, MemoryId, Result, TenantContext};
 use tokio::sync::mpsc;
 
 use super::budgets::{BudgetGuard, CallPlan, Grant};
-use super::turn::{BUDGET_FINISH_REASON, upstream_error};
+use super::extraction::{AnsweredTurn, MemoryWriter};
+use super::turn::{BUDGET_FINISH_REASON, generative, recall_or_nothing, upstream_error};
 use super::{count_locally, usage_record};
 use crate::Deps;
+use crate::memory::{MemoryServices, Retriever};
 
 /// A completion request in vendor-neutral form; `model` may be an alias.
 #[derive(Debug, Clone)]
@@ -40,8 +43,18 @@ pub enum GatewayEvent {
     Chat(ChatEvent),
     /// The metered token counts, after the finish.
     Usage(TokenUsage),
+    /// The memories and passages recall offered (only with `chat:recall`; last).
+    Citations(Vec<Citation>),
     /// The provider failed after the stream began.
     Failed(String),
+}
+
+/// A whole completion and the material recall gave it.
+#[derive(Debug, Clone)]
+pub struct GatewayAnswer {
+    pub response: ChatResponse,
+    /// Empty unless the credential carries `chat:recall`.
+    pub citations: Vec<Citation>,
 }
 
 /// The gateway service.
@@ -49,22 +62,102 @@ pub enum GatewayEvent {
 pub struct GatewayService {
     deps: Arc<Deps>,
     guard: BudgetGuard,
+    retriever: Retriever,
+    writer: MemoryWriter,
+}
+
+/// What recall did for a call (with `chat:recall`).
+struct Recalled {
+    /// The last user message: what was recalled for, and what memories are
+    /// extracted from.
+    message: String,
+    citations: Vec<Citation>,
+    memories: Vec<MemoryId>,
+    extract: bool,
 }
 
 /// A call that passed the budget guard.
 struct Planned {
     chat: ChatRequest,
-    provider: Arc<dyn karen_domain::ports::ChatProvider>,
+    route: RoutedModel,
     model: String,
     grant: Grant,
+    recalled: Option<Recalled>,
 }
 
 impl GatewayService {
-    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+    pub(crate) fn new(deps: Arc<Deps>, memory: &MemoryServices) -> Self {
         Self {
             guard: BudgetGuard::new(deps.clone()),
+            retriever: memory.retriever.clone(),
+            writer: MemoryWriter::new(
+                deps.clone(),
+                memory.memories.clone(),
+                memory.retriever.clone(),
+            ),
             deps,
         }
+    }
+
+    /// With `chat:recall`: recalls for the last user message and offers the
+    /// material to the model.
+    async fn recall(
+        &self,
+        ctx: &TenantContext,
+        chat: &mut ChatRequest,
+    ) -> Result<Option<Recalled>> {
+        if ctx.require(Permission::ChatRecall).is_err() {
+            return Ok(None);
+        }
+        let Some(message) = chat
+            .messages
+            .iter()
+            .rev()
+            .find(|m| m.role == ChatRole::User)
+            .and_then(|m| m.content.clone())
+        else {
+            return Ok(None);
+        };
+        let extract = ctx.require(Permission::MemoryWrite).is_ok() && {
+            let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
+            let enabled = tx.tenant().await?.settings.memory_extraction;
+            tx.commit().await?;
+            enabled
+        };
+        let recall = recall_or_nothing(&self.deps, &self.retriever, ctx, &message).await;
+        chat.offer_context(recall.items);
+        Ok(Some(Recalled {
+            message,
+            citations: recall.citations,
+            memories: recall.memories,
+            extract,
+        }))
+    }
+
+    /// After an answer: restarts the decay of recalled memories and writes
+    /// memories back (only with `chat:recall`).
+    fn write_back(&self, ctx: &TenantContext, planned: &Planned, answered_by: Option<&str>) {
+        let Some(recalled) = &planned.recalled else {
+            return;
+        };
+        self.writer.spawn(AnsweredTurn {
+            ctx: ctx.clone(),
+            message: recalled.message.clone(),
+            provenance: None,
+            recalled: recalled.memories.clone(),
+            extract: recalled.extract,
+            route: planned.route.clone(),
+            generative: generative(answered_by),
+            status: MessageStatus::Complete,
+        });
+    }
+
+    fn citations(planned: &Planned) -> Vec<Citation> {
+        planned
+            .recalled
+            .as_ref()
+            .map(|r| r.citations.clone())
+            .unwrap_or_default()
     }
 
     /// The model names (and aliases) the principal's tenant may use.
@@ -113,6 +206,7 @@ impl GatewayService {
             user: request.user,
             context: Vec::new(),
         };
+        let recalled = self.recall(ctx, &mut chat).await?;
         let grant = self
             .guard
             .reserve(CallPlan {
@@ -127,9 +221,10 @@ impl GatewayService {
         chat.max_tokens = grant.cap(chat.max_tokens);
         Ok(Planned {
             chat,
-            provider: route.provider,
+            route,
             model,
             grant,
+            recalled,
         })
     }
 
@@ -147,7 +242,7 @@ impl GatewayService {
             &self.deps,
             ctx,
             None,
-            served_by.unwrap_or(planned.provider.name()),
+            served_by.unwrap_or(planned.route.provider.name()),
             &planned.chat.model,
             usage,
             status,
@@ -163,7 +258,7 @@ impl GatewayService {
         &self,
         ctx: &TenantContext,
         request: GatewayRequest,
-    ) -> Result<ChatResponse> {
+    ) -> Result<GatewayAnswer> {
         let planned = self.plan(ctx, request).await?;
         // Its own task: a client that disconnects does not leave the call unsettled.
         let service = self.clone();
@@ -177,9 +272,9 @@ impl GatewayService {
         &self,
         ctx: &TenantContext,
         planned: Planned,
-    ) -> Result<ChatResponse> {
+    ) -> Result<GatewayAnswer> {
         let started = Instant::now();
-        match planned.provider.complete(&planned.chat).await {
+        match planned.route.provider.complete(&planned.chat).await {
             Ok(mut response) => {
                 let text = response.message.content.clone().unwrap_or_default();
                 let usage = response
@@ -195,9 +290,14 @@ impl GatewayService {
                     started,
                 )
                 .await?;
+                self.write_back(ctx, &planned, Some(&response.model));
                 response.usage = Some(usage);
+                let citations = Self::citations(&planned);
                 response.model = planned.model;
-                Ok(response)
+                Ok(GatewayAnswer {
+                    response,
+                    citations,
+                })
             }
             Err(error) => {
                 let usage = count_locally(&planned.chat, "");
@@ -216,7 +316,7 @@ impl GatewayService {
     ) -> Result<(String, mpsc::Receiver<GatewayEvent>)> {
         let planned = self.plan(ctx, request).await?;
         let started = Instant::now();
-        let upstream = match planned.provider.stream(&planned.chat).await {
+        let upstream = match planned.route.provider.stream(&planned.chat).await {
             Ok(stream) => stream,
             Err(error) => {
                 let usage = count_locally(&planned.chat, "");
@@ -245,6 +345,7 @@ impl GatewayService {
         let mut text = String::new();
         let mut reported = None;
         let mut served_by: Option<String> = None;
+        let mut answered_by: Option<String> = None;
         let mut failure: Option<LlmError> = None;
         let mut client_left = false;
         let mut budget_cut = false;
@@ -261,10 +362,14 @@ impl GatewayService {
                             ..
                         } => text.push_str(delta),
                         ChatEvent::Finish {
-                            usage, provider, ..
+                            usage,
+                            provider,
+                            model,
+                            ..
                         } => {
                             reported = *usage;
                             served_by.clone_from(provider);
+                            answered_by.clone_from(model);
                         }
                         ChatEvent::Delta { .. } => {}
                     }
@@ -299,6 +404,10 @@ impl GatewayService {
         if let Err(error) = settled {
             tracing::error!(%error, "could not meter a streamed completion");
         }
+        if failure.is_none() {
+            let answered_by = answered_by.unwrap_or_else(|| planned.chat.model.clone());
+            self.write_back(&ctx, &planned, Some(&answered_by));
+        }
         if client_left {
             return;
         }
@@ -316,5 +425,9 @@ impl GatewayService {
             None => GatewayEvent::Usage(usage),
         };
         let _ = sender.send(last).await;
+        let citations = Self::citations(&planned);
+        if !citations.is_empty() {
+            let _ = sender.send(GatewayEvent::Citations(citations)).await;
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 mod budgets;
 mod conversations;
+mod extraction;
 mod gateway;
 mod personas;
 mod providers;
@@ -18,7 +19,7 @@ use karen_domain::{ConversationId, Subject, TenantContext, UsageId};
 
 pub use budgets::{BudgetService, BudgetStatus, DEFAULT_COMPLETION_ALLOWANCE, NewBudget};
 pub use conversations::{ConversationChanges, ConversationPage, ConversationService};
-pub use gateway::{GatewayEvent, GatewayRequest, GatewayService};
+pub use gateway::{GatewayAnswer, GatewayEvent, GatewayRequest, GatewayService};
 pub use personas::{PersonaInput, PersonaService};
 pub use providers::{ProviderInput, ProviderService};
 pub use turn::{BUDGET_FINISH_REASON, ChatService, TurnEvent, TurnOptions, TurnResult};
@@ -80,12 +81,12 @@ pub struct AssistantServices {
 }
 
 impl AssistantServices {
-    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+    pub(crate) fn new(deps: Arc<Deps>, memory: &crate::memory::MemoryServices) -> Self {
         Self {
             conversations: ConversationService::new(deps.clone()),
             personas: PersonaService::new(deps.clone()),
-            chat: ChatService::new(deps.clone()),
-            gateway: GatewayService::new(deps.clone()),
+            chat: ChatService::new(deps.clone(), memory),
+            gateway: GatewayService::new(deps.clone(), memory),
             usage: UsageService::new(deps.clone()),
             budgets: BudgetService::new(deps.clone()),
             providers: ProviderService::new(deps),

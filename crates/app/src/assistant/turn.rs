@@ -9,21 +9,24 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 use karen_domain::chat::{
-    MessageStatus, StoredMessage, UsageStatus, estimate_tokens, parse_message_text,
+    Citation, MessageStatus, StoredMessage, UsageStatus, estimate_tokens, parse_message_text,
     parse_model_name,
 };
+use karen_domain::memory::Provenance;
 use karen_domain::permission::Permission;
 use karen_domain::ports::{
-    ChatEvent, ChatMessage, ChatRequest, ChatRole, ChatStream, LlmError, RoutedModel, TokenUsage,
-    ToolCall,
+    ChatEvent, ChatMessage, ChatRequest, ChatRole, ChatStream, LlmError, OFFLINE_MODEL_ID,
+    RoutedModel, TokenUsage, ToolCall,
 };
-use karen_domain::{ConversationId, Error, MessageId, Result, TenantContext};
+use karen_domain::{ConversationId, Error, MemoryId, MessageId, Result, TenantContext};
 use tokio::sync::mpsc;
 
 use super::budgets::{BudgetGuard, CallPlan, Grant};
 use super::conversations::own_conversation;
+use super::extraction::{AnsweredTurn, MemoryWriter};
 use super::{count_locally, usage_record};
 use crate::Deps;
+use crate::memory::{MemoryServices, Retriever, TurnRecall};
 
 /// Finish reason of an answer cut off by a hard budget.
 pub const BUDGET_FINISH_REASON: &str = "budget_exceeded";
@@ -55,6 +58,8 @@ pub enum TurnEvent {
         usage: TokenUsage,
         finish_reason: Option<String>,
         model: String,
+        /// The memories and passages the answer was given.
+        citations: Vec<Citation>,
     },
     /// The provider failed mid-way; what arrived is stored as failed.
     Failed {
@@ -72,6 +77,10 @@ struct Prepared {
     route: RoutedModel,
     model: String,
     grant: Grant,
+    citations: Vec<Citation>,
+    recalled: Vec<MemoryId>,
+    /// Whether memories are written back after the answer.
+    extract: bool,
 }
 
 /// How a call ended, for the stored answer and its usage record.
@@ -90,6 +99,33 @@ struct Outcome {
 pub struct ChatService {
     deps: Arc<Deps>,
     guard: BudgetGuard,
+    retriever: Retriever,
+    writer: MemoryWriter,
+}
+
+/// Recall for a turn; a failing index degrades the turn to no recall rather
+/// than failing it (the answer matters more than its material).
+pub(crate) async fn recall_or_nothing(
+    deps: &Deps,
+    retriever: &Retriever,
+    ctx: &TenantContext,
+    message: &str,
+) -> TurnRecall {
+    match retriever
+        .recall_for_turn(ctx, message, &deps.search.recall)
+        .await
+    {
+        Ok(recall) => recall,
+        Err(error) => {
+            tracing::warn!(%error, "recall failed; answering without memories and documents");
+            TurnRecall::default()
+        }
+    }
+}
+
+/// Whether an answer came from a language model (not the offline provider).
+pub(crate) fn generative(model: Option<&str>) -> bool {
+    model.is_some_and(|m| m != OFFLINE_MODEL_ID)
 }
 
 fn to_chat(message: &StoredMessage) -> Option<ChatMessage> {
@@ -127,9 +163,15 @@ pub(crate) fn upstream_error(error: &LlmError) -> Error {
 }
 
 impl ChatService {
-    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+    pub(crate) fn new(deps: Arc<Deps>, memory: &MemoryServices) -> Self {
         Self {
             guard: BudgetGuard::new(deps.clone()),
+            retriever: memory.retriever.clone(),
+            writer: MemoryWriter::new(
+                deps.clone(),
+                memory.memories.clone(),
+                memory.retriever.clone(),
+            ),
             deps,
         }
     }
@@ -148,6 +190,8 @@ impl ChatService {
         let requested = options.model.as_deref().map(parse_model_name).transpose()?;
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
         let conversation = own_conversation(&mut *tx, ctx, id).await?;
+        let extract = tx.tenant().await?.settings.memory_extraction
+            && ctx.require(Permission::MemoryWrite).is_ok();
         let persona = match conversation.persona_id {
             Some(persona) => tx.personas().persona(persona).await?,
             None => None,
@@ -185,6 +229,8 @@ impl ChatService {
             user: Some(ctx.principal().user_id.to_string()),
             context: Vec::new(),
         };
+        let recall = recall_or_nothing(&self.deps, &self.retriever, ctx, &content).await;
+        request.offer_context(recall.items);
         let grant = self
             .guard
             .reserve(CallPlan {
@@ -211,6 +257,7 @@ impl ChatService {
             provider: None,
             prompt_tokens: 0,
             completion_tokens: 0,
+            citations: Vec::new(),
             created_at: now,
         };
         let stored = async {
@@ -237,7 +284,28 @@ impl ChatService {
             route,
             model,
             grant,
+            citations: recall.citations,
+            recalled: recall.memories,
+            extract,
         })
+    }
+
+    /// Restarts the decay of what was recalled and writes memories back, in
+    /// the background.
+    fn write_back(&self, prepared: &Prepared, status: MessageStatus, answered_by: Option<&str>) {
+        self.writer.spawn(AnsweredTurn {
+            ctx: prepared.ctx.clone(),
+            message: prepared.user_message.content.clone(),
+            provenance: Some(Provenance {
+                conversation_id: prepared.conversation,
+                message_id: Some(prepared.user_message.id),
+            }),
+            recalled: prepared.recalled.clone(),
+            extract: prepared.extract,
+            route: prepared.route.clone(),
+            generative: generative(answered_by),
+            status,
+        });
     }
 
     /// Runs a turn and returns the whole answer.
@@ -274,6 +342,7 @@ impl ChatService {
                     served_by: response.provider,
                 };
                 let answer = self.finish(&prepared, outcome, started).await?;
+                self.write_back(&prepared, answer.status, Some(&response.model));
                 Ok(TurnResult {
                     user_message: prepared.user_message,
                     answer,
@@ -339,6 +408,7 @@ impl ChatService {
         let mut reported: Option<TokenUsage> = None;
         let mut finish_reason = None;
         let mut served_by = None;
+        let mut answered_by: Option<String> = None;
         let mut failure: Option<LlmError> = None;
         let mut client_left = false;
         let mut budget_cut = false;
@@ -368,11 +438,12 @@ impl ChatService {
                     finish_reason: reason,
                     usage,
                     provider,
-                    ..
+                    model,
                 })) => {
                     finish_reason = reason;
                     reported = usage;
                     served_by = provider;
+                    answered_by = model;
                 }
                 Some(Err(error)) => {
                     failure = Some(error);
@@ -402,12 +473,18 @@ impl ChatService {
             served_by,
         };
         let stored = self.finish(&prepared, outcome, started).await;
+        if let Ok(message) = &stored {
+            // A stream that names no model came from the turn's upstream model.
+            let answered_by = answered_by.unwrap_or_else(|| prepared.route.upstream_model.clone());
+            self.write_back(&prepared, message.status, Some(&answered_by));
+        }
         let event = match (stored, failure) {
             (Ok(message), None) => TurnEvent::Done {
                 message_id: message.id,
                 usage,
                 finish_reason,
                 model: prepared.model.clone(),
+                citations: message.citations,
             },
             (Ok(message), Some(error)) => TurnEvent::Failed {
                 message_id: message.id,
@@ -451,6 +528,7 @@ impl ChatService {
             provider: Some(provider.to_owned()),
             prompt_tokens: outcome.usage.prompt_tokens,
             completion_tokens: outcome.usage.completion_tokens,
+            citations: prepared.citations.clone(),
             created_at: now,
         };
         let record = usage_record(

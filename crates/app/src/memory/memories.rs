@@ -384,7 +384,7 @@ impl MemoryService {
         ctx.require(Permission::MemoryRead)?;
         let recall = self
             .retriever
-            .search(ctx, query, vec![EntryKind::Memory], limit, 0)
+            .search(ctx, query, vec![EntryKind::Memory], limit, 0, None)
             .await?;
         Ok(recall.memories)
     }

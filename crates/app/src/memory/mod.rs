@@ -6,6 +6,7 @@
 mod documents;
 mod indexer;
 mod memories;
+mod recall;
 mod retrieval;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use karen_domain::ports::{EmbeddingProvider, TextIndex, VectorIndex};
 pub use documents::{DocumentService, DocumentUpload};
 pub use indexer::Indexer;
 pub use memories::{MemoryInput, MemoryListScope, MemoryService};
+pub use recall::{RecallPolicy, TurnRecall};
 pub use retrieval::{Passage, Recall, RecalledMemory, Retriever};
 
 use crate::Deps;
@@ -73,6 +75,31 @@ impl EmbeddingModels {
     }
 }
 
+/// How memories are written back after a turn (platform-wide; tenants can
+/// only turn it off, with `settings.memory_extraction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExtractionMode {
+    /// By the turn's language model; by rules when the offline provider answered.
+    #[default]
+    Auto,
+    /// Always by rules (no extra model call).
+    Rules,
+    /// Never.
+    Off,
+}
+
+impl ExtractionMode {
+    /// Parses `auto`, `rules` or `off`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "auto" => Some(Self::Auto),
+            "rules" => Some(Self::Rules),
+            "off" => Some(Self::Off),
+            _ => None,
+        }
+    }
+}
+
 /// The search side of memory and retrieval (from the composition root).
 #[derive(Clone)]
 pub struct SearchPorts {
@@ -83,6 +110,10 @@ pub struct SearchPorts {
     pub chunking: ChunkingConfig,
     /// The largest document accepted, in bytes.
     pub max_document_bytes: usize,
+    /// What a chat turn recalls.
+    pub recall: RecallPolicy,
+    /// How memories are written back after a turn.
+    pub extraction: ExtractionMode,
 }
 
 /// The memory and retrieval services.

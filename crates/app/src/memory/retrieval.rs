@@ -10,6 +10,7 @@ use std::time::Instant;
 use karen_domain::library::Document;
 use karen_domain::memory::Memory;
 use karen_domain::ports::{EntryKey, EntryKind, Hit, SearchFilter};
+use karen_domain::words::{content_terms, mentions_any};
 use karen_domain::{ChunkId, DocumentId, MemoryId, Result, TenantContext};
 
 use super::indexer::Indexer;
@@ -22,6 +23,15 @@ const RRF_K: f64 = 60.0;
 /// Each index is asked for this many times the results wanted, so that
 /// fusion has candidates found by only one of them.
 const OVERFETCH: usize = 3;
+
+/// One fused result: its key, its fused score, and its cosine similarity
+/// when the vector index found it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Candidate {
+    key: EntryKey,
+    score: f64,
+    similarity: Option<f32>,
+}
 
 /// A passage of a document that matched.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,7 +98,7 @@ impl Retriever {
         query: &str,
         kinds: Vec<EntryKind>,
         limit: usize,
-    ) -> Result<Vec<(EntryKey, f64)>> {
+    ) -> Result<Vec<Candidate>> {
         let principal = ctx.principal();
         let filter = SearchFilter {
             kinds,
@@ -119,11 +129,24 @@ impl Retriever {
             hits
         };
         let (text_hits, vector_hits) = futures::future::try_join(text, vector).await?;
-        Ok(fuse(&[vector_hits, text_hits]))
+        let similarities: HashMap<EntryKey, f32> =
+            vector_hits.iter().map(|hit| (hit.key, hit.score)).collect();
+        Ok(fuse(&[vector_hits, text_hits])
+            .into_iter()
+            .map(|(key, score)| Candidate {
+                key,
+                score,
+                similarity: similarities.get(&key).copied(),
+            })
+            .collect())
     }
 
     /// Hybrid search over what the principal may see: their own and shared
-    /// memories, passages of documents their roles may read.
+    /// memories, passages of documents their roles may read. With
+    /// `min_similarity`, only results about the query are kept: a vector
+    /// similarity of at least `min_similarity`, or a content word of the
+    /// query in their text (fusion ranks by position alone, so the best of
+    /// unrelated results still ranks high).
     pub async fn search(
         &self,
         ctx: &TenantContext,
@@ -131,6 +154,7 @@ impl Retriever {
         kinds: Vec<EntryKind>,
         memory_limit: usize,
         passage_limit: usize,
+        min_similarity: Option<f32>,
     ) -> Result<Recall> {
         let query = query.trim();
         if query.is_empty() || (memory_limit == 0 && passage_limit == 0) {
@@ -138,19 +162,29 @@ impl Retriever {
         }
         let limit = memory_limit.max(passage_limit);
         let hits = self.hits(ctx, query, kinds, limit).await?;
+        let query_terms = content_terms(query);
+        let relevant = |candidate: &Candidate, text: &str| match min_similarity {
+            None => true,
+            Some(floor) => {
+                candidate.similarity.is_some_and(|s| s >= floor) || mentions_any(&query_terms, text)
+            }
+        };
         let principal = ctx.principal();
         let now = self.deps.clock.now();
         let mut recall = Recall::default();
         let mut documents: HashMap<DocumentId, Option<Document>> = HashMap::new();
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
-        for (key, relevance) in hits {
+        for candidate in hits {
+            let (key, relevance) = (candidate.key, candidate.score);
             match key.kind {
                 EntryKind::Memory if recall.memories.len() < memory_limit.saturating_mul(2) => {
                     let Some(memory) = tx.memories().memory(MemoryId::from_uuid(key.id)).await?
                     else {
                         continue;
                     };
-                    if memory.owner.is_some_and(|owner| owner != principal.user_id) {
+                    if memory.owner.is_some_and(|owner| owner != principal.user_id)
+                        || !relevant(&candidate, memory.content.as_str())
+                    {
                         continue;
                     }
                     let score = memory.rank(relevance, now);
@@ -161,6 +195,9 @@ impl Retriever {
                     else {
                         continue;
                     };
+                    if !relevant(&candidate, &chunk.text) {
+                        continue;
+                    }
                     let document = match documents.get(&chunk.document_id) {
                         Some(known) => known.clone(),
                         None => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use karen_bench::percentile;
 use tokio::sync::Mutex;
 
 /// Load generator for Karen's benchmarks.
@@ -58,14 +59,6 @@ async fn one(client: &reqwest::Client, args: &Args) -> Result<Duration, ()> {
     let ok = response.status().is_success();
     response.bytes().await.map_err(drop)?;
     if ok { Ok(started.elapsed()) } else { Err(()) }
-}
-
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
 }
 
 #[tokio::main]

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use karen_bench::{Rng, percentile};
 use karen_vector::karen_domain::ports::{
     EntryAccess, EntryKey, EntryKind, SearchFilter, VectorEntry, VectorIndex, VectorSpace,
 };
@@ -56,29 +57,6 @@ struct Args {
     /// Directory for the embedded index (a temporary one by default).
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
-}
-
-/// splitmix64: reproducible data without a dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-
-    /// Roughly normal (sum of uniforms).
-    fn normal(&mut self) -> f32 {
-        (0..4).map(|_| self.unit()).sum::<f32>() * 0.866
-    }
 }
 
 /// `count` vectors around `centres`, each centre + noise, unit length.
@@ -223,7 +201,7 @@ async fn measure(
             .count();
     }
     latencies.sort();
-    let pick = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let pick = |p: f64| percentile(&latencies, p * 100.0);
     let measured = Measured {
         build,
         rss_mib,

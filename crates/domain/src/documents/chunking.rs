@@ -36,7 +36,7 @@ pub struct DraftChunk {
 }
 
 /// Separates the headings of [`DraftChunk::heading`].
-const HEADING_PATH_SEPARATOR: &str = " > ";
+pub const HEADING_PATH_SEPARATOR: &str = " > ";
 /// Ends a sentence when followed by whitespace.
 const SENTENCE_ENDS: &[char] = &['.', '!', '?', '…', '。', '！', '？'];
 /// End a sentence even when text follows at once: CJK scripts put no space after them.

@@ -78,6 +78,10 @@ impl ChatMessage {
     }
 }
 
+/// The model id of every answer of Karen's offline provider, which quotes
+/// what recall found and never generates text.
+pub const OFFLINE_MODEL_ID: &str = "karen-offline-extractive";
+
 /// A chat completion request, vendor-neutral.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatRequest {
@@ -98,10 +102,53 @@ pub struct ChatRequest {
     pub context: Vec<ContextItem>,
 }
 
+impl ChatRequest {
+    /// Offers retrieved material to the model: kept in `context` (what the
+    /// offline provider quotes) and written into one system message after the
+    /// leading system messages (what model providers read).
+    pub fn offer_context(&mut self, items: Vec<ContextItem>) {
+        if items.is_empty() {
+            return;
+        }
+        let position = self
+            .messages
+            .iter()
+            .take_while(|m| m.role == ChatRole::System)
+            .count();
+        self.messages.insert(
+            position,
+            ChatMessage::text(ChatRole::System, context_prompt(&items)),
+        );
+        self.context = items;
+    }
+}
+
+/// The system message that hands retrieved material to a model.
+pub fn context_prompt(items: &[ContextItem]) -> String {
+    let mut prompt = String::from(
+        "Karen retrieved the following from the user's memories and the organisation's \
+         documents for this message. Use what is relevant, cite it with its marker (like [1]) \
+         where you use it, and ignore what is not relevant.",
+    );
+    for item in items {
+        prompt.push_str("\n\n");
+        prompt.push_str(&item.source);
+        prompt.push_str(": ");
+        // One line per item: the passages' own line breaks carry nothing here.
+        for (position, word) in item.text.split_whitespace().enumerate() {
+            if position > 0 {
+                prompt.push(' ');
+            }
+            prompt.push_str(word);
+        }
+    }
+    prompt
+}
+
 /// A piece of retrieved material offered to the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContextItem {
-    /// Where it came from (`memory`, a document title…).
+    /// Its marker and where it came from (`[1] memory`, `[2] Handbook › Leave`…).
     pub source: String,
     pub text: String,
 }

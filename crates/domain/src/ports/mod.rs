@@ -14,8 +14,8 @@ pub use index::{
 };
 pub use llm::{
     ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream,
-    ContextItem, EmbeddingProvider, Embeddings, FunctionCall, LlmError, ModelRouter, RoutedModel,
-    TokenUsage, ToolCall, ToolCallDelta,
+    ContextItem, EmbeddingProvider, Embeddings, FunctionCall, LlmError, ModelRouter,
+    OFFLINE_MODEL_ID, RoutedModel, TokenUsage, ToolCall, ToolCallDelta, context_prompt,
 };
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{

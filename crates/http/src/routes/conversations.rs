@@ -18,7 +18,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::views::{PageParams, Paged};
+use super::views::{CitationView, PageParams, Paged, citation_views};
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, path_id, perm};
@@ -70,6 +70,8 @@ pub(crate) struct MessageView {
     model: Option<String>,
     prompt_tokens: u32,
     completion_tokens: u32,
+    /// For answers: the memories and passages recall gave the model.
+    citations: Vec<CitationView>,
     #[serde(with = "time::serde::rfc3339")]
     created_at: OffsetDateTime,
 }
@@ -84,6 +86,7 @@ impl From<StoredMessage> for MessageView {
             model: m.model,
             prompt_tokens: m.prompt_tokens,
             completion_tokens: m.completion_tokens,
+            citations: citation_views(m.citations),
             created_at: m.created_at,
         }
     }
@@ -330,6 +333,7 @@ fn sse_event(event: TurnEvent) -> Event {
             usage,
             finish_reason,
             model,
+            citations,
         } => (
             "done",
             serde_json::json!({
@@ -337,6 +341,7 @@ fn sse_event(event: TurnEvent) -> Event {
                 "usage": UsageView::from(usage),
                 "finish_reason": finish_reason,
                 "model": model,
+                "citations": citation_views(citations),
             }),
         ),
         TurnEvent::Failed { message_id, error } => (

@@ -591,7 +591,7 @@ async fn search(
         .services
         .memory
         .retriever
-        .search(&auth.ctx, query, kinds, memory_limit, limit)
+        .search(&auth.ctx, query, kinds, memory_limit, limit, None)
         .await?;
     Ok(Json(SearchView {
         memories: recall.memories.into_iter().map(Into::into).collect(),

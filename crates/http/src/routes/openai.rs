@@ -11,15 +11,16 @@ use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use karen_app::assistant::{GatewayEvent, GatewayRequest};
+use karen_app::assistant::{GatewayAnswer, GatewayEvent, GatewayRequest};
 use karen_domain::Error;
-use karen_domain::ports::{ChatEvent, ChatMessage, ChatResponse, ChatRole, TokenUsage, ToolCall};
+use karen_domain::ports::{ChatEvent, ChatMessage, ChatRole, TokenUsage, ToolCall};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::views::{CitationView, citation_views};
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, Authorized, perm};
@@ -206,6 +207,10 @@ pub(crate) struct ChatCompletion {
     #[schema(value_type = Vec<Object>)]
     choices: Vec<Value>,
     usage: Option<CompletionUsage>,
+    /// Karen's addition, only for credentials with `chat:recall`: the
+    /// memories and passages recall gave the model.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    citations: Vec<CitationView>,
 }
 
 fn completion_id() -> String {
@@ -216,7 +221,8 @@ fn now_unix(state: &AppState) -> i64 {
     state.services.clock().now().unix_timestamp()
 }
 
-fn completion(response: ChatResponse, created: i64) -> ChatCompletion {
+fn completion(answer: GatewayAnswer, created: i64) -> ChatCompletion {
+    let response = answer.response;
     let mut message =
         json!({"role": "assistant", "content": response.message.content, "refusal": null});
     if !response.message.tool_calls.is_empty() {
@@ -234,6 +240,7 @@ fn completion(response: ChatResponse, created: i64) -> ChatCompletion {
             "finish_reason": response.finish_reason.unwrap_or_else(|| "stop".into()),
         })],
         usage: response.usage.map(Into::into),
+        citations: citation_views(answer.citations),
     }
 }
 
@@ -354,6 +361,13 @@ impl ChunkWriter {
                 frames.push(Event::default().data(body.to_string()));
             }
             GatewayEvent::Usage(_) => {}
+            GatewayEvent::Citations(citations) => {
+                let body = json!({
+                    "id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                    "choices": [], "citations": citation_views(citations),
+                });
+                frames.push(Event::default().data(body.to_string()));
+            }
             GatewayEvent::Failed(message) => {
                 let body = json!({"error": {"message": message, "type": "api_error", "param": null, "code": "upstream_error"}});
                 frames.push(Event::default().data(body.to_string()));

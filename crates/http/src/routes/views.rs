@@ -1,5 +1,6 @@
 //! Response bodies shared by several areas.
 
+use karen_domain::chat::{Citation, CitedSource};
 use karen_domain::credentials::ApiKeyRecord;
 use karen_domain::page::Page;
 use karen_domain::tenant::{Tenant, TenantSettings};
@@ -173,4 +174,68 @@ impl PageParams {
     pub(crate) fn request(&self) -> Result<karen_domain::page::PageRequest, karen_domain::Error> {
         karen_domain::page::PageRequest::parse(self.after.as_deref(), self.limit)
     }
+}
+
+/// Material an answer was given: a memory or a document passage, under the
+/// marker `[n]` the prompt gave it.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CitationView {
+    /// The `n` of the marker `[n]`.
+    pub marker: u32,
+    /// `memory` or `passage`.
+    pub kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub document_title: Option<String>,
+    /// Position of the passage in its document, from 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordinal: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heading: Option<String>,
+    /// Relevance as recall ranked it, 0 to 1.
+    pub score: f64,
+}
+
+impl From<Citation> for CitationView {
+    fn from(citation: Citation) -> Self {
+        let mut view = Self {
+            marker: citation.marker,
+            kind: "memory",
+            memory_id: None,
+            document_id: None,
+            chunk_id: None,
+            document_title: None,
+            ordinal: None,
+            heading: None,
+            score: citation.score,
+        };
+        match citation.source {
+            CitedSource::Memory { memory_id } => view.memory_id = Some(memory_id.as_uuid()),
+            CitedSource::Passage {
+                document_id,
+                chunk_id,
+                document_title,
+                ordinal,
+                heading,
+            } => {
+                view.kind = "passage";
+                view.document_id = Some(document_id.as_uuid());
+                view.chunk_id = Some(chunk_id.as_uuid());
+                view.document_title = Some(document_title);
+                view.ordinal = Some(ordinal);
+                view.heading = heading;
+            }
+        }
+        view
+    }
+}
+
+/// The views of `citations`.
+pub(crate) fn citation_views(citations: Vec<Citation>) -> Vec<CitationView> {
+    citations.into_iter().map(CitationView::from).collect()
 }

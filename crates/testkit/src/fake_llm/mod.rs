@@ -65,6 +65,8 @@ pub enum Behaviour {
     RateLimited { retry_after: Option<String> },
     /// This status with a vendor-format error body.
     Status(u16),
+    /// Answers exactly this text (with usage).
+    Reply(String),
 }
 
 impl Behaviour {
@@ -428,6 +430,7 @@ impl Plan {
             Behaviour::ToolCall { name, arguments } => {
                 ("Let me look that up.".to_owned(), Some((name, arguments)))
             }
+            Behaviour::Reply(text) => (text, None),
             _ => (echo_text(&question), None),
         };
         let tool_words = tool.as_ref().map_or(0, |(name, arguments)| {

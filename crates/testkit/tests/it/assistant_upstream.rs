@@ -32,6 +32,9 @@ pub(crate) fn through(fake: &FakeLlm, config: &mut Config) {
         &["fake-echo", "fake-chunked", "fake-500"],
     )];
     config.llm.default_model = "fake-echo".into();
+    // No extraction call after each turn: these tests count upstream calls
+    // and usage records (the recall tests cover model extraction).
+    config.memory.extraction = "rules".into();
     config.llm.aliases.insert("fast".into(), "fake-echo".into());
     config.llm.retry_base_delay_ms = 5;
     config.llm.retry_max_delay_ms = 20;

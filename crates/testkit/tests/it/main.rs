@@ -37,5 +37,6 @@ mod migrations;
 mod openai_api;
 mod providers;
 mod rbac;
+mod recall;
 mod rls;
 mod tenants;

@@ -1,7 +1,7 @@
 //! Conversations and messages.
 
 use async_trait::async_trait;
-use karen_domain::chat::{Conversation, MessageStatus, StoredMessage};
+use karen_domain::chat::{Citation, Conversation, MessageStatus, StoredMessage};
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{ActivityCursor, ChatRole, ConversationRepo, ToolCall};
 use karen_domain::values::Label;
@@ -65,6 +65,10 @@ fn message(row: &Row) -> Result<StoredMessage> {
         provider: row.get("provider")?,
         prompt_tokens: tokens(row, "prompt_tokens")?,
         completion_tokens: tokens(row, "completion_tokens")?,
+        citations: row
+            .get::<Option<Json<Vec<Citation>>>>("citations")?
+            .map(|j| j.0)
+            .unwrap_or_default(),
         created_at: rows::time(row, "created_at")?,
     })
 }
@@ -160,10 +164,11 @@ impl ConversationRepo for SqlTenantTx {
     async fn insert_message(&mut self, m: &StoredMessage) -> Result<()> {
         let sealed = content::seal(m.tenant_id, &m.content);
         let tool_calls = (!m.tool_calls.is_empty()).then(|| Json(m.tool_calls.clone()));
+        let citations = (!m.citations.is_empty()).then(|| Json(m.citations.clone()));
         let q = self
             .q("INSERT INTO messages (tenant_id, id, conversation_id, role, content, tool_calls, status, model, \
-                provider, prompt_tokens, completion_tokens, created_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+                provider, prompt_tokens, completion_tokens, created_at, citations) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)")
             .bind(m.id.as_uuid())
             .bind(m.conversation_id.as_uuid())
             .bind(m.role.as_str())
@@ -174,7 +179,8 @@ impl ConversationRepo for SqlTenantTx {
             .bind(m.provider.clone())
             .bind(saturating_i32(m.prompt_tokens))
             .bind(saturating_i32(m.completion_tokens))
-            .bind(to_millis(m.created_at));
+            .bind(to_millis(m.created_at))
+            .bind(citations);
         self.tx.execute(q).await.map(drop)
     }
 

@@ -50,7 +50,7 @@ pub use minilm::{MiniLmConfig, MiniLmEmbedder};
 pub use offline::{OFFLINE_MODEL_ID, OfflineProvider};
 pub use openai::{DEFAULT_EMBEDDING_BATCH_SIZE, OpenAiCompatible};
 pub use policy::{AddressClass, Endpoint, OutboundPolicy, classify, http_client};
-pub use resilience::{ChainMember, ResilientChat, RetryPolicy};
+pub use resilience::{ChainMember, Member, Named, ResilientChat, RetryPolicy};
 pub use resilient_embeddings::{EmbeddingChainMember, ResilientEmbeddings, ServedEmbeddings};
 pub use tokens::{estimate_prompt_tokens, estimate_tokens};
 

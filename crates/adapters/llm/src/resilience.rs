@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use karen_domain::ports::{
-    ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError,
+    ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, EmbeddingProvider, LlmError,
 };
 
 use crate::breaker::CircuitBreaker;
@@ -59,27 +59,57 @@ impl RetryPolicy {
     }
 }
 
-/// One provider of a chain, with its breaker (shared with every other chain
-/// that uses the provider, see [`crate::BreakerRegistry`]).
-#[derive(Clone)]
-pub struct ChainMember {
+/// One provider of a chain (chat or embeddings), with its breaker (shared
+/// with every other chain that uses the provider, see
+/// [`crate::BreakerRegistry`]).
+pub struct Member<P: ?Sized> {
     /// The provider called.
-    pub provider: Arc<dyn ChatProvider>,
+    pub provider: Arc<P>,
     /// Its circuit breaker.
     pub breaker: Arc<CircuitBreaker>,
 }
 
-impl ChainMember {
+/// A member of a chat chain.
+pub type ChainMember = Member<dyn ChatProvider>;
+
+impl<P: ?Sized> Member<P> {
     /// A member calling `provider` behind `breaker`.
-    pub fn new(provider: Arc<dyn ChatProvider>, breaker: Arc<CircuitBreaker>) -> Self {
+    pub fn new(provider: Arc<P>, breaker: Arc<CircuitBreaker>) -> Self {
         Self { provider, breaker }
     }
 }
 
-impl fmt::Debug for ChainMember {
+impl<P: ?Sized> Clone for Member<P> {
+    fn clone(&self) -> Self {
+        Self {
+            provider: Arc::clone(&self.provider),
+            breaker: Arc::clone(&self.breaker),
+        }
+    }
+}
+
+/// What a chain needs to know of a provider besides how to call it.
+pub trait Named {
+    /// The provider's name, as logged and metered.
+    fn provider_name(&self) -> &str;
+}
+
+impl Named for dyn ChatProvider {
+    fn provider_name(&self) -> &str {
+        self.name()
+    }
+}
+
+impl Named for dyn EmbeddingProvider {
+    fn provider_name(&self) -> &str {
+        self.name()
+    }
+}
+
+impl<P: ?Sized + Named> fmt::Debug for Member<P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainMember")
-            .field("provider", &self.provider.name())
+            .field("provider", &self.provider.provider_name())
             .field("breaker", &self.breaker)
             .finish()
     }
@@ -110,24 +140,8 @@ impl ResilientChat {
         Fut: Future<Output = Result<T, LlmError>> + Send,
         T: Send,
     {
-        let candidates = self
-            .members
-            .iter()
-            .map(|member| Candidate {
-                provider: member.provider.as_ref(),
-                name: member.provider.name(),
-                breaker: member.breaker.as_ref(),
-            })
-            .collect();
-        run_chain(&self.name, &self.retry, candidates, call).await
+        run_chain(&self.name, &self.retry, &self.members, call).await
     }
-}
-
-/// One member of a chain as [`run_chain`] sees it, whatever it provides.
-pub(crate) struct Candidate<'a, P: ?Sized> {
-    pub(crate) provider: &'a P,
-    pub(crate) name: &'a str,
-    pub(crate) breaker: &'a CircuitBreaker,
 }
 
 /// The retry, fallback and breaker loop shared by the chat and embedding
@@ -136,21 +150,19 @@ pub(crate) struct Candidate<'a, P: ?Sized> {
 pub(crate) async fn run_chain<'a, P, T, F, Fut>(
     chain: &str,
     retry: &RetryPolicy,
-    // A Vec rather than an iterator: a closure-based iterator held across the
-    // awaits trips the compiler's `Send` inference for `async_trait` futures.
-    candidates: Vec<Candidate<'a, P>>,
+    members: &'a [Member<P>],
     call: F,
 ) -> Result<(T, &'a str), LlmError>
 where
-    P: ?Sized + Sync + 'a,
+    P: ?Sized + Named + Send + Sync + 'a,
     F: Fn(&'a P) -> Fut + Send,
     Fut: Future<Output = Result<T, LlmError>> + Send,
     T: Send,
 {
     let attempts = retry.attempts_per_provider.max(1);
     let mut last_error = None;
-    'members: for candidate in candidates {
-        let name = candidate.name;
+    'members: for candidate in members {
+        let name = candidate.provider.provider_name();
         for attempt in 0..attempts {
             let Some(permit) = candidate.breaker.try_acquire() else {
                 tracing::debug!(chain = %chain, provider = %name, "circuit open; skipped");
@@ -159,7 +171,7 @@ where
                 });
                 continue 'members;
             };
-            let error = match call(candidate.provider).await {
+            let error = match call(candidate.provider.as_ref()).await {
                 Ok(value) => {
                     permit.record(Ok(()));
                     return Ok((value, name));

@@ -8,41 +8,14 @@
 //! whether an answer fits an index (model id and dimensions of its space)
 //! is the vector index's check.
 
-use std::fmt;
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use karen_domain::ports::{EmbeddingProvider, Embeddings, LlmError};
 
-use crate::breaker::CircuitBreaker;
 use crate::embedding_common::check_inputs;
-use crate::resilience::{Candidate, RetryPolicy, run_chain};
+use crate::resilience::{Member, RetryPolicy, run_chain};
 
-/// One embedding provider of a chain, with its breaker (shared with every
-/// other chain that uses the provider, see [`crate::BreakerRegistry`]).
-#[derive(Clone)]
-pub struct EmbeddingChainMember {
-    /// The provider called.
-    pub provider: Arc<dyn EmbeddingProvider>,
-    /// Its circuit breaker.
-    pub breaker: Arc<CircuitBreaker>,
-}
-
-impl EmbeddingChainMember {
-    /// A member calling `provider` behind `breaker`.
-    pub fn new(provider: Arc<dyn EmbeddingProvider>, breaker: Arc<CircuitBreaker>) -> Self {
-        Self { provider, breaker }
-    }
-}
-
-impl fmt::Debug for EmbeddingChainMember {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EmbeddingChainMember")
-            .field("provider", &self.provider.name())
-            .field("breaker", &self.breaker)
-            .finish()
-    }
-}
+/// A member of an embedding chain.
+pub type EmbeddingChainMember = Member<dyn EmbeddingProvider>;
 
 /// Embeddings together with the chain member that computed them (the port's
 /// [`Embeddings`] has no field for it; metering wants it).
@@ -85,19 +58,11 @@ impl ResilientEmbeddings {
         // Refused here rather than by each member, so that no breaker
         // counts a caller's mistake and no retry repeats it.
         check_inputs(inputs)?;
-        let candidates = self
-            .members
-            .iter()
-            .map(|member| Candidate {
-                provider: member.provider.as_ref(),
-                name: member.provider.name(),
-                breaker: member.breaker.as_ref(),
+        let (embeddings, served_by) =
+            run_chain(&self.name, &self.retry, &self.members, |provider| {
+                provider.embed(model, inputs)
             })
-            .collect();
-        let (embeddings, served_by) = run_chain(&self.name, &self.retry, candidates, |provider| {
-            provider.embed(model, inputs)
-        })
-        .await?;
+            .await?;
         Ok(ServedEmbeddings {
             embeddings,
             provider: served_by.to_owned(),

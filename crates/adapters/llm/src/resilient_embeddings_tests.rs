@@ -2,11 +2,13 @@
 //! virtual time), and real HTTP servers for the path a deployment takes.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use karen_domain::ManualClock;
+
+use crate::CircuitBreaker;
 use serde_json::json;
 use time::macros::datetime;
 

@@ -3,8 +3,10 @@
 # streaming), with a tenant API key, metering and budgets on, against an
 # instant fake upstream, compared in the same run with calling the fake
 # directly: p50/p99 at fixed rates and the highest rate each sustains, on
-# SQLite and on PostgreSQL + Redis. Results go to stdout; docs/benchmarks.md
-# records a run.
+# SQLite and on PostgreSQL + Redis. Also POST /v1/embeddings against the
+# fake's /embeddings: the same input every time, so after the first call
+# Karen answers from the tenant's embedding cache (the cache-hit path).
+# Results go to stdout; docs/benchmarks.md records a run.
 #
 #   cargo build --release -p karen -p karen-bench && bench/chat-completions.sh
 set -euo pipefail
@@ -18,6 +20,7 @@ PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 PASSWORD="benchmark passphrase 123"
 BODY='{"model":"fake-echo","messages":[{"role":"user","content":"hello there"}]}'
 STREAM_BODY='{"model":"fake-echo","messages":[{"role":"user","content":"hello there"}],"stream":true}'
+EMBED_BODY='{"model":"fake-embed","input":["hello there","general kenobi"]}'
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 
@@ -43,6 +46,10 @@ kind = "openai"
 base_url = "$UPSTREAM"
 api_key = "sk-bench"
 models = ["fake-echo"]
+[[memory.embedders]]
+kind = "openai"
+model = "fake-embed"
+base_url = "$UPSTREAM"
 TOML
   env KAREN_DATA_DIR="$dir/data" KAREN_SERVER__LISTEN="127.0.0.1:$PORT" "$@" \
     "$BIN/karen" --config "$dir/karen.toml" serve >"$dir/log.jsonl" 2>"$dir/stderr" &
@@ -58,7 +65,7 @@ TOML
   token=$(curl -sf -XPOST "$base/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"tenant\":\"bench\",\"email\":\"o@bench.test\",\"password\":\"$PASSWORD\"}" | json '["access_token"]')
   key=$(curl -sf -XPOST "$base/v1/api-keys" -H "authorization: Bearer $token" -H 'content-type: application/json' \
-    -d '{"name":"bench","scopes":["chat:write"]}' | json '["key"]')
+    -d '{"name":"bench","scopes":["chat:write","embeddings:create"]}' | json '["key"]')
   # A budget that never binds: it is checked (and reserved against) on every call.
   curl -sf -XPOST "$base/v1/budgets" -H "authorization: Bearer $token" -H 'content-type: application/json' \
     -d '{"scope":"tenant","metric":"tokens","period":"month","limit":1000000000000,"enforcement":"hard"}' >/dev/null
@@ -71,6 +78,8 @@ TOML
   load --connections 32 --body "$BODY" --token "$key" --label "karen   max" "$base/v1/chat/completions"
   load --rate 500 --connections 256 --body "$STREAM_BODY" --token sk-bench --label "direct  stream rate 500" "$UPSTREAM/chat/completions"
   load --rate 500 --connections 256 --body "$STREAM_BODY" --token "$key" --label "karen   stream rate 500" "$base/v1/chat/completions"
+  load --rate 500 --connections 256 --body "$EMBED_BODY" --token sk-bench --label "direct  embeddings rate 500" "$UPSTREAM/embeddings"
+  load --rate 500 --connections 256 --body "$EMBED_BODY" --token "$key" --label "karen   embeddings (cached) rate 500" "$base/v1/embeddings"
   kill -TERM "$pid"; wait "$pid" || true
   rm -rf "$dir"
 }

@@ -43,4 +43,31 @@ await assert.rejects(
   client.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] }),
   (error) => error.status === 422 && error.code === "validation_failed",
 );
-console.log("openai node sdk: models, completion, stream with usage, errors ok");
+// Embeddings: the SDK asks for base64 by default and decodes it; floats on request.
+const embeddingModel = process.env.KAREN_EMBEDDING_MODEL ?? "karen-offline-hash-384";
+assert.ok(ids.includes(embeddingModel), ids.join(","));
+const texts = ["Karen remembers.", "A second text.", "Karen remembers."];
+const decoded = await client.embeddings.create({ model: embeddingModel, input: texts });
+assert.equal(decoded.object, "list");
+assert.equal(decoded.model, embeddingModel);
+assert.deepEqual(decoded.data.map((d) => d.index), [0, 1, 2]);
+const vectors = decoded.data.map((d) => Array.from(d.embedding));
+assert.ok(vectors[0].length > 0 && vectors[0].every((x) => typeof x === "number"));
+assert.deepEqual(vectors[0], vectors[2]);
+assert.notDeepEqual(vectors[0], vectors[1]);
+const floats = await client.embeddings.create({ model: embeddingModel, input: texts.slice(0, 2), encoding_format: "float" });
+// JSON floats are f32 printed shortest: equal to the base64 values up to f32 precision.
+floats.data.forEach((d, i) => {
+  assert.equal(d.embedding.length, vectors[i].length);
+  assert.ok(d.embedding.every((x, j) => Math.abs(x - vectors[i][j]) <= 1e-6), "float and base64 differ");
+});
+assert.equal(decoded.usage.total_tokens, decoded.usage.prompt_tokens);
+await assert.rejects(
+  client.embeddings.create({ model: "no-such-model", input: "hi" }),
+  (error) => error instanceof OpenAI.NotFoundError && error.code === "model_not_found",
+);
+await assert.rejects(
+  client.embeddings.create({ model: embeddingModel, input: "" }),
+  (error) => error instanceof OpenAI.BadRequestError && error.param === "input[0]",
+);
+console.log("openai node sdk: models, completion, stream with usage, embeddings, errors ok");

@@ -53,4 +53,35 @@ except openai.APIStatusError as error:
     assert error.status_code == 422, error
     assert error.body["code"] == "validation_failed", error.body
 
-print("openai python sdk", openai.__version__, ": models, completion, stream with usage, errors ok")
+# Embeddings: the SDK asks for base64 by default and decodes it; floats on request.
+embedding_model = os.environ.get("KAREN_EMBEDDING_MODEL", "karen-offline-hash-384")
+assert embedding_model in ids, ids
+texts = ["Karen remembers.", "A second text.", "Karen remembers."]
+decoded = client.embeddings.create(model=embedding_model, input=texts)
+assert decoded.object == "list" and decoded.model == embedding_model, decoded
+assert [d.index for d in decoded.data] == [0, 1, 2]
+vectors = [list(d.embedding) for d in decoded.data]
+assert len(vectors[0]) > 0 and all(isinstance(x, float) for x in vectors[0])
+assert vectors[0] == vectors[2] and vectors[0] != vectors[1]
+floats = client.embeddings.create(model=embedding_model, input=texts[:2], encoding_format="float")
+# JSON floats are f32 printed shortest: equal to the base64 values up to f32 precision.
+for got, want in zip(floats.data, vectors[:2]):
+    assert len(got.embedding) == len(want)
+    assert all(abs(a - b) <= 1e-6 for a, b in zip(got.embedding, want)), "float and base64 differ"
+single = client.embeddings.create(model=embedding_model, input="A second text.")
+assert list(single.data[0].embedding) == vectors[1]
+assert decoded.usage.total_tokens == decoded.usage.prompt_tokens
+
+try:
+    client.embeddings.create(model="no-such-model", input="hi")
+    sys.exit("an unknown embedding model was accepted")
+except openai.NotFoundError as error:
+    assert error.status_code == 404 and error.code == "model_not_found", error.body
+
+try:
+    client.embeddings.create(model=embedding_model, input="")
+    sys.exit("an empty input was accepted")
+except openai.BadRequestError as error:
+    assert error.param == "input[0]", error.body
+
+print("openai python sdk", openai.__version__, ": models, completion, stream with usage, embeddings, errors ok")

@@ -54,6 +54,12 @@ pub enum Error {
     /// No such resource, or it belongs to another tenant (indistinguishable on purpose).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The model named is not one this credential's tenant may use (OpenAI's
+    /// `model_not_found`; the OpenAI-compatible embeddings route).
+    #[error(
+        "the model '{0}' does not exist or you do not have access to it; GET /v1/models lists the ones you may use"
+    )]
+    ModelNotFound(String),
     /// The request conflicts with existing state (duplicate email, slug taken…).
     #[error("{0}")]
     Conflict(String),
@@ -143,6 +149,7 @@ impl Error {
             Self::TenantSuspended => "tenant_suspended",
             Self::UserDisabled => "user_disabled",
             Self::NotFound(_) => "not_found",
+            Self::ModelNotFound(_) => "model_not_found",
             Self::Conflict(_) => "conflict",
             Self::LoginThrottled { .. } => "login_throttled",
             Self::AccountLocked { .. } => "account_locked",

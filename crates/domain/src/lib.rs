@@ -7,6 +7,7 @@ pub mod chat;
 pub mod clock;
 pub mod credentials;
 pub mod documents;
+pub mod embeddings;
 pub mod error;
 pub mod extraction;
 pub mod ids;

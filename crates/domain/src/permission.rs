@@ -54,6 +54,8 @@ permissions! {
     ChatWrite = "chat:write",
     /// Have the OpenAI-compatible API add one's memories and readable document passages to completions (and write memories back); an API key gets it only when its scopes name it.
     ChatRecall = "chat:recall",
+    /// Compute embeddings through the OpenAI-compatible `POST /v1/embeddings` (metered like chat).
+    EmbeddingsCreate = "embeddings:create",
     /// Read memories (one's own and the tenant's shared ones).
     MemoryRead = "memory:read",
     /// Create, change and delete memories.
@@ -294,6 +296,7 @@ impl BuiltinRole {
                 ChatRead,
                 ChatWrite,
                 ChatRecall,
+                EmbeddingsCreate,
                 MemoryRead,
                 MemoryWrite,
                 DocumentsRead,

@@ -105,7 +105,9 @@ pub fn status_of(error: &Error) -> StatusCode {
         | Error::Forbidden(_)
         | Error::TenantSuspended
         | Error::UserDisabled => StatusCode::FORBIDDEN,
-        Error::NotFound(_) | Error::FeatureDisabled(_) => StatusCode::NOT_FOUND,
+        Error::NotFound(_) | Error::ModelNotFound(_) | Error::FeatureDisabled(_) => {
+            StatusCode::NOT_FOUND
+        }
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::LoginThrottled { .. } | Error::BudgetExceeded { .. } => {
             StatusCode::TOO_MANY_REQUESTS
@@ -167,6 +169,7 @@ impl IntoResponse for ApiError {
                     code: error.code().to_owned(),
                     field: match &error {
                         Error::Invalid { field, .. } => field.clone(),
+                        Error::ModelNotFound(_) => Some("model".to_owned()),
                         _ => None,
                     },
                     required_permission: match &error {

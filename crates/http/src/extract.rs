@@ -198,6 +198,7 @@ route_permissions! {
     TenantManage => Some(Permission::TenantManage);
     ChatRead => Some(Permission::ChatRead);
     ChatWrite => Some(Permission::ChatWrite);
+    EmbeddingsCreate => Some(Permission::EmbeddingsCreate);
     UsageRead => Some(Permission::UsageRead);
     MemoryRead => Some(Permission::MemoryRead);
     MemoryWrite => Some(Permission::MemoryWrite);

@@ -14,13 +14,18 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use karen_app::cache::{EpochCache, Topic};
 use karen_domain::clock::Clock;
-use karen_domain::ports::{ChatProvider, Counters, LlmError, ModelRouter, RoutedModel, Store};
+use karen_domain::clock::to_millis;
+use karen_domain::ports::{
+    ChatProvider, Counters, EmbeddingProvider, LlmError, ModelRouter, RoutedEmbeddings,
+    RoutedModel, Store,
+};
 use karen_domain::providers::TenantProvider;
 use karen_domain::{Error, ProviderId, Result, SystemReason, TenantId, TenantScope};
 use karen_llm::{
-    BreakerRegistry, BreakerState, ChainMember, CircuitBreaker, Endpoint, OFFLINE_MODEL_ID,
-    OfflineProvider, OutboundPolicy, ProviderConfig, ProviderKind, ResilientChat, RetryPolicy,
-    Timeouts, build_chat_provider,
+    BreakerRegistry, BreakerState, ChainMember, CircuitBreaker, EmbeddingChainMember,
+    EmbeddingProviderConfig, EmbeddingProviderKind, Endpoint, OFFLINE_MODEL_ID, OfflineProvider,
+    OutboundPolicy, ProviderConfig, ProviderKind, ResilientChat, ResilientEmbeddings, RetryPolicy,
+    Timeouts, build_chat_provider, build_embedding_provider,
 };
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -36,6 +41,8 @@ struct Served {
 
 /// Tenant providers already built, by id, with the change time they were built from.
 type BuiltProviders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn ChatProvider>)>;
+/// The same for their embeddings client.
+type BuiltEmbedders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn EmbeddingProvider>)>;
 
 /// The outbound timeouts `[llm]` sets (chat and embedding providers alike).
 pub(crate) fn timeouts(config: &LlmConfig) -> Timeouts {
@@ -61,9 +68,13 @@ pub struct ConfiguredRouter {
     default_model: String,
     /// Tenant providers already built, by id and last change.
     built: Mutex<BuiltProviders>,
+    /// Their embeddings clients, likewise.
+    built_embedders: Mutex<BuiltEmbedders>,
     /// Resolved routes by tenant and model name, until the tenant's providers
     /// or aliases change (on any replica).
     routes: EpochCache<(TenantId, String), RoutedModel>,
+    /// Resolved embedding routes (`None`: no provider of the tenant serves the model).
+    embedding_routes: EpochCache<(TenantId, String), Option<RoutedEmbeddings>>,
     counters: Arc<dyn Counters>,
 }
 
@@ -158,8 +169,15 @@ impl ConfiguredRouter {
             aliases: config.aliases.clone(),
             default_model: config.default_model.clone(),
             built: Mutex::new(HashMap::new()),
+            built_embedders: Mutex::new(HashMap::new()),
             routes: EpochCache::new(
                 "routes",
+                Topic::Routes,
+                ROUTE_CACHE_CAPACITY,
+                ROUTE_CACHE_TTL,
+            ),
+            embedding_routes: EpochCache::new(
+                "embedding_routes",
                 Topic::Routes,
                 ROUTE_CACHE_CAPACITY,
                 ROUTE_CACHE_TTL,
@@ -215,6 +233,32 @@ impl ConfiguredRouter {
         Ok(ready)
     }
 
+    /// The embeddings client of a tenant's OpenAI-compatible provider (rebuilt when it changed).
+    fn tenant_embedder(&self, provider: &TenantProvider) -> Result<Arc<dyn EmbeddingProvider>> {
+        let mut built = self
+            .built_embedders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((changed, ready)) = built.get(&provider.id)
+            && *changed == provider.updated_at
+        {
+            return Ok(ready.clone());
+        }
+        let config = EmbeddingProviderConfig {
+            // The chat client's name: both share the tenant's breaker for this server.
+            name: format!("tenant:{}", provider.name),
+            kind: EmbeddingProviderKind::OpenAi,
+            base_url: Some(provider.base_url.clone()),
+            api_key: provider.api_key.clone(),
+            batch_size: None,
+            model_dir: None,
+        };
+        let ready = build_embedding_provider(&config, &self.tenant_policy, &self.timeouts)
+            .map_err(|e| refused(&e))?;
+        built.insert(provider.id, (provider.updated_at, ready.clone()));
+        Ok(ready)
+    }
+
     /// Sets `karen_llm_circuit_open{provider}`: 1 while the circuit of the
     /// provider is open for any tenant (tenants' own providers count as
     /// `tenant`), 0 for every platform provider otherwise.
@@ -251,9 +295,26 @@ impl ConfiguredRouter {
     /// Breakers count failures per tenant: one tenant's requests (a slow model
     /// with a huge max_tokens, malformed tools) must not open a shared
     /// provider's circuit for everyone.
-    fn breaker_key(tenant: TenantId, provider: &dyn ChatProvider) -> String {
-        format!("{tenant}/{}", provider.name())
+    fn breaker_key(tenant: TenantId, provider: &str) -> String {
+        format!("{tenant}/{provider}")
     }
+
+    /// The breaker of `provider` for `tenant`, watched for the circuit gauge.
+    fn breaker(&self, tenant: TenantId, provider: &str) -> Arc<CircuitBreaker> {
+        let key = Self::breaker_key(tenant, provider);
+        let breaker = self.breakers.get(&key);
+        self.watched
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert_with(|| breaker.clone());
+        breaker
+    }
+}
+
+/// Whether a tenant provider speaks an API with embeddings (OpenAI's does, Anthropic's not).
+fn embeds(provider: &TenantProvider) -> bool {
+    provider.kind == "openai"
 }
 
 fn refused(error: &LlmError) -> Error {
@@ -276,6 +337,34 @@ impl ModelRouter for ConfiguredRouter {
 
     async fn models(&self, tenant: TenantId) -> Result<Vec<String>> {
         self.list_models(tenant).await
+    }
+
+    async fn route_embeddings(
+        &self,
+        tenant: TenantId,
+        model: &str,
+    ) -> Result<Option<RoutedEmbeddings>> {
+        let key = (tenant, model.to_owned());
+        self.embedding_routes
+            .get_or_load(self.counters.as_ref(), tenant, key, || {
+                self.build_embedding_route(tenant, model)
+            })
+            .await
+    }
+
+    async fn embedding_models(&self, tenant: TenantId) -> Result<Vec<String>> {
+        let (providers, _) = self.tenant_config(tenant).await?;
+        let mut models: Vec<String> = Vec::new();
+        for model in providers
+            .iter()
+            .filter(|p| embeds(p))
+            .flat_map(|p| p.models.iter())
+        {
+            if !models.contains(model) {
+                models.push(model.clone());
+            }
+        }
+        Ok(models)
     }
 
     fn default_model(&self) -> String {
@@ -326,13 +415,7 @@ impl ConfiguredRouter {
         let chain = members
             .into_iter()
             .map(|provider| {
-                let key = Self::breaker_key(tenant, provider.as_ref());
-                let breaker = self.breakers.get(&key);
-                self.watched
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(key)
-                    .or_insert_with(|| breaker.clone());
+                let breaker = self.breaker(tenant, provider.name());
                 ChainMember::new(provider, breaker)
             })
             .collect();
@@ -340,6 +423,46 @@ impl ConfiguredRouter {
             provider: Arc::new(ResilientChat::new(name, chain, self.retry)),
             upstream_model: upstream.to_owned(),
         })
+    }
+
+    /// The chain of the tenant's OpenAI-compatible providers listing `model`
+    /// (by position). Aliases do not apply: they name chat models.
+    async fn build_embedding_route(
+        &self,
+        tenant: TenantId,
+        model: &str,
+    ) -> Result<Option<RoutedEmbeddings>> {
+        let (providers, _) = self.tenant_config(tenant).await?;
+        let serving: Vec<&TenantProvider> = providers
+            .iter()
+            .filter(|p| embeds(p) && p.models.iter().any(|m| m == model))
+            .collect();
+        if serving.is_empty() {
+            return Ok(None);
+        }
+        let mut members = Vec::with_capacity(serving.len());
+        for provider in &serving {
+            let embedder = self.tenant_embedder(provider)?;
+            let breaker = self.breaker(tenant, embedder.name());
+            members.push(EmbeddingChainMember::new(embedder, breaker));
+        }
+        let name = members
+            .iter()
+            .map(|m| m.provider.name().to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        // Vectors are cached per provider configuration: a provider pointed
+        // elsewhere (or replaced) never serves the old server's vectors.
+        let configuration = serving
+            .iter()
+            .map(|p| format!("{}.{}", p.id, to_millis(p.updated_at)))
+            .collect::<Vec<_>>()
+            .join("+");
+        Ok(Some(RoutedEmbeddings {
+            provider: Arc::new(ResilientEmbeddings::new(name, members, self.retry)),
+            upstream_model: model.to_owned(),
+            cache_key: format!("{model}@tenant-provider:{configuration}"),
+        }))
     }
 
     /// Every model and alias the tenant may name.

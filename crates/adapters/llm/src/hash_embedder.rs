@@ -136,6 +136,8 @@ impl EmbeddingProvider for HashEmbedder {
             model: HASH_EMBEDDING_MODEL_ID.to_owned(),
             vectors,
             prompt_tokens,
+            // Karen's estimate: this embedder has no tokenizer.
+            counted_locally: true,
         })
     }
 }

@@ -181,6 +181,8 @@ impl EmbeddingProvider for MiniLmEmbedder {
             model: MINILM_MODEL_ID.to_owned(),
             vectors,
             prompt_tokens,
+            // The model's own tokenizer counted them.
+            counted_locally: false,
         })
     }
 }

@@ -24,6 +24,8 @@ struct Batch {
     model: Option<String>,
     vectors: Vec<Vec<f32>>,
     prompt_tokens: u32,
+    /// Whether the upstream sent no usage (Karen counted).
+    counted_locally: bool,
 }
 
 impl OpenAiCompatible {
@@ -39,6 +41,7 @@ impl OpenAiCompatible {
         let response = self.send(http).await?;
         let mut wire: EmbeddingsWire = read_json(response).await?;
         let vectors = wire.vectors_in_order(inputs.len())?;
+        let counted_locally = wire.usage.is_none();
         let prompt_tokens = match wire.usage {
             Some(usage) => usage.prompt_tokens,
             None => inputs
@@ -50,6 +53,7 @@ impl OpenAiCompatible {
             model: wire.model.filter(|name| !name.is_empty()),
             vectors,
             prompt_tokens,
+            counted_locally,
         })
     }
 }
@@ -74,6 +78,7 @@ impl EmbeddingProvider for OpenAiCompatible {
         let mut prompt_tokens: u32 = 0;
         let mut dimensions = None;
         let mut answered_model: Option<String> = None;
+        let mut counted_locally = false;
         for batch_inputs in inputs.chunks(self.embedding_batch_size.max(1)) {
             let batch = self.embed_batch(model, batch_inputs).await?;
             dimensions = Some(check_vectors(
@@ -94,12 +99,14 @@ impl EmbeddingProvider for OpenAiCompatible {
                 }
             }
             prompt_tokens = prompt_tokens.saturating_add(batch.prompt_tokens);
+            counted_locally |= batch.counted_locally;
             vectors.extend(batch.vectors);
         }
         Ok(Embeddings {
             model: answered_model.unwrap_or_else(|| model.to_owned()),
             vectors,
             prompt_tokens,
+            counted_locally,
         })
     }
 }

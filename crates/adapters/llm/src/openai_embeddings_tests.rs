@@ -54,6 +54,7 @@ async fn tokens_are_counted_locally_without_usage() {
         .await
         .unwrap();
     assert_eq!(embeddings.prompt_tokens, 6);
+    assert!(embeddings.counted_locally);
     assert_eq!(upstream.received()[0].authorization, None);
 }
 

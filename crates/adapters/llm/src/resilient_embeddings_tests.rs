@@ -56,6 +56,7 @@ impl EmbeddingProvider for Scripted {
             model: model.to_owned(),
             vectors: vec![vec![value]; inputs.len()],
             prompt_tokens: 1,
+            counted_locally: false,
         })
     }
 }

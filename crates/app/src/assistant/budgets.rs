@@ -76,6 +76,10 @@ pub(crate) struct CallPlan<'a> {
     pub model: &'a str,
     pub prompt_tokens: u32,
     pub max_tokens: Option<u32>,
+    /// Whether the call generates tokens (chat) or only reads its input
+    /// (embeddings: nothing is reserved beyond the prompt, which may use a
+    /// budget up to its last token).
+    pub generates: bool,
 }
 
 /// Reserves and settles budget around model calls.
@@ -124,6 +128,14 @@ impl BudgetGuard {
                 .await?;
             let remaining = budget.limit - used;
             let (needed, fits) = match budget.metric {
+                // Only the input counts: it fits if it stays within the limit.
+                BudgetMetric::Tokens if !plan.generates => {
+                    let prompt = i64::from(plan.prompt_tokens);
+                    (prompt, remaining - prompt + 1)
+                }
+                BudgetMetric::CostMicros if !plan.generates => {
+                    (prompt_cost, remaining - prompt_cost + 1)
+                }
                 BudgetMetric::Tokens => {
                     let prompt = i64::from(plan.prompt_tokens);
                     (prompt, remaining - prompt)
@@ -159,10 +171,13 @@ impl BudgetGuard {
                 Enforcement::Soft => {}
             }
         }
-        let reserved_completion = plan
-            .max_tokens
-            .unwrap_or(DEFAULT_COMPLETION_ALLOWANCE)
-            .min(budget_cap.unwrap_or(u32::MAX));
+        let reserved_completion = if plan.generates {
+            plan.max_tokens
+                .unwrap_or(DEFAULT_COMPLETION_ALLOWANCE)
+                .min(budget_cap.unwrap_or(u32::MAX))
+        } else {
+            0
+        };
         let reservation = Reservation {
             id: ReservationId::generate(),
             tenant_id: plan.ctx.tenant_id(),

@@ -124,6 +124,7 @@ impl MemoryWriter {
                 model: &turn.route.upstream_model,
                 prompt_tokens: count_locally(&request, "").prompt_tokens,
                 max_tokens: request.max_tokens,
+                generates: true,
             })
             .await?;
         request.max_tokens = grant.cap(request.max_tokens);

@@ -216,6 +216,7 @@ impl GatewayService {
                 model: &route.upstream_model,
                 prompt_tokens: count_locally(&chat, "").prompt_tokens,
                 max_tokens: chat.max_tokens,
+                generates: true,
             })
             .await?;
         chat.max_tokens = grant.cap(chat.max_tokens);

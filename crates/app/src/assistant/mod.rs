@@ -3,6 +3,7 @@
 
 mod budgets;
 mod conversations;
+mod embeddings;
 mod extraction;
 mod gateway;
 mod personas;
@@ -14,11 +15,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use karen_domain::chat::{UsageRecord, UsageStatus, estimate_tokens};
+use karen_domain::permission::Permission;
 use karen_domain::ports::{ChatRequest, TokenUsage};
 use karen_domain::{ConversationId, Subject, TenantContext, UsageId};
 
 pub use budgets::{BudgetService, BudgetStatus, DEFAULT_COMPLETION_ALLOWANCE, NewBudget};
 pub use conversations::{ConversationChanges, ConversationPage, ConversationService};
+pub use embeddings::{EmbeddingAnswer, EmbeddingRequest, EmbeddingService};
 pub use gateway::{GatewayAnswer, GatewayEvent, GatewayRequest, GatewayService};
 pub use personas::{PersonaInput, PersonaService};
 pub use providers::{ProviderInput, ProviderService};
@@ -75,6 +78,7 @@ pub struct AssistantServices {
     pub personas: PersonaService,
     pub chat: ChatService,
     pub gateway: GatewayService,
+    pub embeddings: EmbeddingService,
     pub usage: UsageService,
     pub budgets: BudgetService,
     pub providers: ProviderService,
@@ -87,10 +91,34 @@ impl AssistantServices {
             personas: PersonaService::new(deps.clone()),
             chat: ChatService::new(deps.clone(), memory),
             gateway: GatewayService::new(deps.clone(), memory),
+            embeddings: EmbeddingService::new(deps.clone()),
             usage: UsageService::new(deps.clone()),
             budgets: BudgetService::new(deps.clone()),
             providers: ProviderService::new(deps),
         }
+    }
+}
+
+impl AssistantServices {
+    /// What the OpenAI-compatible `GET /v1/models` lists: the chat models and
+    /// aliases (with `chat:write`), then the embedding models (with
+    /// `embeddings:create`); `permission_denied` with neither.
+    pub async fn openai_models(&self, ctx: &TenantContext) -> karen_domain::Result<Vec<String>> {
+        let chat = ctx.require(Permission::ChatWrite);
+        let embed = ctx.require(Permission::EmbeddingsCreate).is_ok();
+        let mut models = match chat {
+            Ok(()) => self.gateway.models(ctx).await?,
+            Err(error) if !embed => return Err(error),
+            Err(_) => Vec::new(),
+        };
+        if embed {
+            for model in self.embeddings.models(ctx).await? {
+                if !models.contains(&model) {
+                    models.push(model);
+                }
+            }
+        }
+        Ok(models)
     }
 }
 

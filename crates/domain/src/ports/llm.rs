@@ -297,6 +297,10 @@ pub struct Embeddings {
     pub model: String,
     pub vectors: Vec<Vec<f32>>,
     pub prompt_tokens: u32,
+    /// Whether `prompt_tokens` is (at least partly) Karen's estimate rather
+    /// than the provider's count.
+    #[serde(default)]
+    pub counted_locally: bool,
 }
 
 /// An embedding model provider.
@@ -324,6 +328,28 @@ impl fmt::Debug for RoutedModel {
     }
 }
 
+/// An embedding model served by a tenant's own providers: the provider
+/// (a resilient chain), the model id sent upstream, and the name its vectors
+/// are cached under (the model at this provider configuration, so that a
+/// tenant's own model never shares cached vectors with a platform model of
+/// the same name).
+#[derive(Clone)]
+pub struct RoutedEmbeddings {
+    pub provider: std::sync::Arc<dyn EmbeddingProvider>,
+    pub upstream_model: String,
+    pub cache_key: String,
+}
+
+impl fmt::Debug for RoutedEmbeddings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RoutedEmbeddings")
+            .field("provider", &self.provider.name())
+            .field("upstream_model", &self.upstream_model)
+            .field("cache_key", &self.cache_key)
+            .finish()
+    }
+}
+
 /// Resolves model names (or aliases) to providers, per tenant.
 #[async_trait]
 pub trait ModelRouter: Send + Sync + 'static {
@@ -332,6 +358,15 @@ pub trait ModelRouter: Send + Sync + 'static {
     async fn route(&self, tenant: crate::TenantId, model: &str) -> crate::Result<RoutedModel>;
     /// The model names a tenant may use.
     async fn models(&self, tenant: crate::TenantId) -> crate::Result<Vec<String>>;
+    /// The tenant's own providers that embed with `model` (its OpenAI-compatible
+    /// providers listing it), or `None` when none does.
+    async fn route_embeddings(
+        &self,
+        tenant: crate::TenantId,
+        model: &str,
+    ) -> crate::Result<Option<RoutedEmbeddings>>;
+    /// The embedding models the tenant's own providers may serve.
+    async fn embedding_models(&self, tenant: crate::TenantId) -> crate::Result<Vec<String>>;
     /// The model used when neither the request nor the persona names one.
     fn default_model(&self) -> String;
     /// Checks that a tenant's provider URL is allowed by the outbound policy

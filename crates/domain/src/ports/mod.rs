@@ -15,7 +15,8 @@ pub use index::{
 pub use llm::{
     ChatEvent, ChatMessage, ChatProvider, ChatRequest, ChatResponse, ChatRole, ChatStream,
     ContextItem, EmbeddingProvider, Embeddings, FunctionCall, LlmError, ModelRouter,
-    OFFLINE_MODEL_ID, RoutedModel, TokenUsage, ToolCall, ToolCallDelta, context_prompt,
+    OFFLINE_MODEL_ID, RoutedEmbeddings, RoutedModel, TokenUsage, ToolCall, ToolCallDelta,
+    context_prompt,
 };
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{

@@ -7,6 +7,7 @@ mod budgets;
 mod conversations;
 mod memory;
 mod openai;
+mod openai_embeddings;
 mod personas;
 mod platform;
 mod providers;

@@ -1,7 +1,8 @@
 //! The OpenAI-compatible API, so that the official `openai` SDKs work with only
 //! `base_url` and `api_key` changed: `POST /v1/chat/completions` (whole and
-//! streamed, tools passed through, `n = 1`) and `GET /v1/models`. Errors on
-//! these routes use OpenAI's error shape (see [`openai_error_shape`]).
+//! streamed, tools passed through, `n = 1`), `POST /v1/embeddings`
+//! (`openai_embeddings.rs`) and `GET /v1/models`. Errors on these routes use
+//! OpenAI's error shape (see [`openai_error_shape`]).
 
 use std::convert::Infallible;
 
@@ -29,6 +30,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(chat_completions))
         .routes(routes!(list_models))
+        .merge(super::openai_embeddings::routes())
         .layer(axum::middleware::map_response(openai_error_shape))
 }
 
@@ -386,14 +388,15 @@ pub(crate) struct ModelList {
     data: Vec<Value>,
 }
 
-/// Lists the models (and aliases) this credential may use.
-#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("bearer" = ["chat:write"])),
+/// Lists the models this credential may use: chat models and aliases (with
+/// `chat:write`), then embedding models (with `embeddings:create`).
+#[utoipa::path(get, path = "/v1/models", tag = "openai", security(("bearer" = ["chat:write"]), ("bearer" = ["embeddings:create"])),
     responses((status = 200, body = ModelList)))]
 async fn list_models(
     State(state): State<AppState>,
-    auth: Authorized<perm::ChatWrite>,
+    auth: Authorized<perm::Member>,
 ) -> ApiResult<Json<ModelList>> {
-    let models = state.services.assistant.gateway.models(&auth.ctx).await?;
+    let models = state.services.assistant.openai_models(&auth.ctx).await?;
     let data = models
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "karen"}))
@@ -431,9 +434,15 @@ async fn openai_error_shape(response: Response) -> Response {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         Err(_) => Value::Null,
     };
+    // OpenAI calls an unknown model a mistake in the request, whatever its status.
+    let kind = if problem["code"] == "model_not_found" {
+        "invalid_request_error"
+    } else {
+        openai_error_type(parts.status.as_u16())
+    };
     let shaped = json!({"error": {
         "message": problem["detail"],
-        "type": openai_error_type(parts.status.as_u16()),
+        "type": kind,
         "param": problem["field"],
         "code": problem["code"],
     }});

@@ -368,6 +368,32 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             "A may not use B's provider: {}",
             refused.text
         );
+        // Embeddings run in A's tenant; B's provider's models do not exist for A.
+        t.call(
+            "POST",
+            "/v1/embeddings",
+            "/v1/embeddings",
+            token,
+            Some(json!({"model": "karen-offline-hash-384", "input": "zanzibar"})),
+        )
+        .await
+        .expect(200);
+        let foreign_embedding = t
+            .call(
+                "POST",
+                "/v1/embeddings",
+                "/v1/embeddings",
+                token,
+                Some(json!({"model": "bravo-model", "input": "hi"})),
+            )
+            .await;
+        assert_eq!(foreign_embedding.status, 404, "{}", foreign_embedding.text);
+        assert_eq!(foreign_embedding.body["error"]["code"], "model_not_found");
+        let models = t.call("GET", "/v1/models", "/v1/models", token, None).await;
+        assert!(
+            !models.expect(200).text.contains("bravo-model"),
+            "B's model listed for A"
+        );
         let usage = t.call("GET", "/v1/usage", "/v1/usage", token, None).await;
         assert!(
             !usage.expect(200).text.contains(&b_chat),

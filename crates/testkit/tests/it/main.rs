@@ -28,6 +28,7 @@ mod assistant_upstream;
 mod auth;
 mod budgets;
 mod contract;
+mod embeddings;
 mod http;
 mod isolation;
 mod llm;

@@ -215,7 +215,6 @@ fn openai_status(error: ApiError) -> Response {
 #[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = EmbeddingsRequest,
     security(("bearer" = ["embeddings:create"])),
     responses((status = 200, body = EmbeddingList),
-        (status = 400, description = "the request is not acceptable (error.param names the field)"),
         (status = 404, description = "model_not_found: not a model this credential may use"),
         (status = 429, description = "budget_exceeded: a hard budget is used up (nothing was sent upstream)"),
         (status = 502, description = "the embedding provider failed")))]

@@ -7,7 +7,7 @@
 //! no provider call. Each provider call passes the budget guard first and
 //! writes a usage record with the vectors it cached, in one transaction.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -148,9 +148,11 @@ impl EmbeddingService {
             hashes: Vec::new(),
         };
         {
+            // Each distinct text is looked up, and sent, once.
+            let mut seen: HashSet<&str> = HashSet::with_capacity(hashes.len());
             let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
             for (text, hash) in request.inputs.iter().zip(&hashes) {
-                if known.contains_key(hash) || missing.hashes.contains(hash) {
+                if !seen.insert(hash.as_str()) {
                     continue;
                 }
                 let cached = tx.embeddings().embedding(&target.cache_key, hash).await?;

@@ -31,6 +31,8 @@ pub enum Topic {
     Access,
     /// How models are served: the tenant's providers and aliases.
     Routes,
+    /// Which embedding model serves the tenant's searches (re-embedding jobs).
+    Embedding,
 }
 
 impl Topic {
@@ -38,6 +40,7 @@ impl Topic {
         match self {
             Topic::Access => "access",
             Topic::Routes => "routes",
+            Topic::Embedding => "embedding",
         }
     }
 

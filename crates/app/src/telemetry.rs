@@ -33,7 +33,7 @@ pub mod names {
 }
 
 /// Background jobs, named as in the `job` label.
-pub const JOBS: &[&str] = &["budget_reconcile"];
+pub const JOBS: &[&str] = &["budget_reconcile", "reembed"];
 
 /// Budget scopes, named as in the `scope` label.
 pub const BUDGET_SCOPES: &[&str] = &["tenant", "user", "api_key"];

@@ -307,8 +307,15 @@ impl TenantService {
         if let Some(name) = changes.name {
             tenant.name = TenantName::parse(&name)?;
         }
+        let mut jobs_changed = false;
         if let Some(settings) = changes.settings {
             settings.validate()?;
+            jobs_changed = crate::memory::models::plan_model_change(
+                &self.deps,
+                tx.as_mut(),
+                settings.embedding_model.as_deref(),
+            )
+            .await?;
             let role = &settings.default_role;
             if BuiltinRole::from_name(role.as_str()).is_none()
                 && tx.roles().custom_role(role).await?.is_none()
@@ -325,6 +332,15 @@ impl TenantService {
             .await?;
         tx.commit().await?;
         self.deps.access_changed(ctx.tenant_id()).await;
+        if jobs_changed {
+            crate::cache::invalidate(
+                self.deps.counters.as_ref(),
+                ctx.tenant_id(),
+                crate::cache::Topic::Embedding,
+            )
+            .await;
+            self.deps.search.jobs.wake(ctx.tenant_id());
+        }
         Ok(tenant)
     }
 }

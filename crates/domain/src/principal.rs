@@ -101,6 +101,8 @@ pub enum SystemReason {
     Cli,
     /// Resolving which providers serve a model for the tenant.
     Routing,
+    /// Keeping the search indexes in step with the store (re-embedding jobs).
+    Indexing,
 }
 
 /// Who performed an action (recorded in the audit trail).

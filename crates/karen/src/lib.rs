@@ -5,6 +5,7 @@
 pub mod config;
 pub mod indexes;
 pub mod logging;
+pub mod maintenance;
 pub mod models;
 pub mod telemetry;
 
@@ -173,6 +174,7 @@ impl Karen {
                 recall: config.memory.recall.policy(),
                 extraction: karen_app::memory::ExtractionMode::parse(&config.memory.extraction)
                     .unwrap_or_default(),
+                jobs: Arc::default(),
             },
             tenant_series: Arc::new(karen_app::telemetry::TenantSeries::new(
                 config.metrics.tenant_series,
@@ -274,6 +276,7 @@ impl Karen {
             .into_make_service_with_connect_info::<SocketAddr>();
         let health = self.services.health.clone();
         let reconciler = self.spawn_reconciler();
+        let reembedder = self.spawn_reembedder();
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
         let metrics_server = self.serve_metrics_apart(metrics_stopped).await?;
         metrics::gauge!(karen_app::health::READY).set(1.0);
@@ -301,12 +304,20 @@ impl Karen {
             () = deadline => tracing::warn!(grace_secs = grace.as_secs(), "drain deadline passed; closing remaining connections"),
         }
         reconciler.abort();
+        reembedder.abort();
         let _ = stop_metrics.send(true);
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
         self.store.close().await;
         Ok(())
+    }
+
+    /// Runs the tenants' re-embedding jobs (a change of embedding model):
+    /// those a restart interrupted at once, new ones as they are recorded.
+    fn spawn_reembedder(&self) -> tokio::task::JoinHandle<()> {
+        let worker = self.services.memory.reembed.clone();
+        tokio::spawn(async move { worker.run().await })
     }
 
     /// Settles, every minute, the budget reservations of calls that never

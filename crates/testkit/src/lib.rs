@@ -199,6 +199,38 @@ impl TestApp {
         }
     }
 
+    /// Stops the server gracefully and starts a new one over the same data
+    /// directory, database and Redis prefix (as a restart of the process
+    /// does); the clock and operator key carry over.
+    pub async fn restart(mut self) -> TestApp {
+        self.shutdown_gracefully().await;
+        let postgres = self.postgres.take();
+        let redis_prefix = self.redis_prefix.take();
+        let config = self.config.clone();
+        let clock = self.clock.clone();
+        let operator_key = self.operator_key.clone();
+        let backend = self.backend;
+        // Let go of the old instance (and the files of its embedded indexes);
+        // `data_dir` is emptied so that its drop removes nothing.
+        let data_dir = std::mem::take(&mut self.data_dir);
+        drop(self);
+        let (karen, base_url, shutdown, server) = start(config.clone(), clock.clone()).await;
+        TestApp {
+            backend,
+            base_url,
+            http: http_client(),
+            operator_key,
+            clock,
+            karen,
+            postgres,
+            redis_prefix,
+            data_dir,
+            config,
+            shutdown: Some(shutdown),
+            server: Some(server),
+        }
+    }
+
     /// Sends a request with an optional bearer token and JSON body.
     pub async fn call(
         &self,
@@ -457,6 +489,10 @@ impl Drop for TestApp {
         let database = self.postgres.take();
         let prefix = self.redis_prefix.take();
         let dir = self.data_dir.clone();
+        if dir.as_os_str().is_empty() {
+            // Handed over to a restarted server.
+            return;
+        }
         let _ = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -11,6 +11,7 @@ use crate::conn::{Pool, map_sqlx};
 /// `migrate verify` check that this equals the set of tables with a
 /// `tenant_id` column, so a new table cannot be forgotten by purge or RLS.
 pub const TENANT_TABLES: &[&str] = &[
+    "embedding_jobs",
     "embeddings",
     "document_chunks",
     "documents",

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
-    ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingRepo, MemoryRepo, PersonaRepo,
+    ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, PersonaRepo,
     ProviderRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
@@ -38,6 +38,7 @@ impl SqlTenantTx {
 /// text (table names come from the fixed list, never from input).
 fn purge_statement(table: &str) -> Option<&'static str> {
     Some(match table {
+        "embedding_jobs" => "DELETE FROM embedding_jobs WHERE tenant_id = $1",
         "embeddings" => "DELETE FROM embeddings WHERE tenant_id = $1",
         "document_chunks" => "DELETE FROM document_chunks WHERE tenant_id = $1",
         "documents" => "DELETE FROM documents WHERE tenant_id = $1",
@@ -112,6 +113,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn embeddings(&mut self) -> &mut dyn EmbeddingRepo {
+        self
+    }
+
+    fn embedding_jobs(&mut self) -> &mut dyn EmbeddingJobRepo {
         self
     }
 

@@ -11,11 +11,11 @@ use karen_domain::page::PageRequest;
 use karen_domain::permission::Permission;
 use karen_domain::ports::{EntryAccess, EntryKey, EntryKind};
 use karen_domain::values::{Label, RoleName, printable};
-use karen_domain::{ChunkId, DocumentId, Error, Result, TenantContext};
+use karen_domain::{ChunkId, DocumentId, Error, Result, TenantContext, UserId};
 
 use super::indexer::{IndexItem, Indexer};
 use super::sha256_hex;
-use crate::Deps;
+use crate::{Authority, Deps};
 
 /// An upload.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +76,7 @@ fn file_name(name: Option<&str>) -> Result<Option<String>> {
         })
 }
 
-fn chunk_item(document: &Document, chunk: &StoredChunk) -> IndexItem {
+pub(super) fn chunk_item(document: &Document, chunk: &StoredChunk) -> IndexItem {
     IndexItem {
         key: EntryKey::new(EntryKind::Chunk, chunk.id.as_uuid()),
         access: EntryAccess {
@@ -110,7 +110,23 @@ impl DocumentService {
     /// Reads, chunks, stores and indexes a document. Nothing is stored when
     /// any step fails.
     pub async fn upload(&self, ctx: &TenantContext, upload: DocumentUpload) -> Result<Document> {
-        ctx.require(Permission::DocumentsWrite)?;
+        self.import(
+            Authority::Member(ctx),
+            Some(ctx.principal().user_id),
+            upload,
+        )
+        .await
+    }
+
+    /// As [`upload`](Self::upload), on any authority (the CLI imports with
+    /// the platform's), recording `uploaded_by` as the uploader.
+    pub async fn import(
+        &self,
+        authority: Authority<'_>,
+        uploaded_by: Option<UserId>,
+        upload: DocumentUpload,
+    ) -> Result<Document> {
+        authority.require(Permission::DocumentsWrite)?;
         let limit = self.deps.search.max_document_bytes;
         if upload.bytes.len() > limit {
             return Err(Error::invalid(
@@ -157,8 +173,8 @@ impl DocumentService {
         let now = self.deps.clock.now();
         let document = Document {
             id: DocumentId::generate(),
-            tenant_id: ctx.tenant_id(),
-            uploaded_by: Some(ctx.principal().user_id),
+            tenant_id: authority.tenant_id(),
+            uploaded_by,
             title,
             file_name,
             format,
@@ -181,7 +197,7 @@ impl DocumentService {
                 text: draft.text,
             })
             .collect();
-        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
         tx.documents().insert_document(&document).await?;
         for chunk in &chunks {
             tx.documents().insert_chunk(chunk).await?;
@@ -189,7 +205,7 @@ impl DocumentService {
         let items = chunks.iter().map(|c| chunk_item(&document, c)).collect();
         if let Err(error) = self
             .indexer
-            .index(tx.as_mut(), ctx.tenant_id(), items)
+            .index(tx.as_mut(), authority.tenant_id(), items)
             .await
         {
             // Whatever reached an index before the failure goes too.
@@ -197,7 +213,7 @@ impl DocumentService {
                 .iter()
                 .map(|c| EntryKey::new(EntryKind::Chunk, c.id.as_uuid()))
                 .collect();
-            let _ = self.indexer.remove(ctx.tenant_id(), &keys).await;
+            let _ = self.indexer.remove(authority.tenant_id(), &keys).await;
             return Err(error);
         }
         tx.commit().await?;

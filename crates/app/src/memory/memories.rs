@@ -74,7 +74,7 @@ fn content_hash(owner: Option<UserId>, content: &MemoryText) -> String {
     sha256_hex(&[owner.as_bytes(), content.dedupe_text().as_bytes()])
 }
 
-fn index_item(memory: &Memory) -> IndexItem {
+pub(super) fn index_item(memory: &Memory) -> IndexItem {
     IndexItem {
         key: EntryKey::new(EntryKind::Memory, memory.id.as_uuid()),
         access: EntryAccess {

@@ -5,8 +5,11 @@
 
 mod documents;
 mod indexer;
+mod maintenance;
 mod memories;
+pub(crate) mod models;
 mod recall;
+mod reembed;
 mod retrieval;
 
 use std::sync::Arc;
@@ -16,6 +19,9 @@ use karen_domain::ports::{EmbeddingProvider, TextIndex, VectorIndex};
 
 pub use documents::{DocumentService, DocumentUpload};
 pub use indexer::Indexer;
+pub use maintenance::{CheckReport, Drift, IndexMaintenance, NoProgress, Progress, RebuildReport};
+pub use models::{IndexState, IndexStateService, JobSignal, TenantModels};
+pub use reembed::{JobOutcome, ReembedWorker};
 pub use memories::{MemoryInput, MemoryListScope, MemoryService};
 pub use recall::{RecallPolicy, TurnRecall};
 pub use retrieval::{Passage, Recall, RecalledMemory, Retriever};
@@ -114,6 +120,8 @@ pub struct SearchPorts {
     pub recall: RecallPolicy,
     /// How memories are written back after a turn.
     pub extraction: ExtractionMode,
+    /// Wakes the re-embedding worker when a tenant's model changes.
+    pub jobs: Arc<JobSignal>,
 }
 
 /// The memory and retrieval services.
@@ -123,15 +131,25 @@ pub struct MemoryServices {
     pub documents: DocumentService,
     pub retriever: Retriever,
     pub indexer: Indexer,
+    /// Rebuilds, drift checks and repairs of the search indexes.
+    pub maintenance: IndexMaintenance,
+    /// Runs re-embedding jobs (started by `karen serve`).
+    pub reembed: ReembedWorker,
+    /// The tenant's embedding model and job, for its admins.
+    pub index_state: IndexStateService,
 }
 
 impl MemoryServices {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
         let indexer = Indexer::new(deps.clone());
         let retriever = Retriever::new(deps.clone(), indexer.clone());
+        let maintenance = IndexMaintenance::new(deps.clone(), indexer.clone());
         Self {
             memories: MemoryService::new(deps.clone(), indexer.clone(), retriever.clone()),
-            documents: DocumentService::new(deps, indexer.clone()),
+            documents: DocumentService::new(deps.clone(), indexer.clone()),
+            reembed: ReembedWorker::new(maintenance.clone()),
+            index_state: IndexStateService::new(deps),
+            maintenance,
             retriever,
             indexer,
         }

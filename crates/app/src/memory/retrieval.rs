@@ -116,7 +116,7 @@ impl Retriever {
             hits
         };
         let vector = async {
-            let (space, vector) = self.indexer.embed_query(query).await?;
+            let (space, vector) = self.indexer.embed_query(ctx.scope(), query).await?;
             if vector.iter().all(|x| *x == 0.0) {
                 return Ok(Vec::new());
             }

@@ -59,6 +59,18 @@ impl EntryKey {
     }
 }
 
+impl EntryKey {
+    /// Parses the [`Display`](fmt::Display) form, `kind:uuid`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let (kind, id) = text
+            .split_once(':')
+            .ok_or_else(|| Error::Internal(format!("malformed index entry key '{text}'")))?;
+        let id = Uuid::try_parse(id)
+            .map_err(|_| Error::Internal(format!("malformed index entry key '{text}'")))?;
+        Ok(Self::new(EntryKind::parse(kind)?, id))
+    }
+}
+
 impl fmt::Display for EntryKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.kind.as_str(), self.id)

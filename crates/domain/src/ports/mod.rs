@@ -20,7 +20,8 @@ pub use llm::{
 };
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
-    ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingRepo,
+    ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
+    EmbeddingRepo,
     MemoryRepo, MemoryScope, PersonaRepo, PlatformTx, ProviderRepo, PurgeReport, Reservation,
     RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals, UserRepo,
 };

@@ -11,7 +11,7 @@ use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
     ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
 };
-use crate::library::{Document, StoredChunk};
+use crate::library::{Document, EmbeddingJob, EmbeddingJobProgress, EmbeddingJobState, StoredChunk};
 use crate::memory::Memory;
 use crate::page::PageRequest;
 use crate::providers::{ModelAlias, TenantProvider};
@@ -100,6 +100,7 @@ pub trait TenantTx: Send {
     fn memories(&mut self) -> &mut dyn MemoryRepo;
     fn documents(&mut self) -> &mut dyn DocumentRepo;
     fn embeddings(&mut self) -> &mut dyn EmbeddingRepo;
+    fn embedding_jobs(&mut self) -> &mut dyn EmbeddingJobRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;
@@ -416,4 +417,50 @@ pub trait EmbeddingRepo: Send {
         vector: &[f32],
         at: OffsetDateTime,
     ) -> Result<()>;
+}
+
+/// Re-embedding jobs (a change of the tenant's embedding model). State
+/// changes are compare-and-set: each applies only while the job is in the
+/// state (and, when running, held by the lease owner) the caller expects.
+#[async_trait]
+pub trait EmbeddingJobRepo: Send {
+    async fn insert_job(&mut self, job: &EmbeddingJob) -> Result<()>;
+    async fn job(&mut self, id: uuid::Uuid) -> Result<Option<EmbeddingJob>>;
+    /// The newest job, in any state.
+    async fn latest_job(&mut self) -> Result<Option<EmbeddingJob>>;
+    /// The newest pending or running job.
+    async fn open_job(&mut self) -> Result<Option<EmbeddingJob>>;
+    /// The newest finished job: its target is the model of the tenant's searches.
+    async fn last_done_job(&mut self) -> Result<Option<EmbeddingJob>>;
+    /// Cancels every pending or running job; returns how many.
+    async fn cancel_open_jobs(&mut self, at: OffsetDateTime) -> Result<u64>;
+    /// Takes the lease of a pending job, of a running one whose lease ran out
+    /// before `at`, or of one `owner` already holds; `false` if none applies.
+    async fn claim_job(
+        &mut self,
+        id: uuid::Uuid,
+        owner: &str,
+        lease_until: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Saves progress and extends the lease; `false` when `owner` no longer
+    /// holds a running job (cancelled, or the lease was taken over).
+    async fn save_progress(
+        &mut self,
+        id: uuid::Uuid,
+        owner: &str,
+        progress: &EmbeddingJobProgress,
+        lease_until: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> Result<bool>;
+    /// Ends a running job held by `owner` in `state` (done, failed, or back
+    /// to pending after a passing failure), recording `error`.
+    async fn end_job(
+        &mut self,
+        id: uuid::Uuid,
+        owner: &str,
+        state: EmbeddingJobState,
+        error: Option<&str>,
+        at: OffsetDateTime,
+    ) -> Result<bool>;
 }

@@ -1,6 +1,7 @@
 //! The command line: what each command is, in one line each (`karen --help`).
 
 mod admin;
+mod index;
 mod ops;
 
 use std::path::PathBuf;
@@ -38,6 +39,12 @@ enum Command {
     /// Manage platform operator keys (they create and remove tenants).
     #[command(subcommand, name = "operator-key")]
     OperatorKey(admin::OperatorKeyCommand),
+    /// Rebuild or check the search indexes (vector and full text) from the database.
+    #[command(subcommand)]
+    Index(index::IndexCommand),
+    /// Import documents into a tenant.
+    #[command(subcommand)]
+    Doc(index::DocCommand),
     /// Rotate the access-token signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -97,5 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::User(command) => admin::user(&ops::load(path)?, command).await,
         Command::Apikey(command) => admin::api_key(&ops::load(path)?, command).await,
         Command::OperatorKey(command) => admin::operator_key(&ops::load(path)?, command).await,
+        Command::Index(command) => index::index(&ops::load(path)?, command).await,
+        Command::Doc(command) => index::doc(&ops::load(path)?, command).await,
     }
 }

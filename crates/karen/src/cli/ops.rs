@@ -48,6 +48,8 @@ pub(super) fn config_check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
 /// `karen serve`
 pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
+    // The embedded search indexes belong to this process while it serves.
+    let _indexes = karen::maintenance::IndexLock::acquire(config)?;
     let karen = Karen::open(config.clone(), Arc::new(SystemClock)).await?;
     if let Some(key) = karen.services.auth.bootstrap_operator_key().await? {
         // Printed once, straight to the terminal (not through the log pipeline).

@@ -170,6 +170,17 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         )
         .await;
     let b_document = b_document.expect(201).str("id").to_owned();
+    // B names its embedding model explicitly (the default: nothing to re-embed).
+    let b_tenant = app.get("/v1/tenant", &bravo.owner_token).await;
+    let mut b_settings = b_tenant.expect(200).body["settings"].clone();
+    b_settings["embedding_model"] = json!("karen-offline-hash-384");
+    app.patch(
+        "/v1/tenant",
+        &bravo.owner_token,
+        json!({"settings": b_settings}),
+    )
+    .await
+    .expect(200);
     // Tenant A's own objects, and an API key of A's owner (a second kind of credential).
     let (a_user, _) = app
         .create_user(&alpha, "member@alpha.test", &["member"])
@@ -460,6 +471,16 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         let tenant = t.call("GET", "/v1/tenant", "/v1/tenant", token, None).await;
         tenant.expect(200);
         assert_eq!(tenant.str("slug"), "alpha");
+        let index = t
+            .call("GET", "/v1/tenant/index", "/v1/tenant/index", token, None)
+            .await;
+        let index = index.expect(200);
+        assert!(
+            index.body["requested_model"].is_null(),
+            "B's setting shown to A: {}",
+            index.text
+        );
+        assert!(index.body["job"].is_null());
         let me = t.call("GET", "/v1/me", "/v1/me", token, None).await;
         assert_eq!(me.expect(200).str("tenant_slug"), "alpha");
         t.call("GET", "/v1/permissions", "/v1/permissions", token, None)

@@ -138,6 +138,12 @@ async fn every_role_is_allowed_exactly_what_it_holds(backend: Backend) {
             ),
             case("GET", "/v1/tenant", None, Some(Permission::TenantRead)),
             case(
+                "GET",
+                "/v1/tenant/index",
+                None,
+                Some(Permission::TenantManage),
+            ),
+            case(
                 "PATCH",
                 "/v1/tenant",
                 Some(json!({"name": "Acme"})),

@@ -3,6 +3,7 @@
 mod api_keys;
 mod budgets;
 mod conversations;
+mod embedding_jobs;
 mod library;
 mod memories;
 mod personas;

@@ -1,0 +1,1 @@
+DROP TABLE embedding_jobs;

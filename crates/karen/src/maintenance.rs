@@ -283,3 +283,25 @@ fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, String> {
     }
     std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_embedded_indexes_are_locked_to_one_holder() {
+        let dir = std::env::temp_dir().join(format!("karen-lock-{}", uuid::Uuid::now_v7().simple()));
+        let config = Config {
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        let held = IndexLock::acquire(&config).unwrap();
+        let refused = IndexLock::acquire(&config).unwrap_err();
+        assert!(refused.to_string().contains("stop it first"), "{refused}");
+        drop(held);
+        IndexLock::acquire(&config).unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

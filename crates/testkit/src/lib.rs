@@ -400,6 +400,7 @@ impl TestApp {
             .await
             .expect(200);
         self.reserve_in_flight(tenant).await;
+        self.record_cancelled_embedding_job(tenant).await;
         // Memory and retrieval: a memory (and its cached embedding), a
         // document with passages, entries in both search indexes.
         let memory = json!({"content": format!("The {} team ships on Fridays", tenant.slug)});
@@ -427,6 +428,40 @@ impl TestApp {
             .header("content-type", media_type)
             .body(body);
         Reply::read(request.send().await.expect("request reaches the server")).await
+    }
+
+    /// Records a re-embedding job, cancelled at once (as a change of the
+    /// tenant's embedding model that was changed back would leave).
+    pub async fn record_cancelled_embedding_job(&self, tenant: &TestTenant) {
+        use karen_domain::ports::Store as _;
+        let id = karen_domain::TenantId::from_uuid(tenant.id);
+        let now = karen_domain::Clock::now(self.clock.as_ref());
+        let scope = karen_domain::TenantScope::system(id, karen_domain::SystemReason::Cli);
+        let mut tx = self
+            .karen
+            .store
+            .tenant(scope)
+            .await
+            .expect("tenant transaction");
+        let model = karen_llm::HASH_EMBEDDING_MODEL_ID.to_owned();
+        let job = karen_domain::library::EmbeddingJob {
+            id: Uuid::now_v7(),
+            tenant_id: id,
+            from_model: model.clone(),
+            to_model: model,
+            state: karen_domain::library::EmbeddingJobState::Cancelled,
+            total: 0,
+            done: 0,
+            cursor: None,
+            dims: None,
+            attempts: 0,
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+            finished_at: Some(now),
+        };
+        tx.embedding_jobs().insert_job(&job).await.expect("job");
+        tx.commit().await.expect("commit");
     }
 
     /// Writes the budget reservation of a call still in flight (as a running

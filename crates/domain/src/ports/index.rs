@@ -226,3 +226,17 @@ pub trait TextIndex: Send + Sync + 'static {
     /// Removes everything the index holds for the tenant.
     async fn purge_tenant(&self, tenant: TenantId) -> Result<()>;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_keys_parse_their_display_form() {
+        let key = EntryKey::new(EntryKind::Chunk, Uuid::now_v7());
+        assert_eq!(EntryKey::parse(&key.to_string()).ok(), Some(key));
+        assert!(EntryKey::parse("chunk").is_err());
+        assert!(EntryKey::parse("note:00000000-0000-0000-0000-000000000000").is_err());
+        assert!(EntryKey::parse("memory:not-a-uuid").is_err());
+    }
+}

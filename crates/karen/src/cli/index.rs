@@ -54,40 +54,53 @@ pub(super) enum DocCommand {
     },
 }
 
-/// A progress bar on stderr (drawn only on a terminal).
+/// A progress bar on stderr (drawn only on a terminal), a new one for each
+/// tenant or directory.
 struct Bar {
-    bar: ProgressBar,
+    bar: std::sync::Mutex<ProgressBar>,
     unit: &'static str,
 }
 
 impl Bar {
     fn new(unit: &'static str) -> Self {
         Self {
-            bar: ProgressBar::hidden(),
+            bar: std::sync::Mutex::new(ProgressBar::hidden()),
             unit,
         }
+    }
+
+    fn current(&self) -> ProgressBar {
+        self.bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
 impl Progress for Bar {
     fn begin(&self, what: &str, total: u64) {
-        self.bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        self.bar.set_length(total);
-        self.bar.set_position(0);
-        let template = format!("{{prefix}} [{{bar:40}}] {{pos}}/{{len}} {} ({{eta}})", self.unit);
+        let bar = ProgressBar::new(total);
+        let template = format!(
+            "{{prefix}} [{{bar:40}}] {{pos}}/{{len}} {} ({{eta}})",
+            self.unit
+        );
         if let Ok(style) = ProgressStyle::with_template(&template) {
-            self.bar.set_style(style.progress_chars("=> "));
+            bar.set_style(style.progress_chars("=> "));
         }
-        self.bar.set_prefix(what.to_owned());
-        self.bar.enable_steady_tick(Duration::from_millis(200));
+        bar.set_prefix(what.to_owned());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        *self
+            .bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = bar;
     }
 
     fn advance(&self, by: u64) {
-        self.bar.inc(by);
+        self.current().inc(by);
     }
 
     fn end(&self) {
-        self.bar.finish_and_clear();
+        self.current().finish_and_clear();
     }
 }
 

@@ -141,14 +141,16 @@ async fn import_stores_supported_files_and_refuses_the_rest(backend: Backend) {
         .post("/v1/search", &member, json!({"query": "salaries paid"}))
         .await;
     assert!(!found.expect(200).text.contains("25th"));
-    let found = app
-        .post(
-            "/v1/search",
-            &acme.owner_token,
-            json!({"query": "salaries paid"}),
-        )
-        .await;
-    assert!(found.expect(200).text.contains("25th"));
+    let listed = app.get("/v1/documents", &acme.owner_token).await;
+    let listed = listed.expect(200);
+    let payroll = listed.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["title"] == "Payroll")
+        .unwrap();
+    assert_eq!(payroll["access_roles"], json!(["finance"]));
+    assert!(payroll["uploaded_by"].is_null(), "imported by the platform");
 
     // A tenant or user that does not exist stops the import before any file.
     let unknown_user = ImportOptions {

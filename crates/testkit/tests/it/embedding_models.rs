@@ -56,6 +56,24 @@ async fn models_of(app: &TestApp, tenant: uuid::Uuid) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Waits until the tenant's vector spaces are `expected` (the worker drops
+/// the old space just after the switch).
+async fn wait_for_spaces(app: &TestApp, tenant: uuid::Uuid, expected: &[(&str, usize)]) {
+    let expected: Vec<(String, u32)> = expected
+        .iter()
+        .map(|(model, dims)| ((*model).to_owned(), *dims as u32))
+        .collect();
+    let mut spaces = Vec::new();
+    for _ in 0..100 {
+        spaces = models_of(app, tenant).await;
+        if spaces == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(spaces, expected);
+}
+
 async fn settings_with_model(app: &TestApp, token: &str, model: Value) -> Value {
     let tenant = app.get("/v1/tenant", token).await;
     let mut settings = tenant.expect(200).body["settings"].clone();
@@ -113,10 +131,7 @@ async fn changing_the_model_reembeds_then_switches_searches(backend: Backend) {
     assert_eq!(job["done"], 2 + chunks);
     assert_eq!(job["progress"], 1.0);
     // Only the new model's space is left; searches use it and still find.
-    assert_eq!(
-        models_of(&app, acme.id).await,
-        vec![(OTHER_MODEL.to_owned(), FAKE_EMBEDDING_DIMENSIONS as u32)]
-    );
+    wait_for_spaces(&app, acme.id, &[(OTHER_MODEL, FAKE_EMBEDDING_DIMENSIONS)]).await;
     assert_eq!(found(&app, owner).await, (1, 1));
     let checked = karen::maintenance::check(&app.karen, Some("acme"), false, &karen_app::memory::NoProgress)
         .await
@@ -153,10 +168,7 @@ async fn changing_the_model_reembeds_then_switches_searches(backend: Backend) {
     let state = wait_for_job(&app, owner, "done").await;
     assert_eq!(state["embedding_model"], DEFAULT_MODEL);
     assert_ne!(state["job"]["id"], job["id"]);
-    assert_eq!(
-        models_of(&app, acme.id).await,
-        vec![(DEFAULT_MODEL.to_owned(), 384)]
-    );
+    wait_for_spaces(&app, acme.id, &[(DEFAULT_MODEL, 384)]).await;
     assert_eq!(found(&app, owner).await, (2, 1));
     app.stop().await;
 }
@@ -247,10 +259,7 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
     assert_eq!(state["job"]["id"], job.id.to_string());
     assert_eq!(state["job"]["attempts"], 2);
     assert_eq!(state["job"]["total"], 3 + chunks);
-    assert_eq!(
-        models_of(&app, acme.id).await,
-        vec![(OTHER_MODEL.to_owned(), FAKE_EMBEDDING_DIMENSIONS as u32)]
-    );
+    wait_for_spaces(&app, acme.id, &[(OTHER_MODEL, FAKE_EMBEDDING_DIMENSIONS)]).await;
     let checked = karen::maintenance::check(&app.karen, Some("acme"), false, &karen_app::memory::NoProgress)
         .await
         .unwrap();

@@ -230,7 +230,7 @@ pub async fn import_documents(
     let limit = karen.config.memory.max_document_bytes;
     let documents = &karen.services.memory.documents;
     let mut report = ImportReport::default();
-    progress.begin(&tenant.slug.to_string(), files.len() as u64);
+    progress.begin(tenant.slug.as_ref(), files.len() as u64);
     for path in files {
         let name = path
             .file_name()
@@ -292,7 +292,8 @@ mod tests {
 
     #[test]
     fn the_embedded_indexes_are_locked_to_one_holder() {
-        let dir = std::env::temp_dir().join(format!("karen-lock-{}", uuid::Uuid::now_v7().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("karen-lock-{}", uuid::Uuid::now_v7().simple()));
         let config = Config {
             data_dir: dir.clone(),
             ..Config::default()

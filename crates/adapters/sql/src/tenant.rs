@@ -5,8 +5,9 @@
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
-    ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, PersonaRepo,
-    ProviderRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UsageRepo, UserRepo,
+    ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo, EmbeddingRepo,
+    MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UsageRepo,
+    UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;

@@ -65,9 +65,11 @@ impl Indexer {
 
     /// A model of the catalog.
     pub(crate) fn embedder(&self, model: &str) -> Result<&EmbeddingModel> {
-        self.deps.search.embedders.get(model).ok_or_else(|| {
-            Error::internal(format!("embedding model '{model}' is not offered"))
-        })
+        self.deps
+            .search
+            .embedders
+            .get(model)
+            .ok_or_else(|| Error::internal(format!("embedding model '{model}' is not offered")))
     }
 
     /// Embeds texts with `model`, in batches.
@@ -104,10 +106,7 @@ impl Indexer {
     ) -> Result<Vec<Option<Vec<f32>>>> {
         let mut vectors = Vec::with_capacity(items.len());
         for item in items {
-            let cached = tx
-                .embeddings()
-                .embedding(model, &item.content_hash)
-                .await?;
+            let cached = tx.embeddings().embedding(model, &item.content_hash).await?;
             telemetry::cache_lookup("embeddings", cached.is_some());
             vectors.push(cached);
         }

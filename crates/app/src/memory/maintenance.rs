@@ -179,7 +179,10 @@ impl IndexMaintenance {
         items: &[IndexItem],
     ) -> Result<(Vec<Vec<f32>>, u64)> {
         let mut tx = self.deps.store.tenant_read(system(tenant)).await?;
-        let mut vectors = self.indexer.cached(tx.as_mut(), &model.model, items).await?;
+        let mut vectors = self
+            .indexer
+            .cached(tx.as_mut(), &model.model, items)
+            .await?;
         tx.commit().await?;
         let missing: Vec<usize> = (0..items.len()).filter(|i| vectors[*i].is_none()).collect();
         if !missing.is_empty() {
@@ -195,7 +198,10 @@ impl IndexMaintenance {
             }
             tx.commit().await?;
         }
-        Ok((vectors.into_iter().flatten().collect(), missing.len() as u64))
+        Ok((
+            vectors.into_iter().flatten().collect(),
+            missing.len() as u64,
+        ))
     }
 
     /// Embeds `items` with `model` and writes them to its vector space, in
@@ -238,7 +244,11 @@ impl IndexMaintenance {
     /// Rebuilds the tenant's vector and text indexes from the store: both are
     /// emptied (but the space a re-embedding job is filling), then every
     /// memory and chunk is written again with the tenant's model.
-    pub async fn rebuild(&self, tenant: TenantId, progress: &dyn Progress) -> Result<RebuildReport> {
+    pub async fn rebuild(
+        &self,
+        tenant: TenantId,
+        progress: &dyn Progress,
+    ) -> Result<RebuildReport> {
         let models = self.models(tenant).await?;
         let model = self.indexer.embedder(&models.active)?.clone();
         let (items, memories) = self.source_items(tenant).await?;
@@ -298,7 +308,12 @@ impl IndexMaintenance {
             .collect();
         let (vector_keys, rebuild_needed) = match &space {
             Some(space) => (
-                search.vector.keys(tenant, space).await?.into_iter().collect(),
+                search
+                    .vector
+                    .keys(tenant, space)
+                    .await?
+                    .into_iter()
+                    .collect(),
                 search.vector.status(tenant, space).await?.rebuild_needed,
             ),
             None => (BTreeSet::new(), false),
@@ -363,7 +378,10 @@ impl IndexMaintenance {
         self.write_vectors(tenant, &model, &missing_items, progress)
             .await?;
         // Not in the store: orphaned in every space.
-        search.vector.remove(tenant, &report.vector.orphaned).await?;
+        search
+            .vector
+            .remove(tenant, &report.vector.orphaned)
+            .await?;
         for stale in &report.stale_spaces {
             search.vector.drop_space(tenant, stale).await?;
         }

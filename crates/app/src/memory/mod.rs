@@ -20,10 +20,10 @@ use karen_domain::ports::{EmbeddingProvider, TextIndex, VectorIndex};
 pub use documents::{DocumentService, DocumentUpload};
 pub use indexer::Indexer;
 pub use maintenance::{CheckReport, Drift, IndexMaintenance, NoProgress, Progress, RebuildReport};
-pub use models::{IndexState, IndexStateService, JobSignal, TenantModels};
-pub use reembed::{JobOutcome, ReembedWorker};
 pub use memories::{MemoryInput, MemoryListScope, MemoryService};
+pub use models::{IndexState, IndexStateService, JobSignal, TenantModels};
 pub use recall::{RecallPolicy, TurnRecall};
+pub use reembed::{JobOutcome, ReembedWorker};
 pub use retrieval::{Passage, Recall, RecalledMemory, Retriever};
 
 use crate::Deps;

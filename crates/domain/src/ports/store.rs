@@ -11,7 +11,9 @@ use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
     ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
 };
-use crate::library::{Document, EmbeddingJob, EmbeddingJobProgress, EmbeddingJobState, StoredChunk};
+use crate::library::{
+    Document, EmbeddingJob, EmbeddingJobProgress, EmbeddingJobState, StoredChunk,
+};
 use crate::memory::Memory;
 use crate::page::PageRequest;
 use crate::providers::{ModelAlias, TenantProvider};

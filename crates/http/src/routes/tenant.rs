@@ -8,10 +8,10 @@ use karen_domain::tenant::TenantSettings;
 use karen_domain::values::RoleName;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use uuid::Uuid;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use uuid::Uuid;
 
 use super::views::{SettingsView, TenantView};
 use crate::AppState;
@@ -155,12 +155,7 @@ async fn get_index_state(
     State(state): State<AppState>,
     auth: Authorized<perm::TenantManage>,
 ) -> ApiResult<Json<IndexStateView>> {
-    let found = state
-        .services
-        .memory
-        .index_state
-        .state(&auth.ctx)
-        .await?;
+    let found = state.services.memory.index_state.state(&auth.ctx).await?;
     Ok(Json(IndexStateView {
         embedding_model: found.model,
         dimensions: found.dims,

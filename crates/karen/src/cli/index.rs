@@ -138,20 +138,29 @@ pub(super) async fn index(config: &Config, command: IndexCommand) -> anyhow::Res
     let progress = Bar::new("entries");
     match command {
         IndexCommand::Rebuild { tenant } => {
-            for (tenant, report) in maintenance::rebuild(&karen, tenant.as_deref(), &progress).await? {
+            for (tenant, report) in
+                maintenance::rebuild(&karen, tenant.as_deref(), &progress).await?
+            {
                 println!(
                     "{}: rebuilt {} memories and {} passages with {} ({} vectors; {} texts embedded, the rest from the cache)",
-                    tenant.slug, report.memories, report.chunks, report.model, report.vectors, report.embedded
+                    tenant.slug,
+                    report.memories,
+                    report.chunks,
+                    report.model,
+                    report.vectors,
+                    report.embedded
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         IndexCommand::Check { tenant, repair } => {
             let mut drifted = false;
-            let reports =
-                maintenance::check(&karen, tenant.as_deref(), repair, &progress).await?;
+            let reports = maintenance::check(&karen, tenant.as_deref(), repair, &progress).await?;
             for (tenant, report) in reports {
-                println!("{}: {} entries in the database", tenant.slug, report.entries);
+                println!(
+                    "{}: {} entries in the database",
+                    tenant.slug, report.entries
+                );
                 for drift in [&report.text, &report.vector] {
                     println!("  {}", describe(drift));
                     for key in drift.missing.iter().take(20) {
@@ -174,7 +183,9 @@ pub(super) async fn index(config: &Config, command: IndexCommand) -> anyhow::Res
                 }
             }
             if drifted {
-                eprintln!("drift found; run `karen index check --repair` (or `karen index rebuild`)");
+                eprintln!(
+                    "drift found; run `karen index check --repair` (or `karen index rebuild`)"
+                );
                 return Ok(ExitCode::FAILURE);
             }
             Ok(ExitCode::SUCCESS)
@@ -202,7 +213,10 @@ pub(super) async fn doc(config: &Config, command: DocCommand) -> anyhow::Result<
     for (path, outcome) in &report.files {
         match outcome {
             FileOutcome::Imported { document, chunks } => {
-                println!("imported  {}  document {document}, {chunks} passages", path.display());
+                println!(
+                    "imported  {}  document {document}, {chunks} passages",
+                    path.display()
+                );
             }
             FileOutcome::Skipped(reason) => println!("skipped   {}  {reason}", path.display()),
             FileOutcome::Failed(reason) => println!("refused   {}  {reason}", path.display()),

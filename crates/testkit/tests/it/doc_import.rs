@@ -38,10 +38,8 @@ mod tempdir {
 
     impl Dir {
         pub fn new() -> Self {
-            let path = std::env::temp_dir().join(format!(
-                "karen-import-{}",
-                uuid::Uuid::now_v7().simple()
-            ));
+            let path = std::env::temp_dir()
+                .join(format!("karen-import-{}", uuid::Uuid::now_v7().simple()));
             std::fs::create_dir_all(&path).unwrap();
             Self(path)
         }
@@ -115,9 +113,17 @@ async fn import_stores_supported_files_and_refuses_the_rest(backend: Backend) {
     let listed = app.get("/v1/documents", &member).await;
     let listed = listed.expect(200);
     assert_eq!(listed.item_ids().len(), 2, "{}", listed.text);
-    assert!(listed.text.contains(&member_id.to_string()), "{}", listed.text);
+    assert!(
+        listed.text.contains(&member_id.to_string()),
+        "{}",
+        listed.text
+    );
     let found = app
-        .post("/v1/search", &member, json!({"query": "who issues badges?"}))
+        .post(
+            "/v1/search",
+            &member,
+            json!({"query": "who issues badges?"}),
+        )
         .await;
     assert!(found.expect(200).text.contains("front desk"));
     let checked = karen::maintenance::check(&app.karen, Some("acme"), false, &NoProgress)

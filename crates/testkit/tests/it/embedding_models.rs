@@ -108,7 +108,11 @@ async fn changing_the_model_reembeds_then_switches_searches(backend: Backend) {
     let refused = app.patch("/v1/tenant", owner, body).await;
     refused.expect_problem(422, "validation_failed");
     assert_eq!(refused.str("field"), "settings.embedding_model");
-    assert!(refused.str("detail").contains(OTHER_MODEL), "{}", refused.text);
+    assert!(
+        refused.str("detail").contains(OTHER_MODEL),
+        "{}",
+        refused.text
+    );
     let tenant = app.get("/v1/tenant", owner).await;
     assert!(tenant.expect(200).body["settings"]["embedding_model"].is_null());
     assert!(
@@ -133,9 +137,14 @@ async fn changing_the_model_reembeds_then_switches_searches(backend: Backend) {
     // Only the new model's space is left; searches use it and still find.
     wait_for_spaces(&app, acme.id, &[(OTHER_MODEL, FAKE_EMBEDDING_DIMENSIONS)]).await;
     assert_eq!(found(&app, owner).await, (1, 1));
-    let checked = karen::maintenance::check(&app.karen, Some("acme"), false, &karen_app::memory::NoProgress)
-        .await
-        .unwrap();
+    let checked = karen::maintenance::check(
+        &app.karen,
+        Some("acme"),
+        false,
+        &karen_app::memory::NoProgress,
+    )
+    .await
+    .unwrap();
     assert!(checked[0].1.is_clean(), "{:?}", checked[0].1);
     // New entries are embedded with the tenant's model.
     app.post(
@@ -228,7 +237,10 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
     .await
     .expect(201);
     let spaces = models_of(&app, acme.id).await;
-    assert!(spaces.contains(&(DEFAULT_MODEL.to_owned(), 384)), "{spaces:?}");
+    assert!(
+        spaces.contains(&(DEFAULT_MODEL.to_owned(), 384)),
+        "{spaces:?}"
+    );
     assert!(
         spaces.contains(&(OTHER_MODEL.to_owned(), FAKE_EMBEDDING_DIMENSIONS as u32)),
         "{spaces:?}"
@@ -244,7 +256,13 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
         .find(|s| s.model == OTHER_MODEL)
         .unwrap();
     assert_eq!(
-        app.karen.indexes.vector.keys(id, &space).await.unwrap().len(),
+        app.karen
+            .indexes
+            .vector
+            .keys(id, &space)
+            .await
+            .unwrap()
+            .len(),
         1,
         "only the new memory so far"
     );
@@ -260,9 +278,14 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
     assert_eq!(state["job"]["attempts"], 2);
     assert_eq!(state["job"]["total"], 3 + chunks);
     wait_for_spaces(&app, acme.id, &[(OTHER_MODEL, FAKE_EMBEDDING_DIMENSIONS)]).await;
-    let checked = karen::maintenance::check(&app.karen, Some("acme"), false, &karen_app::memory::NoProgress)
-        .await
-        .unwrap();
+    let checked = karen::maintenance::check(
+        &app.karen,
+        Some("acme"),
+        false,
+        &karen_app::memory::NoProgress,
+    )
+    .await
+    .unwrap();
     assert!(checked[0].1.is_clean(), "{:?}", checked[0].1);
     assert_eq!(found(&app, &owner).await, (2, 1));
     // Nothing left to run: running the worker again changes nothing.

@@ -62,7 +62,10 @@ pub(crate) async fn found(app: &TestApp, token: &str) -> (usize, usize) {
                 .count()
         })
     };
-    (count("memories", "/memory/content"), count("passages", "/text"))
+    (
+        count("memories", "/memory/content"),
+        count("passages", "/text"),
+    )
 }
 
 fn entries(report: &karen_app::memory::CheckReport) -> (usize, usize, usize, usize) {
@@ -109,7 +112,9 @@ async fn rebuild_restores_search_after_the_index_is_lost(backend: Backend) {
             app
         }
     };
-    let owner = app.token("acme", &acme.owner_email, karen_testkit::PASSWORD).await;
+    let owner = app
+        .token("acme", &acme.owner_email, karen_testkit::PASSWORD)
+        .await;
     assert_eq!(found(&app, &owner).await, (0, 0));
     let checked = karen::maintenance::check(&app.karen, Some("acme"), false, &NoProgress)
         .await
@@ -126,7 +131,11 @@ async fn rebuild_restores_search_after_the_index_is_lost(backend: Backend) {
         .unwrap();
     let report = &rebuilt[0].1;
     assert_eq!(
-        (report.memories, report.chunks as usize, report.vectors as usize),
+        (
+            report.memories,
+            report.chunks as usize,
+            report.vectors as usize
+        ),
         (2, chunks, entries_held)
     );
     assert_eq!(report.embedded, 0, "every vector came from the cache");
@@ -137,7 +146,9 @@ async fn rebuild_restores_search_after_the_index_is_lost(backend: Backend) {
         .unwrap();
     assert_eq!(checked.len(), 2);
     assert!(checked.iter().all(|(_, r)| r.is_clean()), "{checked:?}");
-    let other_owner = app.token("other", &other.owner_email, karen_testkit::PASSWORD).await;
+    let other_owner = app
+        .token("other", &other.owner_email, karen_testkit::PASSWORD)
+        .await;
     assert_eq!(found(&app, &other_owner).await, (1, 1));
     app.stop().await;
 }

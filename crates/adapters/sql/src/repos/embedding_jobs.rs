@@ -14,9 +14,8 @@ use crate::rows;
 use crate::tenant::SqlTenantTx;
 
 fn job(row: &Row) -> Result<EmbeddingJob> {
-    let count = |column: &str| -> Result<u64> {
-        Ok(u64::try_from(row.get::<i64>(column)?).unwrap_or(0))
-    };
+    let count =
+        |column: &str| -> Result<u64> { Ok(u64::try_from(row.get::<i64>(column)?).unwrap_or(0)) };
     Ok(EmbeddingJob {
         id: row.get("id")?,
         tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
@@ -72,12 +71,23 @@ impl EmbeddingJobRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM embedding_jobs WHERE tenant_id = $1 AND id = $2")
             .bind(id);
-        self.tx.fetch_optional(q).await?.as_ref().map(job).transpose()
+        self.tx
+            .fetch_optional(q)
+            .await?
+            .as_ref()
+            .map(job)
+            .transpose()
     }
 
     async fn latest_job(&mut self) -> Result<Option<EmbeddingJob>> {
-        let q = self.q("SELECT * FROM embedding_jobs WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1");
-        self.tx.fetch_optional(q).await?.as_ref().map(job).transpose()
+        let q =
+            self.q("SELECT * FROM embedding_jobs WHERE tenant_id = $1 ORDER BY id DESC LIMIT 1");
+        self.tx
+            .fetch_optional(q)
+            .await?
+            .as_ref()
+            .map(job)
+            .transpose()
     }
 
     async fn open_job(&mut self) -> Result<Option<EmbeddingJob>> {
@@ -85,7 +95,12 @@ impl EmbeddingJobRepo for SqlTenantTx {
             "SELECT * FROM embedding_jobs WHERE tenant_id = $1 AND state IN ('pending', 'running') \
              ORDER BY id DESC LIMIT 1",
         );
-        self.tx.fetch_optional(q).await?.as_ref().map(job).transpose()
+        self.tx
+            .fetch_optional(q)
+            .await?
+            .as_ref()
+            .map(job)
+            .transpose()
     }
 
     async fn last_done_job(&mut self) -> Result<Option<EmbeddingJob>> {
@@ -93,7 +108,12 @@ impl EmbeddingJobRepo for SqlTenantTx {
             "SELECT * FROM embedding_jobs WHERE tenant_id = $1 AND state = 'done' \
              ORDER BY finished_at DESC, id DESC LIMIT 1",
         );
-        self.tx.fetch_optional(q).await?.as_ref().map(job).transpose()
+        self.tx
+            .fetch_optional(q)
+            .await?
+            .as_ref()
+            .map(job)
+            .transpose()
     }
 
     async fn cancel_open_jobs(&mut self, at: OffsetDateTime) -> Result<u64> {
@@ -132,9 +152,11 @@ impl EmbeddingJobRepo for SqlTenantTx {
         at: OffsetDateTime,
     ) -> Result<bool> {
         let q = self
-            .q("UPDATE embedding_jobs SET total = $4, done = $5, cursor = $6, dims = $7, \
+            .q(
+                "UPDATE embedding_jobs SET total = $4, done = $5, cursor = $6, dims = $7, \
                 lease_until = $8, updated_at = $9 \
-                WHERE tenant_id = $1 AND id = $2 AND state = 'running' AND lease_owner = $3")
+                WHERE tenant_id = $1 AND id = $2 AND state = 'running' AND lease_owner = $3",
+            )
             .bind(id)
             .bind(owner.to_owned())
             .bind(i64_of(p.total))
@@ -156,9 +178,11 @@ impl EmbeddingJobRepo for SqlTenantTx {
     ) -> Result<bool> {
         let finished = (state != EmbeddingJobState::Pending).then(|| to_millis(at));
         let q = self
-            .q("UPDATE embedding_jobs SET state = $4, last_error = $5, lease_owner = NULL, \
+            .q(
+                "UPDATE embedding_jobs SET state = $4, last_error = $5, lease_owner = NULL, \
                 lease_until = NULL, updated_at = $6, finished_at = $7 \
-                WHERE tenant_id = $1 AND id = $2 AND state = 'running' AND lease_owner = $3")
+                WHERE tenant_id = $1 AND id = $2 AND state = 'running' AND lease_owner = $3",
+            )
             .bind(id)
             .bind(owner.to_owned())
             .bind(state.as_str())

@@ -9,6 +9,7 @@ mod authority;
 pub mod cache;
 pub mod credentials;
 pub mod health;
+pub mod insights;
 pub mod memory;
 pub mod roles;
 pub mod telemetry;
@@ -83,6 +84,8 @@ pub struct Deps {
     pub tenant_series: Arc<telemetry::TenantSeries>,
     /// Indexes, embedder and document reader of memory and retrieval.
     pub search: memory::SearchPorts,
+    /// The process's insight collector and the configured model chains.
+    pub insights: insights::InsightPorts,
 }
 
 impl Deps {
@@ -109,6 +112,7 @@ pub struct Services {
     pub health: health::HealthService,
     pub assistant: assistant::AssistantServices,
     pub memory: memory::MemoryServices,
+    pub insights: insights::InsightService,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -137,6 +141,7 @@ impl Services {
             roles: roles::RoleService::new(deps.clone()),
             api_keys: api_keys::ApiKeyService::new(deps.clone()),
             health: health::HealthService::new(deps.clone()),
+            insights: insights::InsightService::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
             memory,
         }

@@ -21,7 +21,8 @@ pub use llm::{
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
     ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
-    EmbeddingRepo, MemoryRepo, MemoryScope, PersonaRepo, PlatformTx, ProviderRepo, PurgeReport,
+    EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx, ProviderRepo,
+    PurgeReport,
     Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals,
     UserRepo,
 };

@@ -271,6 +271,21 @@ pub struct UsageTotals {
     pub cost_micros: i64,
 }
 
+/// Sums over one provider and model's usage records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelUsage {
+    pub provider: String,
+    pub model: String,
+    pub calls: i64,
+    /// Calls whose status is `error`.
+    pub errors: i64,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost_micros: i64,
+    /// Sum of the calls' latencies.
+    pub latency_ms: i64,
+}
+
 /// Metered provider calls.
 #[async_trait]
 pub trait UsageRepo: Send {
@@ -283,6 +298,8 @@ pub trait UsageRepo: Send {
         limit: i64,
     ) -> Result<Vec<UsageRecord>>;
     async fn usage_totals(&mut self, filter: &UsageFilter) -> Result<UsageTotals>;
+    /// Sums per provider and model over records matching `filter`, costliest first.
+    async fn usage_by_model(&mut self, filter: &UsageFilter) -> Result<Vec<ModelUsage>>;
 }
 
 /// Budget set aside for one provider call in flight. Settled (replaced by the

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use karen_domain::chat::{UsageRecord, UsageStatus};
 use karen_domain::clock::to_millis;
-use karen_domain::ports::{UsageFilter, UsageRepo, UsageTotals};
+use karen_domain::ports::{ModelUsage, UsageFilter, UsageRepo, UsageTotals};
 use karen_domain::{ApiKeyId, ConversationId, Result, TenantId, UsageId, UserId};
 use uuid::Uuid;
 
@@ -129,5 +129,36 @@ impl UsageRepo for SqlTenantTx {
             completion_tokens: row.get("completion_tokens")?,
             cost_micros: row.get("cost_micros")?,
         })
+    }
+
+    async fn usage_by_model(&mut self, filter: &UsageFilter) -> Result<Vec<ModelUsage>> {
+        let q = self.q(
+            "SELECT provider, model, count(*) AS calls, \
+             CAST(COALESCE(SUM(CASE WHEN status = 'error' THEN 1 ELSE 0 END), 0) AS BIGINT) AS errors, \
+             CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+             CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+             CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS cost_micros, \
+             CAST(COALESCE(SUM(latency_ms), 0) AS BIGINT) AS latency_ms \
+             FROM usage_records WHERE tenant_id = $1 AND ($2 IS NULL OR created_at >= $2) \
+             AND ($3 IS NULL OR created_at < $3) AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5) \
+             AND ($6 IS NULL OR model = $6) GROUP BY provider, model ORDER BY cost_micros DESC, calls DESC, model",
+        );
+        self.tx
+            .fetch_all(bind_filter(q, filter))
+            .await?
+            .iter()
+            .map(|row| {
+                Ok(ModelUsage {
+                    provider: row.get("provider")?,
+                    model: row.get("model")?,
+                    calls: row.get("calls")?,
+                    errors: row.get("errors")?,
+                    prompt_tokens: row.get("prompt_tokens")?,
+                    completion_tokens: row.get("completion_tokens")?,
+                    cost_micros: row.get("cost_micros")?,
+                    latency_ms: row.get("latency_ms")?,
+                })
+            })
+            .collect()
     }
 }

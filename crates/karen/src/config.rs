@@ -308,6 +308,8 @@ pub struct MetricsConfig {
     pub listen: String,
     /// Tenants with per-tenant series of their own (the busiest); the rest are `other`.
     pub tenant_series: usize,
+    /// Minutes of per-minute history the insight report can cover (1–1440).
+    pub insights_window_minutes: u32,
 }
 
 impl Default for MetricsConfig {
@@ -316,6 +318,7 @@ impl Default for MetricsConfig {
             enabled: true,
             listen: String::new(),
             tenant_series: 20,
+            insights_window_minutes: karen_app::insights::DEFAULT_WINDOW_MINUTES,
         }
     }
 }
@@ -406,6 +409,13 @@ impl Config {
         }
         if self.metrics.tenant_series > 1000 {
             problems.push("metrics.tenant_series: at most 1000 (each tenant adds series)".into());
+        }
+        let window = self.metrics.insights_window_minutes;
+        if !(1..=karen_app::insights::MAX_WINDOW_MINUTES).contains(&window) {
+            problems.push(format!(
+                "metrics.insights_window_minutes: between 1 and {} (got {window})",
+                karen_app::insights::MAX_WINDOW_MINUTES
+            ));
         }
         let url = self.database_url();
         let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");

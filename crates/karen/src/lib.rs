@@ -155,6 +155,14 @@ impl Karen {
             store_for_router,
             counters.clone(),
         )?);
+        let recorders = if config.metrics.enabled {
+            Some(
+                telemetry::recorder(config.metrics.insights_window_minutes)
+                    .map_err(|e| anyhow::anyhow!(e))?,
+            )
+        } else {
+            None
+        };
         let services = Services::new(Deps {
             store: store_port,
             clock,
@@ -180,6 +188,10 @@ impl Karen {
                 config.metrics.tenant_series,
                 Duration::from_secs(60),
             )),
+            insights: karen_app::insights::InsightPorts {
+                collector: recorders.as_ref().map(|r| r.insights.clone()),
+                chains: models::model_chains(&config.llm),
+            },
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config
@@ -194,17 +206,14 @@ impl Karen {
                     .collect(),
             },
         });
-        let metrics: Option<Arc<dyn karen_http::MetricsSource>> = if config.metrics.enabled {
-            let handle = telemetry::recorder().map_err(|e| anyhow::anyhow!(e))?;
-            Some(Arc::new(telemetry::KarenMetrics::new(
-                handle,
+        let metrics: Option<Arc<dyn karen_http::MetricsSource>> = recorders.map(|recorders| {
+            Arc::new(telemetry::KarenMetrics::new(
+                recorders.prometheus,
                 store.clone(),
                 services.clone(),
                 router,
-            )))
-        } else {
-            None
-        };
+            )) as Arc<dyn karen_http::MetricsSource>
+        });
         Ok(Self {
             config,
             store,

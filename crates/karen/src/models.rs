@@ -45,6 +45,30 @@ type BuiltProviders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn ChatProvider>
 type BuiltEmbedders = HashMap<ProviderId, (OffsetDateTime, Arc<dyn EmbeddingProvider>)>;
 
 /// The outbound timeouts `[llm]` sets (chat and embedding providers alike).
+/// Each model the platform's providers serve, with those providers in the
+/// order they are tried and the aliases that name it (for insights).
+pub fn model_chains(config: &LlmConfig) -> Vec<karen_app::insights::ModelChain> {
+    let mut chains: Vec<karen_app::insights::ModelChain> = Vec::new();
+    for provider in &config.providers {
+        for model in &provider.models {
+            match chains.iter_mut().find(|c| &c.model == model) {
+                Some(chain) => chain.providers.push(provider.name.clone()),
+                None => chains.push(karen_app::insights::ModelChain {
+                    model: model.clone(),
+                    providers: vec![provider.name.clone()],
+                    aliases: config
+                        .aliases
+                        .iter()
+                        .filter(|(_, target)| *target == model)
+                        .map(|(alias, _)| alias.clone())
+                        .collect(),
+                }),
+            }
+        }
+    }
+    chains
+}
+
 pub(crate) fn timeouts(config: &LlmConfig) -> Timeouts {
     Timeouts {
         connect: Duration::from_secs(config.connect_timeout_secs),

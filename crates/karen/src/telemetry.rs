@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use futures::Stream;
 use karen_app::Services;
+use karen_app::insights::{InsightCollector, InsightRecorder, LATENCY_BUCKETS};
+use karen_domain::clock::SystemClock;
 use karen_domain::ports::{
     ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError,
 };
@@ -20,27 +22,38 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::models::ConfiguredRouter;
 
-/// Bucket bounds of every latency histogram, in seconds (1 s and 0.25 s are
-/// the SLO and pool-wait thresholds the alert rules read).
-const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-    60.0, 120.0,
-];
-
-/// The process's recorder, installed on first use; every Karen of the
-/// process (test replicas) shares it.
-pub fn recorder() -> Result<PrometheusHandle, String> {
-    static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
-    HANDLE.get_or_init(install).clone()
+/// The process's recorders: Prometheus, and the insight collector fed
+/// through the same facade.
+#[derive(Clone)]
+pub struct Recorders {
+    pub prometheus: PrometheusHandle,
+    pub insights: Arc<InsightCollector>,
 }
 
-fn install() -> Result<PrometheusHandle, String> {
+/// The process's recorder, installed on first use; every Karen of the
+/// process (test replicas) shares it, and the first one's insight window.
+pub fn recorder(insights_window_minutes: u32) -> Result<Recorders, String> {
+    static HANDLE: OnceLock<Result<Recorders, String>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| install(insights_window_minutes))
+        .clone()
+}
+
+fn install(insights_window_minutes: u32) -> Result<Recorders, String> {
+    // The buckets are also the collector's (1 s and 0.25 s are the SLO and
+    // pool-wait thresholds the alert rules read).
     let recorder = PrometheusBuilder::new()
         .set_buckets(LATENCY_BUCKETS)
         .map_err(|e| format!("metrics buckets: {e}"))?
         .build_recorder();
     let handle = recorder.handle();
-    metrics::set_global_recorder(recorder)
+    // Insights run on the wall clock: the collector is process-wide, shared
+    // by every Karen of the process, whatever clock each was given.
+    let insights = Arc::new(InsightCollector::new(
+        insights_window_minutes,
+        Arc::new(SystemClock),
+    ));
+    metrics::set_global_recorder(InsightRecorder::new(recorder, insights.clone()))
         .map_err(|e| format!("installing the metrics recorder: {e}"))?;
     // Histograms are folded in lazily; upkeep keeps their memory bounded between scrapes.
     let upkeep = handle.clone();
@@ -64,7 +77,10 @@ fn install() -> Result<PrometheusHandle, String> {
     ] {
         metrics::counter!(family).absolute(0);
     }
-    Ok(handle)
+    Ok(Recorders {
+        prometheus: handle,
+        insights,
+    })
 }
 
 /// What `/metrics` serves.

@@ -5,6 +5,7 @@ mod api_keys;
 mod auth;
 mod budgets;
 mod conversations;
+mod insights;
 mod memory;
 mod openai;
 mod openai_embeddings;
@@ -39,4 +40,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(openai::routes())
         .merge(budgets::routes())
         .merge(providers::routes())
+        .merge(insights::routes())
 }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod index;
+mod insights;
 mod ops;
 
 use std::path::PathBuf;
@@ -53,6 +54,10 @@ enum Command {
     Config(ConfigCommand),
     /// Print the OpenAPI 3.1 document of the HTTP API.
     Openapi,
+    /// Print a running server's insight report: slowest routes, slow queries,
+    /// cache hit ratios, providers, rejections, spending and recommendations
+    /// (operator key in KAREN_OPERATOR_TOKEN).
+    Insights(insights::InsightsArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,5 +111,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::OperatorKey(command) => admin::operator_key(&ops::load(path)?, command).await,
         Command::Index(command) => index::index(&ops::load(path)?, command).await,
         Command::Doc(command) => index::doc(&ops::load(path)?, command).await,
+        Command::Insights(args) => insights::run(&ops::load(path)?, args).await,
     }
 }

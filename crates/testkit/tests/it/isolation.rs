@@ -410,6 +410,26 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             !usage.expect(200).text.contains(&b_chat),
             "B's usage listed for A"
         );
+        let insights = t
+            .call(
+                "GET",
+                "/v1/tenant/insights",
+                "/v1/tenant/insights",
+                token,
+                None,
+            )
+            .await;
+        let insights = insights.expect(200);
+        assert!(
+            insights.body["process"].is_null(),
+            "process-wide numbers shown to a tenant"
+        );
+        for foreign in [bravo.slug.as_str(), &bravo.id.to_string()] {
+            assert!(
+                !insights.text.contains(foreign),
+                "B's usage in A's insights"
+            );
+        }
         for (method, template, body) in [
             ("GET", "/v1/users/{user_id}", None),
             (

@@ -33,6 +33,7 @@ mod embedding_models;
 mod embeddings;
 mod http;
 mod indexes;
+mod insights;
 mod isolation;
 mod llm;
 mod memory;

@@ -169,7 +169,7 @@ const DECLARED_ROUTES: &str = "
     get /v1/conversations/{conversation_id}/messages  post /v1/conversations/{conversation_id}/messages
     get /v1/personas  post /v1/personas
     get /v1/personas/{persona_id}  patch /v1/personas/{persona_id}  delete /v1/personas/{persona_id}
-    get /v1/usage
+    get /v1/usage  get /v1/tenant/insights  get /v1/admin/insights
     post /v1/chat/completions  get /v1/models
     get /v1/budgets  post /v1/budgets  delete /v1/budgets/{budget_id}
     get /v1/providers  post /v1/providers  patch /v1/providers/{provider_id}  delete /v1/providers/{provider_id}

@@ -836,7 +836,7 @@ mod tests {
     #[test]
     fn out_of_range_values_are_rejected_naming_the_key() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 9] = [
+        let cases: [(&str, Change); 11] = [
             ("auth.access_token_ttl_secs", |c| {
                 c.auth.access_token_ttl_secs = 5
             }),
@@ -858,6 +858,12 @@ mod tests {
             }),
             ("redis.timeout_ms", |c| c.redis.timeout_ms = 1),
             ("log.level", |c| c.log.level = "loud,,=".into()),
+            ("metrics.insights_window_minutes", |c| {
+                c.metrics.insights_window_minutes = 0
+            }),
+            ("metrics.insights_window_minutes", |c| {
+                c.metrics.insights_window_minutes = 1441
+            }),
         ];
         for (key, change) in cases {
             let mut config = Config::default();

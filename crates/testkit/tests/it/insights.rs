@@ -79,6 +79,30 @@ async fn operators_see_everything_and_tenants_only_their_own_usage(backend: Back
             "routes are templates"
         );
     }
+    // The recorder layer fed the collector from the metrics every call site already records.
+    let providers = report["process"]["providers"].as_array().unwrap();
+    let echo = providers
+        .iter()
+        .find(|p| p["provider"] == "fake" && p["model"] == "fake-echo")
+        .unwrap_or_else(|| panic!("no fake/fake-echo row: {report}"));
+    assert!(
+        echo["calls"].as_u64().unwrap() >= 20 && echo["p95_seconds"].as_f64().unwrap() > 0.0,
+        "{echo}"
+    );
+    let chat = routes
+        .iter()
+        .find(|r| r["route"] == "/v1/chat/completions" && r["method"] == "POST");
+    assert!(
+        chat.is_some_and(|r| r["status_2xx"].as_u64().unwrap() >= 21),
+        "{report}"
+    );
+    assert!(
+        !report["process"]["slow_queries"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{report}"
+    );
     let slugs: Vec<&str> = report["usage"]
         .as_array()
         .unwrap()

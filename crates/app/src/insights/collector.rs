@@ -202,6 +202,11 @@ impl Series {
         let len = ring.len() as u64;
         let index = usize::try_from(minute % len).unwrap_or(0);
         if let Some(bucket) = ring.get_mut(index) {
+            // A late event of a minute whose slot a newer minute has taken
+            // (the wall clock stepped back) is dropped, not allowed to wipe it.
+            if bucket.minute.is_some_and(|newer| newer > minute) {
+                return;
+            }
             if bucket.minute != Some(minute) {
                 *bucket = Minute {
                     minute: Some(minute),
@@ -468,6 +473,11 @@ mod tests {
             (reused.slots, reused.observations()),
             ([1, 0, 0, 0, 0, 0], 0)
         );
+        // An event stamped with a minute older than its slot's is dropped.
+        let series = collector.series(route()).unwrap();
+        let now = minute_of(clock.as_ref());
+        series.count(now - 10, 0, 7);
+        assert_eq!(collector.totals(10)[0].1.slots[0], 1);
     }
 
     #[test]

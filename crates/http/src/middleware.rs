@@ -61,12 +61,17 @@ pub async fn request_envelope(
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let span = tracing::info_span!(
         "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
         request_id = %request_id,
         method = %method,
         route = %route,
+        http.response.status_code = tracing::field::Empty,
         tenant_id = tracing::field::Empty,
         user_id = tracing::field::Empty,
     );
+    continue_remote_trace(&span, request.headers());
     let timeout = state.config.request_timeout;
     let id_for_task = request_id.clone();
     let mut response = CURRENT_REQUEST_ID
@@ -92,6 +97,10 @@ pub async fn request_envelope(
     }
     security_headers(headers, state.config.hsts);
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
+    if status >= 500 {
+        span.record("otel.status_code", "error");
+    }
     let elapsed = started.elapsed();
     drop(in_flight);
     record_request(&route, &method, status, elapsed);
@@ -104,6 +113,30 @@ pub async fn request_envelope(
         }
     });
     response
+}
+
+/// Makes `span` a child of the caller's span when the request carries a W3C
+/// `traceparent` (and `tracestate`); without one the span starts a new trace.
+fn continue_remote_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    struct Headers<'a>(&'a axum::http::HeaderMap);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key).and_then(|value| value.to_str().ok())
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.keys().map(HeaderName::as_str).collect()
+        }
+    }
+    let parent =
+        opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&Headers(headers));
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed: nothing to join then.
+        let _ = span.set_parent(parent);
+    }
 }
 
 /// Counts a request in flight until dropped.

@@ -35,6 +35,7 @@ pub struct Config {
     pub features: Features,
     pub llm: LlmConfig,
     pub log: LogConfig,
+    pub tracing: TracingConfig,
     pub metrics: MetricsConfig,
     pub memory: crate::indexes::MemoryConfig,
 }
@@ -51,6 +52,7 @@ impl Default for Config {
             features: Features::default(),
             llm: LlmConfig::default(),
             log: LogConfig::default(),
+            tracing: TracingConfig::default(),
             metrics: MetricsConfig::default(),
             memory: crate::indexes::MemoryConfig::default(),
         }
@@ -293,8 +295,97 @@ pub struct Features {
 pub struct LogConfig {
     /// `json` (one object per line) or `pretty` (for a terminal).
     pub format: LogFormat,
-    /// Level, or per-module directives: `info,karen_sql=debug`.
+    /// Level, or per-module directives: `info,karen_sql=debug`. The
+    /// environment variable `KAREN_LOG` (else `RUST_LOG`), when set, replaces it.
     pub level: String,
+}
+
+/// `[tracing]`: OpenTelemetry traces, exported over OTLP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Export traces. Unset: on in mode `full`, off otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `http` (OTLP/HTTP, protobuf bodies) or `grpc`.
+    pub protocol: OtlpProtocol,
+    /// The collector: `http://collector:4318` for `http` (`/v1/traces` is
+    /// added unless the URL ends with it), `http://collector:4317` for
+    /// `grpc`. Empty: the protocol's default port on localhost.
+    pub endpoint: String,
+    /// Share of new traces recorded, 0.0–1.0. A caller's decision (the
+    /// sampled flag of its `traceparent`) is always followed.
+    pub sampling_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// How long one export to the collector may take.
+    pub export_timeout_secs: u64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            protocol: OtlpProtocol::Http,
+            endpoint: String::new(),
+            sampling_ratio: 1.0,
+            service_name: "karen".into(),
+            export_timeout_secs: 10,
+        }
+    }
+}
+
+impl TracingConfig {
+    /// Where spans are sent.
+    pub fn traces_endpoint(&self) -> String {
+        let endpoint = self.endpoint.trim().trim_end_matches('/');
+        match self.protocol {
+            OtlpProtocol::Http if endpoint.is_empty() => "http://localhost:4318/v1/traces".into(),
+            OtlpProtocol::Http if endpoint.ends_with("/v1/traces") => endpoint.to_owned(),
+            OtlpProtocol::Http => format!("{endpoint}/v1/traces"),
+            OtlpProtocol::Grpc if endpoint.is_empty() => "http://localhost:4317".into(),
+            OtlpProtocol::Grpc => endpoint.to_owned(),
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(self.sampling_ratio.is_finite() && (0.0..=1.0).contains(&self.sampling_ratio)) {
+            problems.push(format!(
+                "tracing.sampling_ratio: {} is out of range (0.0–1.0, e.g. 0.1 records one new trace in ten)",
+                self.sampling_ratio
+            ));
+        }
+        let endpoint = self.endpoint.trim();
+        if !endpoint.is_empty()
+            && (!(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+                || endpoint.parse::<axum::http::Uri>().is_err())
+        {
+            problems.push(format!(
+                "tracing.endpoint: '{endpoint}' is not an http:// or https:// URL of an OTLP collector (e.g. http://collector:4318)"
+            ));
+        }
+        if self.service_name.trim().is_empty() {
+            problems.push("tracing.service_name: must not be empty".into());
+        }
+        if !(1..=120).contains(&self.export_timeout_secs) {
+            problems.push(format!(
+                "tracing.export_timeout_secs: {} is out of range (1–120)",
+                self.export_timeout_secs
+            ));
+        }
+        problems
+    }
+}
+
+/// The OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/HTTP with protobuf bodies (port 4318).
+    Http,
+    /// OTLP/gRPC (port 4317).
+    Grpc,
 }
 
 /// `[metrics]`
@@ -362,7 +453,8 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_from(
             path,
-            Env::prefixed("KAREN_").split("__").ignore(&["config"]),
+            // `KAREN_LOG` is a log filter (see `logging`), not the `[log]` section.
+            Env::prefixed("KAREN_").split("__").ignore(&["config", "log"]),
         )
     }
 
@@ -388,6 +480,11 @@ impl Config {
             .map_err(|error| ConfigError(error.into_iter().map(|e| e.to_string()).collect()))?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Whether traces are exported: `tracing.enabled`, or when unset, only in mode `full`.
+    pub fn tracing_enabled(&self) -> bool {
+        self.tracing.enabled.unwrap_or(self.mode == Mode::Full)
     }
 
     /// The serving database URL (with the embedded default).
@@ -423,6 +520,7 @@ impl Config {
             problems.push("database.url: must start with sqlite:// or postgres://".to_owned());
         }
         problems.extend(self.memory.problems(self.mode, postgres));
+        problems.extend(self.tracing.problems());
         match self.mode {
             Mode::Minimal => {
                 if postgres {
@@ -873,6 +971,62 @@ mod tests {
         }
         let message = rejected(load_toml("[auth]\naccess_token_ttl_secs = 5\n"));
         assert!(message.contains("auth.access_token_ttl_secs"), "{message}");
+    }
+
+    #[test]
+    fn tracing_is_off_unless_set_or_full_and_its_values_are_checked() {
+        let config = Config::default();
+        assert!(!config.tracing_enabled(), "off in minimal by default");
+        let mut full = Config {
+            mode: Mode::Full,
+            ..Config::default()
+        };
+        assert!(full.tracing_enabled(), "on in full unless set");
+        full.tracing.enabled = Some(false);
+        assert!(!full.tracing_enabled());
+        let config = load_toml(
+            "[tracing]\nenabled = true\nprotocol = \"grpc\"\nendpoint = \"http://collector:4317\"\nsampling_ratio = 0.25\n",
+        )
+        .expect("valid tracing section");
+        assert!(config.tracing_enabled());
+        assert_eq!(config.tracing.protocol, OtlpProtocol::Grpc);
+        assert_eq!(config.tracing.traces_endpoint(), "http://collector:4317");
+        let mut http = TracingConfig::default();
+        assert_eq!(http.traces_endpoint(), "http://localhost:4318/v1/traces");
+        http.endpoint = "https://collector:4318/".into();
+        assert_eq!(http.traces_endpoint(), "https://collector:4318/v1/traces");
+        http.endpoint = "https://collector:4318/v1/traces".into();
+        assert_eq!(http.traces_endpoint(), "https://collector:4318/v1/traces");
+
+        let message = rejected(load_toml("[tracing]\nprotocol = \"thrift\"\n"));
+        assert!(message.contains("protocol"), "{message}");
+        type Change = fn(&mut Config);
+        let cases: [(&str, Change); 5] = [
+            ("tracing.sampling_ratio", |c| c.tracing.sampling_ratio = 1.5),
+            ("tracing.sampling_ratio", |c| c.tracing.sampling_ratio = -0.1),
+            ("tracing.endpoint", |c| c.tracing.endpoint = "collector:4318".into()),
+            ("tracing.service_name", |c| c.tracing.service_name = " ".into()),
+            ("tracing.export_timeout_secs", |c| {
+                c.tracing.export_timeout_secs = 0
+            }),
+        ];
+        for (key, change) in cases {
+            let mut config = Config::default();
+            change(&mut config);
+            let message = problems_of(&config);
+            assert!(message.contains(key), "{key}: {message}");
+        }
+    }
+
+    #[test]
+    fn karen_log_is_not_read_as_the_log_section() {
+        Jail::expect_with(|jail| {
+            jail.set_env("KAREN_LOG", "debug");
+            jail.set_env("KAREN_LOG__FORMAT", "pretty");
+            let config = Config::load(None).expect("KAREN_LOG is a filter, not a section");
+            assert_eq!(config.log.format, LogFormat::Pretty);
+            Ok(())
+        });
     }
 
     #[test]

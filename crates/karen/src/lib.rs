@@ -8,6 +8,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod models;
 pub mod telemetry;
+pub mod traces;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use karen_files::TenantDirectories;
 use karen_http::HttpConfig;
 use karen_sql::{Backend, SqlOptions, SqlStore};
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 
 use crate::config::{Config, Mode};
 
@@ -338,7 +340,14 @@ impl Karen {
             loop {
                 every.tick().await;
                 let started = std::time::Instant::now();
-                let result = budgets.reconcile_all().await;
+                // Each run is a trace of its own (no request is its parent).
+                let span = tracing::info_span!(
+                    parent: None,
+                    "job",
+                    otel.name = "job budget_reconcile",
+                    job.name = "budget_reconcile"
+                );
+                let result = budgets.reconcile_all().instrument(span).await;
                 karen_app::telemetry::job_finished(
                     "budget_reconcile",
                     result.is_ok(),

@@ -14,11 +14,12 @@ use karen_app::Services;
 use karen_app::insights::{InsightCollector, InsightRecorder, LATENCY_BUCKETS};
 use karen_domain::clock::SystemClock;
 use karen_domain::ports::{
-    ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError,
+    ChatEvent, ChatProvider, ChatRequest, ChatResponse, ChatStream, LlmError, TokenUsage,
 };
 use karen_http::MetricsSource;
 use karen_sql::SqlStore;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing::Instrument as _;
 
 use crate::models::ConfiguredRouter;
 
@@ -174,6 +175,43 @@ impl Labels {
     }
 }
 
+/// The `llm.call` span of one upstream attempt: provider, model and, once
+/// known, token counts; never the prompt or the completion.
+fn llm_span(provider: &str, model: &str, streamed: bool) -> tracing::Span {
+    tracing::info_span!(
+        "llm.call",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.system = %provider,
+        gen_ai.request.model = %model,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+        llm.streamed = streamed,
+        llm.outcome = tracing::field::Empty,
+    )
+}
+
+fn record_usage(span: &tracing::Span, usage: Option<&TokenUsage>, model: Option<&str>) {
+    if let Some(usage) = usage {
+        span.record("gen_ai.usage.input_tokens", usage.prompt_tokens);
+        span.record("gen_ai.usage.output_tokens", usage.completion_tokens);
+    }
+    if let Some(model) = model {
+        span.record("gen_ai.response.model", model);
+    }
+    span.record("llm.outcome", "ok");
+}
+
+fn record_failure(span: &tracing::Span, outcome: &'static str) {
+    span.record("llm.outcome", outcome);
+    if outcome != "rejected" {
+        span.record("otel.status_code", "error");
+    }
+}
+
 /// The `outcome` label of a failed call.
 fn outcome_of(error: &LlmError) -> &'static str {
     match error {
@@ -198,7 +236,12 @@ impl ChatProvider for MeteredProvider {
 
     async fn complete(&self, request: &ChatRequest) -> Result<ChatResponse, LlmError> {
         let started = Instant::now();
-        let result = self.inner.complete(request).await;
+        let span = llm_span(self.inner.name(), &request.model, false);
+        let result = self.inner.complete(request).instrument(span.clone()).await;
+        match &result {
+            Ok(response) => record_usage(&span, response.usage.as_ref(), Some(&response.model)),
+            Err(error) => record_failure(&span, outcome_of(error)),
+        }
         let outcome = result.as_ref().map_or_else(outcome_of, |_| "ok");
         self.labels(&request.model)
             .finished(outcome, started.elapsed());
@@ -208,15 +251,18 @@ impl ChatProvider for MeteredProvider {
     async fn stream(&self, request: &ChatRequest) -> Result<ChatStream, LlmError> {
         let started = Instant::now();
         let labels = self.labels(&request.model);
-        match self.inner.stream(request).await {
+        let span = llm_span(self.inner.name(), &request.model, true);
+        match self.inner.stream(request).instrument(span.clone()).await {
             Ok(inner) => Ok(Box::pin(MeteredStream {
                 inner,
                 labels,
                 started,
                 first_seen: false,
                 ended: false,
+                span,
             })),
             Err(error) => {
+                record_failure(&span, outcome_of(&error));
                 labels.finished(outcome_of(&error), started.elapsed());
                 Err(error)
             }
@@ -236,6 +282,8 @@ struct MeteredStream {
     started: Instant,
     first_seen: bool,
     ended: bool,
+    /// The call's `llm.call` span, open until the stream ends.
+    span: tracing::Span,
 }
 
 impl MeteredStream {
@@ -258,12 +306,14 @@ impl Stream for MeteredStream {
                     self.first_seen = true;
                     self.labels.first_token(self.started.elapsed());
                 }
-                if matches!(event, ChatEvent::Finish { .. }) {
+                if let ChatEvent::Finish { usage, model, .. } = event {
+                    record_usage(&self.span, usage.as_ref(), model.as_deref());
                     self.end("ok");
                 }
             }
             Poll::Ready(Some(Err(error))) => {
                 let outcome = outcome_of(error);
+                record_failure(&self.span, outcome);
                 self.end(outcome);
             }
             Poll::Ready(None) => self.end("ok"),

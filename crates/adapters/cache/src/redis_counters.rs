@@ -111,6 +111,7 @@ fn glob_escape(text: &str) -> String {
 
 #[async_trait]
 impl Counters for RedisCounters {
+    #[tracing::instrument(name = "cache.hit", skip_all, fields(db.system = "redis", db.operation = "EVALSHA"))]
     async fn hit(&self, key: &CacheKey, window: Duration) -> Result<u64> {
         let mut connection = self.connection.clone();
         let millis = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -122,12 +123,14 @@ impl Counters for RedisCounters {
             .map_err(unavailable)
     }
 
+    #[tracing::instrument(name = "cache.count", skip_all, fields(db.system = "redis", db.operation = "GET"))]
     async fn count(&self, key: &CacheKey) -> Result<u64> {
         let mut connection = self.connection.clone();
         let value: Option<u64> = connection.get(self.key(key)).await.map_err(unavailable)?;
         Ok(value.unwrap_or(0))
     }
 
+    #[tracing::instrument(name = "cache.clear", skip_all, fields(db.system = "redis", db.operation = "DEL"))]
     async fn clear(&self, key: &CacheKey) -> Result<()> {
         let mut connection = self.connection.clone();
         connection
@@ -136,6 +139,7 @@ impl Counters for RedisCounters {
             .map_err(unavailable)
     }
 
+    #[tracing::instrument(name = "cache.put", skip_all, fields(db.system = "redis", db.operation = "SET"))]
     async fn put(&self, key: &CacheKey, value: u64, ttl: Duration) -> Result<()> {
         let mut connection = self.connection.clone();
         let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -149,11 +153,13 @@ impl Counters for RedisCounters {
             .map_err(unavailable)
     }
 
+    #[tracing::instrument(name = "cache.get", skip_all, fields(db.system = "redis", db.operation = "GET"))]
     async fn get(&self, key: &CacheKey) -> Result<Option<u64>> {
         let mut connection = self.connection.clone();
         connection.get(self.key(key)).await.map_err(unavailable)
     }
 
+    #[tracing::instrument(name = "cache.remaining", skip_all, fields(db.system = "redis", db.operation = "PTTL"))]
     async fn remaining(&self, key: &CacheKey) -> Result<Option<Duration>> {
         let mut connection = self.connection.clone();
         // PTTL: -2 when absent, -1 when without expiry (never set by Karen).
@@ -165,6 +171,7 @@ impl Counters for RedisCounters {
         Ok(u64::try_from(millis).ok().map(Duration::from_millis))
     }
 
+    #[tracing::instrument(name = "cache.purge_tenant", skip_all, fields(db.system = "redis", db.operation = "UNLINK"))]
     async fn purge_tenant(&self, tenant: TenantId) -> Result<u64> {
         let keys = self.tenant_keys(tenant).await?;
         let mut connection = self.connection.clone();

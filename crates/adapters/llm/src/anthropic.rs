@@ -22,7 +22,7 @@ use crate::anthropic_wire::{
     BlockDeltaWire, BlockWire, MessageWire, MessagesBody, StartBlockWire, StreamEventWire,
     api_error, finish_reason, messages_body,
 };
-use crate::http::{read_json, status_error, transport_error};
+use crate::http::{read_json, status_error, transport_error, with_trace_context};
 use crate::policy::Endpoint;
 use crate::sse::{Decoded, SseDecoder, chat_stream, parse_data};
 use crate::tokens::{estimate_prompt_tokens, estimate_tokens};
@@ -98,7 +98,10 @@ impl Anthropic {
     }
 
     async fn send(&self, request: RequestBuilder) -> Result<Response, LlmError> {
-        let response = request.send().await.map_err(transport_error)?;
+        let response = with_trace_context(request)
+            .send()
+            .await
+            .map_err(transport_error)?;
         if response.status().is_success() {
             Ok(response)
         } else {

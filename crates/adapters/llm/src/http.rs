@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use karen_domain::ports::LlmError;
 use reqwest::header::{DATE, HeaderMap, RETRY_AFTER};
-use reqwest::{Response, StatusCode};
+use reqwest::{RequestBuilder, Response, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
@@ -22,6 +22,31 @@ const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 /// How much of an upstream error body is read, and how much of its message kept.
 const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 const MAX_ERROR_MESSAGE_CHARS: usize = 300;
+
+/// Adds the W3C `traceparent` (and `tracestate`) of the current span, so the
+/// upstream's own spans join the caller's trace. Nothing is added when no
+/// trace is being recorded.
+pub(crate) fn with_trace_context(request: RequestBuilder) -> RequestBuilder {
+    use opentelemetry::propagation::{Injector, TextMapPropagator as _};
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    struct Headers(HeaderMap);
+    impl Injector for Headers {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                reqwest::header::HeaderName::from_bytes(key.as_bytes()),
+                reqwest::header::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let context = tracing::Span::current().context();
+    let mut headers = Headers(HeaderMap::new());
+    opentelemetry_sdk::propagation::TraceContextPropagator::new()
+        .inject_context(&context, &mut headers);
+    request.headers(headers.0)
+}
 
 /// Maps a reqwest failure to the routing terms of [`LlmError`].
 pub(crate) fn transport_error(error: reqwest::Error) -> LlmError {

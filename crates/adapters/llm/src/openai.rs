@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use crate::Timeouts;
-use crate::http::{read_json, status_error, transport_error};
+use crate::http::{read_json, status_error, transport_error, with_trace_context};
 use crate::openai_wire::{
     ChatBody, ChunkWire, CompletionWire, ModelsWire, StreamOptions, stream_error,
 };
@@ -90,7 +90,10 @@ impl OpenAiCompatible {
 
     /// Sends and turns error statuses into errors.
     async fn send(&self, request: RequestBuilder) -> Result<Response, LlmError> {
-        let response = request.send().await.map_err(transport_error)?;
+        let response = with_trace_context(request)
+            .send()
+            .await
+            .map_err(transport_error)?;
         if response.status().is_success() {
             Ok(response)
         } else {

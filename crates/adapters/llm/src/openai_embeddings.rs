@@ -29,6 +29,20 @@ struct Batch {
 }
 
 impl OpenAiCompatible {
+    /// One `/embeddings` call, as an `embedding.call` span (model and token
+    /// count, never the inputs).
+    #[tracing::instrument(
+        name = "embedding.call",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            gen_ai.operation.name = "embeddings",
+            gen_ai.system = %self.name,
+            gen_ai.request.model = %model,
+            embedding.inputs = inputs.len(),
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+        )
+    )]
     async fn embed_batch(&self, model: &str, inputs: &[String]) -> Result<Batch, LlmError> {
         let body = EmbeddingsBody {
             model,
@@ -49,6 +63,7 @@ impl OpenAiCompatible {
                 .map(|input| estimate_tokens(input))
                 .fold(0, u32::saturating_add),
         };
+        tracing::Span::current().record("gen_ai.usage.input_tokens", prompt_tokens);
         Ok(Batch {
             model: wire.model.filter(|name| !name.is_empty()),
             vectors,

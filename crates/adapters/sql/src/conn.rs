@@ -8,6 +8,7 @@ use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query as SqlxQuery;
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Decode, Encode, Postgres, Row as _, Sqlite, Transaction, Type};
+use tracing::Instrument as _;
 
 /// SQLite allows one writer at a time. Writes go through a one-connection pool,
 /// so writers queue in the pool instead of spinning in SQLite's busy handler;
@@ -91,9 +92,10 @@ impl Row {
 }
 
 /// An open transaction of either backend. Dropped without `commit`, it rolls back.
+/// Each holds its `db.transaction` span, which ends when the transaction does.
 pub(crate) enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
-    Postgres(Transaction<'static, Postgres>),
+    Sqlite(Transaction<'static, Sqlite>, tracing::Span),
+    Postgres(Transaction<'static, Postgres>, tracing::Span),
 }
 
 /// What a transaction may touch, set on PostgreSQL as transaction-local settings
@@ -110,6 +112,29 @@ impl Pool {
     /// connection never carries it over. On SQLite writers take the lock up front
     /// (`BEGIN IMMEDIATE`) so two transactions never deadlock upgrading a read.
     pub(crate) async fn begin(&self, scope: TxScope, write: bool) -> Result<Tx, Error> {
+        let span = tracing::info_span!(
+            "db.transaction",
+            db.system = self.system(),
+            db.transaction.write = write,
+            tenant_id = tracing::field::Empty,
+        );
+        if let TxScope::Tenant(tenant) = scope {
+            span.record("tenant_id", tracing::field::display(tenant));
+        }
+        self.begin_in(scope, write, span.clone())
+            .instrument(span)
+            .await
+    }
+
+    /// `sqlite` or `postgresql` (the OpenTelemetry `db.system` value).
+    fn system(&self) -> &'static str {
+        match self {
+            Pool::Sqlite(_) => "sqlite",
+            Pool::Postgres(_) => "postgresql",
+        }
+    }
+
+    async fn begin_in(&self, scope: TxScope, write: bool, span: tracing::Span) -> Result<Tx, Error> {
         let started = std::time::Instant::now();
         let acquired = |pool: &'static str| {
             metrics::histogram!(names::POOL_ACQUIRE, "pool" => pool)
@@ -126,7 +151,7 @@ impl Pool {
                     acquired("sqlite_reader");
                     tx
                 };
-                Ok(Tx::Sqlite(tx.map_err(map_sqlx)?))
+                Ok(Tx::Sqlite(tx.map_err(map_sqlx)?, span))
             }
             Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await.map_err(map_sqlx)?;
@@ -141,7 +166,7 @@ impl Pool {
                     .execute(&mut *tx)
                     .await
                     .map_err(map_sqlx)?;
-                Ok(Tx::Postgres(tx))
+                Ok(Tx::Postgres(tx, span))
             }
         }
     }
@@ -208,18 +233,18 @@ impl Tx {
     /// Starts a statement for this transaction's backend.
     pub(crate) fn query(&self, sql: &'static str) -> Query {
         match self {
-            Tx::Sqlite(_) => Query::Sqlite(sqlx::query(sql), verb_of(sql)),
-            Tx::Postgres(_) => Query::Postgres(sqlx::query(sql), verb_of(sql)),
+            Tx::Sqlite(..) => Query::Sqlite(sqlx::query(sql), verb_of(sql)),
+            Tx::Postgres(..) => Query::Postgres(sqlx::query(sql), verb_of(sql)),
         }
     }
 
     async fn execute_raw(&mut self, query: Query) -> Result<u64, sqlx::Error> {
         let _timer = QueryTimer::start(query.verb());
         match (self, query) {
-            (Tx::Sqlite(tx), Query::Sqlite(q, _)) => {
+            (Tx::Sqlite(tx, _), Query::Sqlite(q, _)) => {
                 q.execute(&mut **tx).await.map(|r| r.rows_affected())
             }
-            (Tx::Postgres(tx), Query::Postgres(q, _)) => {
+            (Tx::Postgres(tx, _), Query::Postgres(q, _)) => {
                 q.execute(&mut **tx).await.map(|r| r.rows_affected())
             }
             _ => Err(sqlx::Error::Protocol(
@@ -251,12 +276,12 @@ impl Tx {
     pub(crate) async fn fetch_optional(&mut self, query: Query) -> Result<Option<Row>, Error> {
         let _timer = QueryTimer::start(query.verb());
         match (self, query) {
-            (Tx::Sqlite(tx), Query::Sqlite(q, _)) => q
+            (Tx::Sqlite(tx, _), Query::Sqlite(q, _)) => q
                 .fetch_optional(&mut **tx)
                 .await
                 .map(|r| r.map(Row::Sqlite))
                 .map_err(map_sqlx),
-            (Tx::Postgres(tx), Query::Postgres(q, _)) => q
+            (Tx::Postgres(tx, _), Query::Postgres(q, _)) => q
                 .fetch_optional(&mut **tx)
                 .await
                 .map(|r| r.map(Row::Postgres))
@@ -276,12 +301,12 @@ impl Tx {
     pub(crate) async fn fetch_all(&mut self, query: Query) -> Result<Vec<Row>, Error> {
         let _timer = QueryTimer::start(query.verb());
         match (self, query) {
-            (Tx::Sqlite(tx), Query::Sqlite(q, _)) => q
+            (Tx::Sqlite(tx, _), Query::Sqlite(q, _)) => q
                 .fetch_all(&mut **tx)
                 .await
                 .map(|rows| rows.into_iter().map(Row::Sqlite).collect())
                 .map_err(map_sqlx),
-            (Tx::Postgres(tx), Query::Postgres(q, _)) => q
+            (Tx::Postgres(tx, _), Query::Postgres(q, _)) => q
                 .fetch_all(&mut **tx)
                 .await
                 .map(|rows| rows.into_iter().map(Row::Postgres).collect())
@@ -294,8 +319,8 @@ impl Tx {
     pub(crate) async fn commit(self) -> Result<(), Error> {
         let _timer = QueryTimer::start("commit");
         match self {
-            Tx::Sqlite(tx) => tx.commit().await,
-            Tx::Postgres(tx) => tx.commit().await,
+            Tx::Sqlite(tx, _span) => tx.commit().await,
+            Tx::Postgres(tx, _span) => tx.commit().await,
         }
         .map_err(map_sqlx)
     }

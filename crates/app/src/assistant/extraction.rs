@@ -13,6 +13,7 @@ use karen_domain::extraction::{EXTRACTION_PROMPT, parse_extraction};
 use karen_domain::memory::{MemoryDraft, Provenance, extract_by_rules};
 use karen_domain::ports::{ChatMessage, ChatRequest, ChatRole, RoutedModel};
 use karen_domain::{MemoryId, Result, TenantContext};
+use tracing::Instrument as _;
 
 use super::budgets::{BudgetGuard, CallPlan};
 use super::{count_locally, usage_record};
@@ -65,6 +66,8 @@ impl MemoryWriter {
             return;
         }
         let writer = self.clone();
+        // A child of the turn's span, so the write-back shows in the request's trace.
+        let span = tracing::info_span!("job", otel.name = "job memory_write_back", job.name = "memory_write_back");
         tokio::spawn(async move {
             if let Err(error) = writer.retriever.touch(&turn.ctx, &turn.recalled).await {
                 tracing::warn!(%error, "could not record recalled memories");
@@ -75,7 +78,7 @@ impl MemoryWriter {
             {
                 tracing::warn!(%error, "could not write memories back after a turn");
             }
-        });
+        }.instrument(span));
     }
 
     async fn write_back(&self, turn: &AnsweredTurn) -> Result<()> {

@@ -15,6 +15,7 @@ use karen_domain::ports::{
 };
 use karen_domain::{Error, MemoryId, Result, TenantContext};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::budgets::{BudgetGuard, CallPlan, Grant};
 use super::extraction::{AnsweredTurn, MemoryWriter};
@@ -264,7 +265,7 @@ impl GatewayService {
         // Its own task: a client that disconnects does not leave the call unsettled.
         let service = self.clone();
         let ctx = ctx.clone();
-        tokio::spawn(async move { service.complete_planned(&ctx, planned).await })
+        tokio::spawn(async move { service.complete_planned(&ctx, planned).await }.in_current_span())
             .await
             .map_err(|error| Error::internal(format!("completion task: {error}")))?
     }
@@ -330,7 +331,10 @@ impl GatewayService {
         let service = self.clone();
         let ctx = ctx.clone();
         let shown = planned.model.clone();
-        tokio::spawn(async move { service.pump(ctx, planned, upstream, sender, started).await });
+        tokio::spawn(
+            async move { service.pump(ctx, planned, upstream, sender, started).await }
+                .in_current_span(),
+        );
         Ok((shown, receiver))
     }
 

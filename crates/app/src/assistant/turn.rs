@@ -20,6 +20,7 @@ use karen_domain::ports::{
 };
 use karen_domain::{ConversationId, Error, MemoryId, MessageId, Result, TenantContext};
 use tokio::sync::mpsc;
+use tracing::Instrument as _;
 
 use super::budgets::{BudgetGuard, CallPlan, Grant};
 use super::conversations::own_conversation;
@@ -321,7 +322,7 @@ impl ChatService {
         // The call runs in its own task: a client that disconnects does not
         // abandon it half-way (its answer and usage are still stored).
         let service = self.clone();
-        tokio::spawn(async move { service.complete_prepared(prepared).await })
+        tokio::spawn(async move { service.complete_prepared(prepared).await }.in_current_span())
             .await
             .map_err(|error| Error::internal(format!("chat task: {error}")))?
     }
@@ -391,7 +392,9 @@ impl ChatService {
         };
         let (sender, receiver) = mpsc::channel(64);
         let service = self.clone();
-        tokio::spawn(async move { service.pump(prepared, upstream, sender, started).await });
+        tokio::spawn(
+            async move { service.pump(prepared, upstream, sender, started).await }.in_current_span(),
+        );
         Ok(receiver)
     }
 

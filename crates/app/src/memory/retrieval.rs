@@ -14,6 +14,8 @@ use karen_domain::words::{content_terms, mentions_any};
 use karen_domain::{ChunkId, DocumentId, MemoryId, Result, TenantContext};
 
 use super::indexer::Indexer;
+use tracing::Instrument as _;
+
 use crate::{Deps, telemetry};
 
 /// The rank constant of reciprocal rank fusion (the usual 60): a result's
@@ -114,7 +116,12 @@ impl Retriever {
             let hits = search.text.search(tenant, query, wanted, &filter).await;
             telemetry::search_finished("text", search.text.name(), started.elapsed());
             hits
-        };
+        }
+        .instrument(tracing::info_span!(
+            "search.text",
+            search.backend = search.text.name(),
+            search.limit = wanted
+        ));
         let vector = async {
             let (space, vector) = self.indexer.embed_query(ctx.scope(), query).await?;
             if vector.iter().all(|x| *x == 0.0) {
@@ -124,6 +131,11 @@ impl Retriever {
             let hits = search
                 .vector
                 .search(tenant, &space, &vector, wanted, &filter)
+                .instrument(tracing::info_span!(
+                    "search.vector",
+                    search.backend = search.vector.name(),
+                    search.limit = wanted
+                ))
                 .await;
             telemetry::search_finished("vector", search.vector.name(), started.elapsed());
             hits

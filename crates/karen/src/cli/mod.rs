@@ -97,7 +97,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", karen_http::openapi_document().to_pretty_json()?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Serve => ops::serve(&ops::load_for_server(path)?).await,
+        Command::Serve => ops::serve(ops::load_for_server(path)?).await,
         Command::Migrate(MigrateCommand::Up) => ops::migrate_up(&ops::load(path)?).await,
         Command::Migrate(MigrateCommand::Down { to }) => {
             ops::migrate_down(&ops::load(path)?, to).await

@@ -6,16 +6,18 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use karen::config::Config;
+use karen::traces::Telemetry;
 use karen::{Karen, logging, migration_store};
 use karen_domain::clock::SystemClock;
 use karen_sql::SqlStore;
 use secrecy::ExposeSecret;
 
-/// Loads and validates the configuration for the server, logging as configured.
-pub(super) fn load_for_server(path: Option<&Path>) -> anyhow::Result<Config> {
+/// Loads and validates the configuration for the server, logging and
+/// tracing as configured (the telemetry is shut down after serving).
+pub(super) fn load_for_server(path: Option<&Path>) -> anyhow::Result<(Config, Telemetry)> {
     let config = Config::load(path)?;
-    logging::init(&config.log);
-    Ok(config)
+    let telemetry = logging::init(&config)?;
+    Ok((config, telemetry))
 }
 
 /// Loads and validates the configuration for an administration command: its
@@ -46,7 +48,14 @@ pub(super) fn config_check(path: Option<&Path>) -> anyhow::Result<ExitCode> {
 }
 
 /// `karen serve`
-pub(super) async fn serve(config: &Config) -> anyhow::Result<ExitCode> {
+pub(super) async fn serve((config, telemetry): (Config, Telemetry)) -> anyhow::Result<ExitCode> {
+    let result = serve_until_stopped(&config).await;
+    // The spans of the last requests are still buffered: send them.
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    result
+}
+
+async fn serve_until_stopped(config: &Config) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     // The embedded search indexes belong to this process while it serves.
     let _indexes = karen::maintenance::IndexLock::acquire(config)?;

@@ -39,6 +39,7 @@ mod llm;
 mod memory;
 mod metrics;
 mod migrations;
+mod observability;
 mod openai_api;
 mod providers;
 mod rbac;

@@ -454,7 +454,9 @@ impl Config {
         Self::load_from(
             path,
             // `KAREN_LOG` is a log filter (see `logging`), not the `[log]` section.
-            Env::prefixed("KAREN_").split("__").ignore(&["config", "log"]),
+            Env::prefixed("KAREN_")
+                .split("__")
+                .ignore(&["config", "log"]),
         )
     }
 
@@ -1003,9 +1005,15 @@ mod tests {
         type Change = fn(&mut Config);
         let cases: [(&str, Change); 5] = [
             ("tracing.sampling_ratio", |c| c.tracing.sampling_ratio = 1.5),
-            ("tracing.sampling_ratio", |c| c.tracing.sampling_ratio = -0.1),
-            ("tracing.endpoint", |c| c.tracing.endpoint = "collector:4318".into()),
-            ("tracing.service_name", |c| c.tracing.service_name = " ".into()),
+            ("tracing.sampling_ratio", |c| {
+                c.tracing.sampling_ratio = -0.1
+            }),
+            ("tracing.endpoint", |c| {
+                c.tracing.endpoint = "collector:4318".into()
+            }),
+            ("tracing.service_name", |c| {
+                c.tracing.service_name = " ".into()
+            }),
             ("tracing.export_timeout_secs", |c| {
                 c.tracing.export_timeout_secs = 0
             }),

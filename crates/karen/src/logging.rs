@@ -176,7 +176,10 @@ where
         let metadata = event.metadata();
         let mut line = Map::new();
         let mut timestamp = String::new();
-        if SystemTime.format_time(&mut Writer::new(&mut timestamp)).is_ok() {
+        if SystemTime
+            .format_time(&mut Writer::new(&mut timestamp))
+            .is_ok()
+        {
             line.insert("timestamp".into(), Value::String(timestamp));
         }
         line.insert("level".into(), metadata.level().as_str().into());
@@ -193,7 +196,11 @@ where
                     && let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(fields)
                 {
                     // `otel.*` fields steer the exported span, not the log.
-                    spans.extend(fields.into_iter().filter(|(key, _)| !key.starts_with("otel.")));
+                    spans.extend(
+                        fields
+                            .into_iter()
+                            .filter(|(key, _)| !key.starts_with("otel.")),
+                    );
                 }
                 name = Some(span.name());
                 leaf = Some(span.id());

@@ -134,7 +134,12 @@ impl Pool {
         }
     }
 
-    async fn begin_in(&self, scope: TxScope, write: bool, span: tracing::Span) -> Result<Tx, Error> {
+    async fn begin_in(
+        &self,
+        scope: TxScope,
+        write: bool,
+        span: tracing::Span,
+    ) -> Result<Tx, Error> {
         let started = std::time::Instant::now();
         let acquired = |pool: &'static str| {
             metrics::histogram!(names::POOL_ACQUIRE, "pool" => pool)

@@ -67,18 +67,25 @@ impl MemoryWriter {
         }
         let writer = self.clone();
         // A child of the turn's span, so the write-back shows in the request's trace.
-        let span = tracing::info_span!("job", otel.name = "job memory_write_back", job.name = "memory_write_back");
-        tokio::spawn(async move {
-            if let Err(error) = writer.retriever.touch(&turn.ctx, &turn.recalled).await {
-                tracing::warn!(%error, "could not record recalled memories");
+        let span = tracing::info_span!(
+            "job",
+            otel.name = "job memory_write_back",
+            job.name = "memory_write_back"
+        );
+        tokio::spawn(
+            async move {
+                if let Err(error) = writer.retriever.touch(&turn.ctx, &turn.recalled).await {
+                    tracing::warn!(%error, "could not record recalled memories");
+                }
+                if turn.extract
+                    && writer.deps.search.extraction != ExtractionMode::Off
+                    && let Err(error) = writer.write_back(&turn).await
+                {
+                    tracing::warn!(%error, "could not write memories back after a turn");
+                }
             }
-            if turn.extract
-                && writer.deps.search.extraction != ExtractionMode::Off
-                && let Err(error) = writer.write_back(&turn).await
-            {
-                tracing::warn!(%error, "could not write memories back after a turn");
-            }
-        }.instrument(span));
+            .instrument(span),
+        );
     }
 
     async fn write_back(&self, turn: &AnsweredTurn) -> Result<()> {

@@ -393,7 +393,8 @@ impl ChatService {
         let (sender, receiver) = mpsc::channel(64);
         let service = self.clone();
         tokio::spawn(
-            async move { service.pump(prepared, upstream, sender, started).await }.in_current_span(),
+            async move { service.pump(prepared, upstream, sender, started).await }
+                .in_current_span(),
         );
         Ok(receiver)
     }

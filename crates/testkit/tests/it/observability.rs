@@ -170,7 +170,9 @@ async fn http_export(State(spans): State<Spans>, body: Bytes) -> Response {
     collect(&spans, &body);
     Response::builder()
         .header("content-type", "application/x-protobuf")
-        .body(Body::from(ExportTraceServiceResponse::default().encode_to_vec()))
+        .body(Body::from(
+            ExportTraceServiceResponse::default().encode_to_vec(),
+        ))
         .unwrap()
 }
 
@@ -274,9 +276,7 @@ impl Observed {
 }
 
 fn with_request_id<'a>(spans: &'a [Received], id: &str) -> Option<&'a Received> {
-    spans
-        .iter()
-        .find(|s| s.attribute("request_id") == Some(id))
+    spans.iter().find(|s| s.attribute("request_id") == Some(id))
 }
 
 /// Whether `span` descends from `ancestor` within `spans`.
@@ -341,12 +341,24 @@ async fn one_chat_request_is_one_connected_trace(backend: Backend) {
         })
         .await;
     assert_eq!(request.service, "karen-under-test");
-    assert_eq!(request.name, "POST /v1/conversations/{conversation_id}/messages");
+    assert_eq!(
+        request.name,
+        "POST /v1/conversations/{conversation_id}/messages"
+    );
     assert_eq!(request.parent, "", "no traceparent came in: a root span");
     assert_eq!(request.attribute("http.response.status_code"), Some("200"));
-    assert_eq!(request.attribute("route"), Some("/v1/conversations/{conversation_id}/messages"));
-    assert_eq!(request.attribute("tenant_id"), Some(acme.id.to_string().as_str()));
-    assert_eq!(request.attribute("user_id"), Some(acme.owner_id.to_string().as_str()));
+    assert_eq!(
+        request.attribute("route"),
+        Some("/v1/conversations/{conversation_id}/messages")
+    );
+    assert_eq!(
+        request.attribute("tenant_id"),
+        Some(acme.id.to_string().as_str())
+    );
+    assert_eq!(
+        request.attribute("user_id"),
+        Some(acme.owner_id.to_string().as_str())
+    );
 
     let transactions: Vec<&Received> = trace
         .iter()
@@ -354,7 +366,10 @@ async fn one_chat_request_is_one_connected_trace(backend: Backend) {
         .collect();
     assert!(!transactions.is_empty(), "{trace:#?}");
     for transaction in &transactions {
-        assert!(descends_from(&trace, transaction, &request), "{transaction:?}");
+        assert!(
+            descends_from(&trace, transaction, &request),
+            "{transaction:?}"
+        );
         assert!(transaction.attribute("db.system").is_some());
     }
     assert!(
@@ -371,12 +386,22 @@ async fn one_chat_request_is_one_connected_trace(backend: Backend) {
     assert!(descends_from(&trace, llm, &request), "{llm:?}");
     assert_eq!(llm.attribute("gen_ai.system"), Some("fake"));
     assert_eq!(llm.attribute("gen_ai.request.model"), Some("fake-echo"));
-    let input: u64 = llm.attribute("gen_ai.usage.input_tokens").unwrap().parse().unwrap();
-    let output: u64 = llm.attribute("gen_ai.usage.output_tokens").unwrap().parse().unwrap();
+    let input: u64 = llm
+        .attribute("gen_ai.usage.input_tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let output: u64 = llm
+        .attribute("gen_ai.usage.output_tokens")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(input > 0 && output > 0, "{llm:?}");
 
     // The upstream joined the trace, as a child of the llm.call span.
-    let traceparent = fake.last_header("traceparent").expect("traceparent sent upstream");
+    let traceparent = fake
+        .last_header("traceparent")
+        .expect("traceparent sent upstream");
     assert_eq!(
         traceparent,
         format!("00-{}-{}-01", request.trace_id, llm.span_id),
@@ -421,7 +446,10 @@ async fn an_incoming_traceparent_is_continued_and_logged(backend: Backend) {
         .await;
     assert_eq!(request.trace_id, caller_trace);
     assert_eq!(request.parent, caller_span);
-    assert_eq!(request.attribute("tenant_id"), Some(acme.id.to_string().as_str()));
+    assert_eq!(
+        request.attribute("tenant_id"),
+        Some(acme.id.to_string().as_str())
+    );
 
     // The request's log line names the same trace and its span.
     let lines = observed.logs.lines();
@@ -462,14 +490,12 @@ async fn no_secret_or_content_reaches_the_logs_or_the_spans(backend: Backend) {
     )
     .await
     .expect(201);
-    let (_, api_key) = app
-        .create_api_key(&token, json!({"name": "scan"}))
-        .await;
-    let chat = conversation(&app, &token, json!({"model": "team-model"})).await;
+    let (_, api_key) = app.create_api_key(&token, json!({"name": "scan"})).await;
+    let chat = conversation(&app, &token, json!({})).await;
     app.post(
         &format!("/v1/conversations/{chat}/messages"),
         &token,
-        json!({"content": format!("remember {SECRET_PHRASE}")}),
+        json!({"content": format!("remember {SECRET_PHRASE}"), "model": "team-model"}),
     )
     .await
     .expect(200);
@@ -501,10 +527,16 @@ async fn no_secret_or_content_reaches_the_logs_or_the_spans(backend: Backend) {
     observed.flush().await;
 
     let logged = observed.logs.text();
-    assert!(logged.lines().count() > 20, "the workload was logged:\n{logged}");
+    assert!(
+        logged.lines().count() > 20,
+        "the workload was logged:\n{logged}"
+    );
     assert!(logged.contains("\"level\":\"TRACE\"") || logged.contains("\"level\":\"DEBUG\""));
     let exported = format!("{:?}", collector.spans());
-    assert!(exported.contains("gen_ai.request.model"), "spans were exported");
+    assert!(
+        exported.contains("gen_ai.request.model"),
+        "spans were exported"
+    );
     let secrets = [
         PASSWORD,
         credential,
@@ -517,8 +549,14 @@ async fn no_secret_or_content_reaches_the_logs_or_the_spans(backend: Backend) {
         "$argon2",
     ];
     for secret in secrets {
-        assert!(!logged.contains(secret), "a secret reached the log: {secret}");
-        assert!(!exported.contains(secret), "a secret reached a span: {secret}");
+        assert!(
+            !logged.contains(secret),
+            "a secret reached the log: {secret}"
+        );
+        assert!(
+            !exported.contains(secret),
+            "a secret reached a span: {secret}"
+        );
     }
 }
 

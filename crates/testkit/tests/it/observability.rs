@@ -196,12 +196,12 @@ async fn grpc_export(State(spans): State<Spans>, body: Bytes) -> Response {
         .unwrap()
 }
 
-/// What the subscriber writes.
+/// What a subscriber writes (for tests that read the logs).
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 

@@ -455,29 +455,8 @@ on_both_backends!(
     shutdown_drains_in_flight_requests
 );
 
-/// Collects what the global subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 async fn every_request_logs_one_structured_line(backend: Backend) {
-    let captured = Captured::default();
+    let captured = crate::observability::Captured::default();
     let config = karen::config::LogConfig {
         level: "info".into(),
         ..Default::default()
@@ -507,7 +486,7 @@ async fn every_request_logs_one_structured_line(backend: Backend) {
     assert_eq!(me.status(), 200);
     app.stop().await;
 
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let text = captured.text();
     let lines: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).expect("every log line is JSON"))

@@ -9,6 +9,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+pub use crate::traces::{OtlpProtocol, TracingConfig};
+
 /// Deployment mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -298,94 +300,6 @@ pub struct LogConfig {
     /// Level, or per-module directives: `info,karen_sql=debug`. The
     /// environment variable `KAREN_LOG` (else `RUST_LOG`), when set, replaces it.
     pub level: String,
-}
-
-/// `[tracing]`: OpenTelemetry traces, exported over OTLP.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TracingConfig {
-    /// Export traces. Unset: on in mode `full`, off otherwise.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub enabled: Option<bool>,
-    /// `http` (OTLP/HTTP, protobuf bodies) or `grpc`.
-    pub protocol: OtlpProtocol,
-    /// The collector: `http://collector:4318` for `http` (`/v1/traces` is
-    /// added unless the URL ends with it), `http://collector:4317` for
-    /// `grpc`. Empty: the protocol's default port on localhost.
-    pub endpoint: String,
-    /// Share of new traces recorded, 0.0–1.0. A caller's decision (the
-    /// sampled flag of its `traceparent`) is always followed.
-    pub sampling_ratio: f64,
-    /// `service.name` of the exported spans.
-    pub service_name: String,
-    /// How long one export to the collector may take.
-    pub export_timeout_secs: u64,
-}
-
-impl Default for TracingConfig {
-    fn default() -> Self {
-        Self {
-            enabled: None,
-            protocol: OtlpProtocol::Http,
-            endpoint: String::new(),
-            sampling_ratio: 1.0,
-            service_name: "karen".into(),
-            export_timeout_secs: 10,
-        }
-    }
-}
-
-impl TracingConfig {
-    /// Where spans are sent.
-    pub fn traces_endpoint(&self) -> String {
-        let endpoint = self.endpoint.trim().trim_end_matches('/');
-        match self.protocol {
-            OtlpProtocol::Http if endpoint.is_empty() => "http://localhost:4318/v1/traces".into(),
-            OtlpProtocol::Http if endpoint.ends_with("/v1/traces") => endpoint.to_owned(),
-            OtlpProtocol::Http => format!("{endpoint}/v1/traces"),
-            OtlpProtocol::Grpc if endpoint.is_empty() => "http://localhost:4317".into(),
-            OtlpProtocol::Grpc => endpoint.to_owned(),
-        }
-    }
-
-    fn problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        if !(self.sampling_ratio.is_finite() && (0.0..=1.0).contains(&self.sampling_ratio)) {
-            problems.push(format!(
-                "tracing.sampling_ratio: {} is out of range (0.0–1.0, e.g. 0.1 records one new trace in ten)",
-                self.sampling_ratio
-            ));
-        }
-        let endpoint = self.endpoint.trim();
-        if !endpoint.is_empty()
-            && (!(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
-                || endpoint.parse::<axum::http::Uri>().is_err())
-        {
-            problems.push(format!(
-                "tracing.endpoint: '{endpoint}' is not an http:// or https:// URL of an OTLP collector (e.g. http://collector:4318)"
-            ));
-        }
-        if self.service_name.trim().is_empty() {
-            problems.push("tracing.service_name: must not be empty".into());
-        }
-        if !(1..=120).contains(&self.export_timeout_secs) {
-            problems.push(format!(
-                "tracing.export_timeout_secs: {} is out of range (1–120)",
-                self.export_timeout_secs
-            ));
-        }
-        problems
-    }
-}
-
-/// The OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OtlpProtocol {
-    /// OTLP/HTTP with protobuf bodies (port 4318).
-    Http,
-    /// OTLP/gRPC (port 4317).
-    Grpc,
 }
 
 /// `[metrics]`

@@ -22,7 +22,6 @@ pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
     ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
     EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx, ProviderRepo,
-    PurgeReport,
-    Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo, UsageTotals,
-    UserRepo,
+    PurgeReport, Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo,
+    UsageTotals, UserRepo,
 };

@@ -324,6 +324,30 @@ impl MilvusVectorIndex {
         Ok(())
     }
 
+    /// Deletes every row of `tenant` in `collection`, a page of keys at a
+    /// time. A delete by filter answers with every primary key it removed,
+    /// which for a tenant of some 50,000 entries is more than gRPC's 4 MiB
+    /// message limit: the delete happens but the call fails.
+    async fn delete_tenant_rows(&self, collection: &str, tenant: TenantId) -> Result<()> {
+        loop {
+            let mut keys = Vec::new();
+            let count = self
+                .query_rows(collection, expr::tenant(tenant), &[KIND, ENTRY], |row| {
+                    keys.push(decode_key(row)?);
+                    Ok(())
+                })
+                .await?;
+            for chunk in keys.chunks(DELETE_BATCH) {
+                self.delete(collection, expr::tenant_keys(tenant, chunk))
+                    .await?;
+            }
+            // Strong consistency: the next page no longer holds these rows.
+            if count < MAX_TOP_K {
+                return Ok(());
+            }
+        }
+    }
+
     /// Up to `MAX_TOP_K` rows matching `filter`; returns how many came.
     /// (Not the SDK's query iterator: it needs collection ids that Milvus Lite
     /// does not report.)
@@ -662,7 +686,7 @@ impl VectorIndex for MilvusVectorIndex {
         check_space(space)?;
         let collection = self.collection_name(space);
         if self.collection_exists(&collection).await? {
-            self.delete(&collection, expr::tenant(tenant)).await?;
+            self.delete_tenant_rows(&collection, tenant).await?;
         }
         let registry = self.registry_name();
         if self.collection_exists(&registry).await? {
@@ -680,7 +704,7 @@ impl VectorIndex for MilvusVectorIndex {
         for space in self.spaces(tenant).await? {
             let collection = self.collection_name(&space);
             if self.collection_exists(&collection).await? {
-                self.delete(&collection, expr::tenant(tenant)).await?;
+                self.delete_tenant_rows(&collection, tenant).await?;
             }
         }
         let registry = self.registry_name();

@@ -41,7 +41,11 @@ await assert.rejects(
 );
 await assert.rejects(
   client.chat.completions.create({ model: "no-such-model", messages: [{ role: "user", content: "hi" }] }),
-  (error) => error.status === 422 && error.code === "validation_failed",
+  (error) => error instanceof OpenAI.NotFoundError && error.code === "model_not_found",
+);
+await assert.rejects(
+  client.chat.completions.create({ model, messages: [] }),
+  (error) => error instanceof OpenAI.BadRequestError && error.code === "validation_failed",
 );
 // Embeddings: the SDK asks for base64 by default and decodes it; floats on request.
 const embeddingModel = process.env.KAREN_EMBEDDING_MODEL ?? "karen-offline-hash-384";

@@ -49,9 +49,14 @@ except openai.AuthenticationError as error:
 try:
     client.chat.completions.create(model="no-such-model", messages=[{"role": "user", "content": "hi"}])
     sys.exit("an unknown model was accepted")
-except openai.APIStatusError as error:
-    assert error.status_code == 422, error
-    assert error.body["code"] == "validation_failed", error.body
+except openai.NotFoundError as error:
+    assert error.code == "model_not_found", error.body
+
+try:
+    client.chat.completions.create(model=model, messages=[])
+    sys.exit("an empty message list was accepted")
+except openai.BadRequestError as error:
+    assert error.code == "validation_failed", error.body
 
 # Embeddings: the SDK asks for base64 by default and decodes it; floats on request.
 embedding_model = os.environ.get("KAREN_EMBEDDING_MODEL", "karen-offline-hash-384")

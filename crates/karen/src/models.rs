@@ -99,8 +99,17 @@ pub struct ConfiguredRouter {
     routes: EpochCache<(TenantId, String), RoutedModel>,
     /// Resolved embedding routes (`None`: no provider of the tenant serves the model).
     embedding_routes: EpochCache<(TenantId, String), Option<RoutedEmbeddings>>,
+    /// Each tenant's providers and aliases (what `GET /v1/models` lists and
+    /// routes are built from), until they change (on any replica).
+    tenant_configs: EpochCache<TenantId, Arc<TenantConfig>>,
     counters: Arc<dyn Counters>,
 }
+
+/// A tenant's own providers and its model aliases.
+type TenantConfig = (Vec<TenantProvider>, BTreeMap<String, String>);
+
+/// Tenants whose provider configuration is remembered.
+const TENANT_CONFIG_CACHE_CAPACITY: usize = 10_000;
 
 /// Routes remembered (tenants × models in use).
 const ROUTE_CACHE_CAPACITY: usize = 50_000;
@@ -206,15 +215,27 @@ impl ConfiguredRouter {
                 ROUTE_CACHE_CAPACITY,
                 ROUTE_CACHE_TTL,
             ),
+            tenant_configs: EpochCache::new(
+                "tenant_models",
+                Topic::Routes,
+                TENANT_CONFIG_CACHE_CAPACITY,
+                ROUTE_CACHE_TTL,
+            ),
             counters,
         })
     }
 
     /// The tenant's providers and aliases.
-    async fn tenant_config(
-        &self,
-        tenant: TenantId,
-    ) -> Result<(Vec<TenantProvider>, BTreeMap<String, String>)> {
+    async fn tenant_config(&self, tenant: TenantId) -> Result<Arc<TenantConfig>> {
+        self.tenant_configs
+            .get_or_load(self.counters.as_ref(), tenant, tenant, || async {
+                self.load_tenant_config(tenant).await.map(Arc::new)
+            })
+            .await
+    }
+
+    /// Reads the tenant's providers and aliases from the store.
+    async fn load_tenant_config(&self, tenant: TenantId) -> Result<TenantConfig> {
         let mut tx = self
             .store
             .tenant_read(TenantScope::system(tenant, SystemReason::Routing))
@@ -377,7 +398,8 @@ impl ModelRouter for ConfiguredRouter {
     }
 
     async fn embedding_models(&self, tenant: TenantId) -> Result<Vec<String>> {
-        let (providers, _) = self.tenant_config(tenant).await?;
+        let config = self.tenant_config(tenant).await?;
+        let providers = &config.0;
         let mut models: Vec<String> = Vec::new();
         for model in providers
             .iter()
@@ -405,7 +427,8 @@ impl ModelRouter for ConfiguredRouter {
 impl ConfiguredRouter {
     /// The chain serving `model` for the tenant, read from its configuration.
     async fn build_route(&self, tenant: TenantId, model: &str) -> Result<RoutedModel> {
-        let (providers, tenant_aliases) = self.tenant_config(tenant).await?;
+        let config = self.tenant_config(tenant).await?;
+        let (providers, tenant_aliases) = (&config.0, &config.1);
         let upstream = tenant_aliases
             .get(model)
             .or_else(|| self.aliases.get(model))
@@ -424,12 +447,7 @@ impl ConfiguredRouter {
                 .map(|s| s.provider.clone()),
         );
         if members.is_empty() {
-            return Err(Error::invalid(
-                Some("model"),
-                format!(
-                    "the model '{model}' is not available here; GET /v1/models lists the ones you may use"
-                ),
-            ));
+            return Err(Error::ModelNotFound(model.to_owned()));
         }
         let name = members
             .iter()
@@ -456,7 +474,8 @@ impl ConfiguredRouter {
         tenant: TenantId,
         model: &str,
     ) -> Result<Option<RoutedEmbeddings>> {
-        let (providers, _) = self.tenant_config(tenant).await?;
+        let config = self.tenant_config(tenant).await?;
+        let providers = &config.0;
         let serving: Vec<&TenantProvider> = providers
             .iter()
             .filter(|p| embeds(p) && p.models.iter().any(|m| m == model))
@@ -491,7 +510,8 @@ impl ConfiguredRouter {
 
     /// Every model and alias the tenant may name.
     async fn list_models(&self, tenant: TenantId) -> Result<Vec<String>> {
-        let (providers, tenant_aliases) = self.tenant_config(tenant).await?;
+        let config = self.tenant_config(tenant).await?;
+        let (providers, tenant_aliases) = (&config.0, &config.1);
         let mut models: BTreeSet<String> = self
             .platform
             .iter()
@@ -499,7 +519,7 @@ impl ConfiguredRouter {
             .collect();
         models.extend(providers.iter().flat_map(|p| p.models.iter().cloned()));
         models.extend(self.aliases.keys().cloned());
-        models.extend(tenant_aliases.into_keys());
+        models.extend(tenant_aliases.keys().cloned());
         Ok(models.into_iter().collect())
     }
 }

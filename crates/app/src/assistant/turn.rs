@@ -205,7 +205,22 @@ impl ChatService {
         let model = requested
             .or_else(|| persona.as_ref().and_then(|p| p.model.clone()))
             .unwrap_or_else(|| self.deps.router.default_model());
-        let route = self.deps.router.route(ctx.tenant_id(), &model).await?;
+        // On this route a 404 would read as "no such conversation": an unknown
+        // model is a mistake in the request body.
+        let route = self
+            .deps
+            .router
+            .route(ctx.tenant_id(), &model)
+            .await
+            .map_err(|error| match error {
+                Error::ModelNotFound(model) => Error::invalid(
+                    Some("model"),
+                    format!(
+                        "the model '{model}' is not available here; GET /v1/models lists the ones you may use"
+                    ),
+                ),
+                other => other,
+            })?;
         let mut messages = Vec::with_capacity(history.len() + 2);
         if let Some(prompt) = persona
             .as_ref()

@@ -132,6 +132,26 @@ impl MemoryService {
         draft: MemoryDraft,
         provenance: Option<Provenance>,
     ) -> Result<(Memory, bool)> {
+        let (memory, new) = self.store_draft(tx, ctx, owner, draft, provenance).await?;
+        if new {
+            self.indexer
+                .index(tx, ctx.tenant_id(), vec![index_item(&memory)])
+                .await?;
+        }
+        Ok((memory, new))
+    }
+
+    /// Stores a draft (or merges it into its exact duplicate) within `tx`,
+    /// leaving the indexing of a new memory to the caller. Returns the memory
+    /// and whether it is new.
+    async fn store_draft(
+        &self,
+        tx: &mut dyn TenantTx,
+        ctx: &TenantContext,
+        owner: Option<UserId>,
+        draft: MemoryDraft,
+        provenance: Option<Provenance>,
+    ) -> Result<(Memory, bool)> {
         let now = self.deps.clock.now();
         let hash = content_hash(owner, &draft.content);
         if let Some(mut existing) = tx.memories().memory_by_hash(&hash).await? {
@@ -161,9 +181,6 @@ impl MemoryService {
                 "the same memory was just stored; retry to merge".into(),
             ));
         }
-        self.indexer
-            .index(tx, ctx.tenant_id(), vec![index_item(&memory)])
-            .await?;
         Ok((memory, true))
     }
 
@@ -216,11 +233,22 @@ impl MemoryService {
         let owner = Some(ctx.principal().user_id);
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         let mut stored = Vec::new();
+        let mut new = Vec::new();
         for draft in drafts {
-            let (memory, _) = self
-                .commit_draft(tx.as_mut(), ctx, owner, draft, provenance)
+            let (memory, created) = self
+                .store_draft(tx.as_mut(), ctx, owner, draft, provenance)
                 .await?;
+            if created {
+                new.push(index_item(&memory));
+            }
             stored.push(memory);
+        }
+        // One index write for the batch: each write commits (and syncs) the
+        // tenant's text index and appends to its vector index.
+        if !new.is_empty() {
+            self.indexer
+                .index(tx.as_mut(), ctx.tenant_id(), new)
+                .await?;
         }
         tx.commit().await?;
         Ok(stored)

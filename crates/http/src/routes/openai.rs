@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use axum::Json;
 use axum::body::{Body, to_bytes};
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use karen_app::assistant::{GatewayAnswer, GatewayEvent, GatewayRequest};
@@ -430,6 +430,11 @@ async fn openai_error_shape(response: Response) -> Response {
         return response;
     }
     let (mut parts, body) = response.into_parts();
+    // OpenAI answers a request it cannot accept with 400 where Karen's other
+    // routes say 422: the SDKs raise `BadRequestError` for it.
+    if parts.status == StatusCode::UNPROCESSABLE_ENTITY {
+        parts.status = StatusCode::BAD_REQUEST;
+    }
     let problem: Value = match to_bytes(body, 64 * 1024).await {
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         Err(_) => Value::Null,

@@ -6,7 +6,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use karen_app::assistant::{EmbeddingAnswer, EmbeddingRequest};
@@ -200,16 +199,6 @@ fn list(answer: EmbeddingAnswer, encoding: Encoding) -> EmbeddingList {
     }
 }
 
-/// OpenAI answers a request it cannot accept with 400 where Karen's other
-/// routes say 422: the SDKs raise `BadRequestError` for it.
-fn openai_status(error: ApiError) -> Response {
-    let mut response = error.into_response();
-    if response.status() == StatusCode::UNPROCESSABLE_ENTITY {
-        *response.status_mut() = StatusCode::BAD_REQUEST;
-    }
-    response
-}
-
 /// Creates embeddings of the inputs (OpenAI-compatible), through the tenant's
 /// own provider of the model, else the platform's embedding model.
 #[utoipa::path(post, path = "/v1/embeddings", tag = "openai", request_body = EmbeddingsRequest,
@@ -237,7 +226,7 @@ async fn create_embeddings(
     .await;
     match result {
         Ok(list) => Json(list).into_response(),
-        Err(error) => openai_status(error),
+        Err(error) => error.into_response(),
     }
 }
 

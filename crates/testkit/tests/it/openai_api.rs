@@ -199,28 +199,28 @@ async fn errors_use_openais_shape(backend: Backend) {
         (
             Some(token),
             json!({"model": "nope", "messages": user("hi")}),
-            422,
+            404,
             "invalid_request_error",
-            "validation_failed",
+            "model_not_found",
         ),
         (
             Some(token),
             json!({"model": "fake-echo", "messages": user("hi"), "n": 2}),
-            422,
+            400,
             "invalid_request_error",
             "validation_failed",
         ),
         (
             Some(token),
             json!({"model": "fake-echo", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
-            422,
+            400,
             "invalid_request_error",
             "validation_failed",
         ),
         (
             Some(token),
             json!({"model": "fake-echo", "messages": []}),
-            422,
+            400,
             "invalid_request_error",
             "validation_failed",
         ),
@@ -234,7 +234,7 @@ async fn errors_use_openais_shape(backend: Backend) {
         (
             Some(token),
             json!({"messages": user("hi")}),
-            422,
+            400,
             "invalid_request_error",
             "validation_failed",
         ),
@@ -306,7 +306,7 @@ async fn bad_parameters_and_upstream_refusals_are_client_errors(backend: Backend
         let mut body = json!({"model": "fake-echo", "messages": user});
         body[field] = value;
         let reply = app.post("/v1/chat/completions", token, body).await;
-        assert_eq!(reply.status, 422, "{field}: {}", reply.text);
+        assert_eq!(reply.status, 400, "{field}: {}", reply.text);
         assert_eq!(reply.body["error"]["param"], field);
     }
     // The provider itself rejects the request (400): the client made the mistake.
@@ -318,7 +318,7 @@ async fn bad_parameters_and_upstream_refusals_are_client_errors(backend: Backend
             json!({"model": "fake-echo", "messages": user}),
         )
         .await;
-    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(reply.status, 400, "{}", reply.text);
     assert!(
         reply.body["error"]["message"]
             .as_str()

@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod health;
 pub mod insights;
 pub mod memory;
+pub mod rate_limits;
 pub mod roles;
 pub mod telemetry;
 pub mod tenants;
@@ -86,6 +87,9 @@ pub struct Deps {
     pub search: memory::SearchPorts,
     /// The process's insight collector and the configured model chains.
     pub insights: insights::InsightPorts,
+    /// Request rate limits (from configuration) and the limiters that apply them.
+    pub rate_limits: rate_limits::RateLimitPolicy,
+    pub rate_limiters: rate_limits::RateLimitPorts,
 }
 
 impl Deps {
@@ -113,6 +117,7 @@ pub struct Services {
     pub assistant: assistant::AssistantServices,
     pub memory: memory::MemoryServices,
     pub insights: insights::InsightService,
+    pub rate_limits: rate_limits::RateLimitService,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -142,6 +147,7 @@ impl Services {
             api_keys: api_keys::ApiKeyService::new(deps.clone()),
             health: health::HealthService::new(deps.clone()),
             insights: insights::InsightService::new(deps.clone()),
+            rate_limits: rate_limits::RateLimitService::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
             memory,
         }

@@ -23,6 +23,7 @@ pub mod names {
     pub const LLM_COST: &str = "karen_llm_cost_micros_total";
     pub const BUDGET_REJECTIONS: &str = "karen_budget_rejections_total";
     pub const RATE_LIMIT_REJECTIONS: &str = "karen_rate_limit_rejections_total";
+    pub const RATE_LIMIT_FALLBACKS: &str = "karen_rate_limit_fallbacks_total";
     pub const CACHE_REQUESTS: &str = "karen_cache_requests_total";
     pub const JOBS: &str = "karen_jobs_total";
     pub const JOB_DURATION: &str = "karen_job_duration_seconds";
@@ -46,6 +47,9 @@ pub fn register_zero_series() {
     }
     for scope in ["tenant", "user", "api_key", "ip"] {
         metrics::counter!(names::RATE_LIMIT_REJECTIONS, "scope" => scope).absolute(0);
+    }
+    for mode in ["local", "open", "closed"] {
+        metrics::counter!(names::RATE_LIMIT_FALLBACKS, "mode" => mode).absolute(0);
     }
     for job in JOBS {
         for outcome in ["ok", "failed"] {
@@ -84,6 +88,18 @@ pub fn budget_rejected(scope: BudgetScope) {
         BudgetScope::ApiKey(_) => "api_key",
     };
     metrics::counter!(names::BUDGET_REJECTIONS, "scope" => scope).increment(1);
+}
+
+/// A request refused by a rate limit (`scope`: tenant, user, api_key or ip;
+/// never a tenant label: per-tenant counts go through [`TenantSeries`]).
+pub fn rate_limit_rejected(scope: karen_domain::rate_limit::RateLimitScope) {
+    metrics::counter!(names::RATE_LIMIT_REJECTIONS, "scope" => scope.as_str()).increment(1);
+}
+
+/// A rate-limit check that the shared limiter (Redis) could not answer, by
+/// the fail mode applied instead (`local`, `open` or `closed`).
+pub fn rate_limit_fallback(mode: &'static str) {
+    metrics::counter!(names::RATE_LIMIT_FALLBACKS, "mode" => mode).increment(1);
 }
 
 /// Records one search of an index (`vector` or `text`) and its backend.

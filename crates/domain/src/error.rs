@@ -76,6 +76,16 @@ pub enum Error {
         retry_secs(retry_after)
     )]
     AccountLocked { retry_after: Duration },
+    /// A request rate limit is used up; retry after the given time.
+    #[error(
+        "{} is used up; try again in {} seconds",
+        scope.describe(),
+        retry_secs(retry_after)
+    )]
+    RateLimited {
+        scope: crate::rate_limit::RateLimitScope,
+        retry_after: Duration,
+    },
     /// A feature that is switched off in this deployment.
     #[error("the '{0}' feature is disabled on this server")]
     FeatureDisabled(&'static str),
@@ -153,6 +163,7 @@ impl Error {
             Self::Conflict(_) => "conflict",
             Self::LoginThrottled { .. } => "login_throttled",
             Self::AccountLocked { .. } => "account_locked",
+            Self::RateLimited { .. } => "rate_limited",
             Self::FeatureDisabled(_) => "feature_disabled",
             Self::BudgetExceeded { .. } => "budget_exceeded",
             Self::Upstream(_) => "upstream_error",

@@ -18,6 +18,7 @@ pub mod permission;
 pub mod ports;
 pub mod principal;
 pub mod providers;
+pub mod rate_limit;
 pub mod tenant;
 pub mod user;
 pub mod values;

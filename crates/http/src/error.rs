@@ -109,7 +109,7 @@ pub fn status_of(error: &Error) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         Error::Conflict(_) => StatusCode::CONFLICT,
-        Error::LoginThrottled { .. } | Error::BudgetExceeded { .. } => {
+        Error::LoginThrottled { .. } | Error::BudgetExceeded { .. } | Error::RateLimited { .. } => {
             StatusCode::TOO_MANY_REQUESTS
         }
         Error::AccountLocked { .. } => StatusCode::LOCKED,
@@ -142,7 +142,8 @@ impl IntoResponse for ApiError {
                 let retry_after = match &error {
                     Error::LoginThrottled { retry_after }
                     | Error::AccountLocked { retry_after }
-                    | Error::BudgetExceeded { retry_after, .. } => Some(retry_secs(*retry_after)),
+                    | Error::BudgetExceeded { retry_after, .. }
+                    | Error::RateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
                     Error::Unavailable { .. } => Some(5),
                     _ => None,
                 };

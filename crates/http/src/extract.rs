@@ -154,6 +154,7 @@ impl<P: RoutePermission> FromRequestParts<AppState> for Authorized<P> {
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(ctx.tenant_id()));
         span.record("user_id", tracing::field::display(ctx.principal().user_id));
+        crate::rate_limit::enforce_principal(parts, state, &ctx).await?;
         parts.extensions.insert(ctx.clone());
         Self::check(ctx)
     }
@@ -240,40 +241,43 @@ impl FromRequestParts<AppState> for Client {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        let hops = state.config.trusted_proxy_hops;
-        let forwarded = (hops > 0)
-            .then(|| {
-                parts
-                    .headers
-                    .get("x-forwarded-for")
-                    .and_then(|v| v.to_str().ok())
-            })
-            .flatten()
-            .and_then(|list| {
-                let entries: Vec<&str> = list
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty())
-                    .collect();
-                entries
-                    .len()
-                    .checked_sub(hops)
-                    .and_then(|i| entries.get(i))
-                    .map(|e| (*e).to_owned())
-            })
-            .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+        let ip = client_address(parts, state.config.trusted_proxy_hops);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(300).collect());
-        Ok(Client(ClientInfo {
-            ip: forwarded.or(peer),
-            user_agent,
-        }))
+        Ok(Client(ClientInfo { ip, user_agent }))
     }
+}
+
+/// The client's address: the peer, or with `hops` trusted proxies in front,
+/// the entry they appended to `X-Forwarded-For` (never one a client wrote).
+pub(crate) fn client_address(parts: &Parts, hops: usize) -> Option<String> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
+    let forwarded = (hops > 0)
+        .then(|| {
+            parts
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+        })
+        .flatten()
+        .and_then(|list| {
+            let entries: Vec<&str> = list
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect();
+            entries
+                .len()
+                .checked_sub(hops)
+                .and_then(|i| entries.get(i))
+                .map(|e| (*e).to_owned())
+        })
+        .filter(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+    forwarded.or(peer)
 }

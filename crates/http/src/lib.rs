@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod middleware;
 mod openapi;
+pub mod rate_limit;
 mod routes;
 
 use std::sync::Arc;
@@ -86,6 +87,7 @@ pub fn router(services: Services, config: HttpConfig) -> Router {
     }
     app.fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(axum::middleware::from_fn(rate_limit::rate_limit_headers))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::request_envelope,

@@ -40,6 +40,7 @@ pub struct Config {
     pub tracing: TracingConfig,
     pub metrics: MetricsConfig,
     pub memory: crate::indexes::MemoryConfig,
+    pub rate_limits: crate::rate_limits::RateLimitConfig,
 }
 
 impl Default for Config {
@@ -57,6 +58,7 @@ impl Default for Config {
             tracing: TracingConfig::default(),
             metrics: MetricsConfig::default(),
             memory: crate::indexes::MemoryConfig::default(),
+            rate_limits: crate::rate_limits::RateLimitConfig::default(),
         }
     }
 }
@@ -437,6 +439,7 @@ impl Config {
         }
         problems.extend(self.memory.problems(self.mode, postgres));
         problems.extend(self.tracing.problems());
+        problems.extend(self.rate_limits.problems());
         match self.mode {
             Mode::Minimal => {
                 if postgres {

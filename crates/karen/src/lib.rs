@@ -7,6 +7,7 @@ pub mod indexes;
 pub mod logging;
 pub mod maintenance;
 pub mod models;
+pub mod rate_limits;
 pub mod telemetry;
 pub mod traces;
 
@@ -90,20 +91,25 @@ impl Karen {
         store.ensure_serving_role_is_confined().await?;
         store.ensure_schema_current().await?;
 
-        let counters: Arc<dyn Counters> = match (&config.mode, &config.redis.url) {
-            (Mode::Minimal, _) | (_, None) => Arc::new(MemoryCounters::new(clock.clone())),
+        let redis = match (&config.mode, &config.redis.url) {
+            (Mode::Minimal, _) | (_, None) => None,
             (Mode::Standard | Mode::Full, Some(redis_url)) => {
                 let options = RedisOptions {
                     url: redis_url.clone(),
                     key_prefix: config.redis.key_prefix.clone(),
                     timeout: Duration::from_millis(config.redis.timeout_ms),
                 };
-                Arc::new(
+                Some(
                     RedisCounters::connect(&options)
                         .await
                         .context("connecting to Redis")?,
                 )
             }
+        };
+        let rate_limiters = rate_limits::limiters(redis.as_ref(), clock.clone());
+        let counters: Arc<dyn Counters> = match redis {
+            Some(redis) => Arc::new(redis),
+            None => Arc::new(MemoryCounters::new(clock.clone())),
         };
         let indexes = indexes::SearchIndexes::open(&config, &store).await?;
         let mut namespaces: Vec<Arc<dyn TenantNamespace>> =
@@ -194,6 +200,8 @@ impl Karen {
                 collector: recorders.as_ref().map(|r| r.insights.clone()),
                 chains: models::model_chains(&config.llm),
             },
+            rate_limits: config.rate_limits.policy(),
+            rate_limiters,
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config

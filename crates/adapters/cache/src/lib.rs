@@ -1,12 +1,17 @@
 //! Counters with expiry, in-process (embedded mode) or in Redis (shared by all
 //! replicas), behind the [`Counters`] port. Both also act as a
-//! [`TenantNamespace`] so that deleting a tenant removes its keys.
+//! [`TenantNamespace`] so that deleting a tenant removes its keys. The rate
+//! limiters (GCRA) sit beside them, in-process and in Redis.
 
 mod memory;
+mod memory_limiter;
 mod redis_counters;
+mod redis_limiter;
 
 pub use memory::MemoryCounters;
+pub use memory_limiter::MemoryRateLimiter;
 pub use redis_counters::{RedisCounters, RedisOptions};
+pub use redis_limiter::RedisRateLimiter;
 
 use std::sync::Arc;
 

@@ -60,6 +60,11 @@ impl RedisCounters {
         })
     }
 
+    /// A rate limiter sharing this connection and key prefix.
+    pub fn rate_limiter(&self) -> crate::RedisRateLimiter {
+        crate::RedisRateLimiter::new(self.connection.clone(), self.prefix.clone())
+    }
+
     fn key(&self, key: &CacheKey) -> String {
         format!("{}{}", self.prefix, key.as_str())
     }

@@ -5,6 +5,7 @@ use karen_domain::clock::to_millis;
 use karen_domain::credentials::{OperatorKeyRecord, SigningKeyRecord};
 use karen_domain::page::PageRequest;
 use karen_domain::ports::PlatformTx;
+use karen_domain::rate_limit::RateLimits;
 use karen_domain::tenant::Tenant;
 use karen_domain::values::Slug;
 use karen_domain::{OperatorKeyId, Result, SigningKeyId, TenantId};
@@ -109,6 +110,34 @@ impl PlatformTx for SqlPlatformTx {
             .tx
             .query("DELETE FROM tenants WHERE id = $1")
             .bind(id.as_uuid());
+        Ok(self.tx.execute(q).await? > 0)
+    }
+
+    async fn rate_limit_overrides(&mut self, id: TenantId) -> Result<Option<RateLimits>> {
+        let q = self
+            .tx
+            .query("SELECT rate_limits FROM tenants WHERE id = $1")
+            .bind(id.as_uuid());
+        let Some(row) = self.tx.fetch_optional(q).await? else {
+            return Ok(None);
+        };
+        let stored = row.get::<Option<Json<RateLimits>>>("rate_limits")?;
+        Ok(Some(stored.map(|json| json.0).unwrap_or_default()))
+    }
+
+    async fn set_rate_limit_overrides(
+        &mut self,
+        id: TenantId,
+        overrides: &RateLimits,
+        at: OffsetDateTime,
+    ) -> Result<bool> {
+        let stored = (!overrides.is_empty()).then_some(Json(*overrides));
+        let q = self
+            .tx
+            .query("UPDATE tenants SET rate_limits = $2, updated_at = $3 WHERE id = $1")
+            .bind(id.as_uuid())
+            .bind(stored)
+            .bind(to_millis(at));
         Ok(self.tx.execute(q).await? > 0)
     }
 

@@ -4,6 +4,7 @@
 mod cache;
 mod index;
 mod llm;
+mod rate_limit;
 mod security;
 mod store;
 
@@ -18,6 +19,7 @@ pub use llm::{
     OFFLINE_MODEL_ID, RoutedEmbeddings, RoutedModel, TokenUsage, ToolCall, ToolCallDelta,
     context_prompt,
 };
+pub use rate_limit::RateLimiter;
 pub use security::{AccessClaims, AccessTokens, PasswordHasher};
 pub use store::{
     ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,

@@ -17,6 +17,7 @@ use crate::library::{
 use crate::memory::Memory;
 use crate::page::PageRequest;
 use crate::providers::{ModelAlias, TenantProvider};
+use crate::rate_limit::RateLimits;
 use crate::tenant::{Tenant, TenantSettings};
 use crate::user::{CustomRole, LoginFailures, User};
 use crate::values::{Email, RoleName, Slug, TenantName};
@@ -59,6 +60,16 @@ pub trait PlatformTx: Send {
     async fn update_tenant(&mut self, tenant: &Tenant) -> Result<()>;
     /// Removes the registry row (after the tenant's data was purged).
     async fn delete_tenant(&mut self, id: TenantId) -> Result<bool>;
+    /// The operator's rate-limit overrides of a tenant (`None`: no tenant;
+    /// empty limits: none set).
+    async fn rate_limit_overrides(&mut self, id: TenantId) -> Result<Option<RateLimits>>;
+    /// Replaces a tenant's rate-limit overrides; `false` when there is no such tenant.
+    async fn set_rate_limit_overrides(
+        &mut self,
+        id: TenantId,
+        overrides: &RateLimits,
+        at: OffsetDateTime,
+    ) -> Result<bool>;
 
     async fn insert_operator_key(&mut self, key: &OperatorKeyRecord) -> Result<()>;
     async fn operator_key(&mut self, id: OperatorKeyId) -> Result<Option<OperatorKeyRecord>>;

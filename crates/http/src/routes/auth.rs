@@ -18,6 +18,7 @@ use super::views::{TenantView, UserView};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Authorized, Client, perm};
+use crate::rate_limit::SignInRateLimit;
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -76,10 +77,11 @@ impl From<TokenPair> for TokenResponse {
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json", description = "wrong email or password"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json", description = "tenant suspended or user disabled"),
         (status = 423, body = crate::error::Problem, content_type = "application/problem+json", description = "account locked after repeated failures"),
-        (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "too many failed attempts; see Retry-After"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "too many failed attempts, or too many requests from this address (`rate_limited`); see Retry-After"),
     )
 )]
 async fn login(
+    _limit: SignInRateLimit,
     State(state): State<AppState>,
     Client(client): Client,
     ApiJson(body): ApiJson<LoginBody>,
@@ -110,10 +112,12 @@ pub(crate) struct RefreshBody {
     responses(
         (status = 200, body = TokenResponse),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json", description = "invalid, spent or revoked refresh token"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "too many requests from this address (`rate_limited`); see Retry-After"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json", description = "tenant suspended or user disabled"),
     )
 )]
 async fn refresh(
+    _limit: SignInRateLimit,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshBody>,
 ) -> ApiResult<Json<TokenResponse>> {
@@ -198,9 +202,11 @@ impl From<karen_app::tenants::CreatedTenant> for TenantCreated {
         (status = 201, body = TenantCreated),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "self-service signup is disabled"),
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "the slug is taken"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "too many requests from this address (`rate_limited`); see Retry-After"),
     )
 )]
 async fn signup(
+    _limit: SignInRateLimit,
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SignupBody>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {

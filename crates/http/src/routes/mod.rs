@@ -12,6 +12,7 @@ mod openai_embeddings;
 mod personas;
 mod platform;
 mod providers;
+mod rate_limits;
 mod roles;
 pub(crate) mod system;
 mod tenant;
@@ -41,4 +42,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(budgets::routes())
         .merge(providers::routes())
         .merge(insights::routes())
+        .merge(rate_limits::routes())
 }

@@ -177,11 +177,18 @@ impl TestApp {
     /// A second server on the same database and Redis (scale-out replicas);
     /// stopping it leaves the shared stores to the first.
     pub async fn replica(&self) -> TestApp {
+        self.replica_with(|_| {}).await
+    }
+
+    /// As [`TestApp::replica`], letting the test adjust the replica's
+    /// configuration first (e.g. reach Redis through a proxy it can cut).
+    pub async fn replica_with(&self, configure: impl FnOnce(&mut Config)) -> TestApp {
         let data_dir = std::env::temp_dir().join(format!("karen-test-{}", Uuid::now_v7().simple()));
-        let config = Config {
+        let mut config = Config {
             data_dir: data_dir.clone(),
             ..self.config.clone()
         };
+        configure(&mut config);
         let (karen, base_url, shutdown, server) = start(config.clone(), self.clock.clone()).await;
         TestApp {
             backend: self.backend,

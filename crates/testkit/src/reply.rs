@@ -27,6 +27,11 @@ impl Reply {
         }
     }
 
+    /// Reads a response the test sent itself (with headers of its own).
+    pub async fn read_response(response: reqwest::Response) -> Self {
+        Self::read(response).await
+    }
+
     /// Fails the test unless the status is `status`.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Self {

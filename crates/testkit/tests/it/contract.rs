@@ -7,9 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use karen_cache::{MemoryCounters, RedisCounters, RedisOptions};
+use karen_cache::{MemoryCounters, MemoryRateLimiter, RedisCounters, RedisOptions};
 use karen_domain::clock::{Clock, ManualClock, SystemClock};
-use karen_domain::ports::{CacheKey, Counters, Store as _};
+use karen_domain::ports::{CacheKey, Counters, RateLimiter, Store as _};
+use karen_domain::rate_limit::{Quota, RateLimitSubject};
 use karen_domain::values::Email;
 use karen_domain::{SystemReason, TenantId, TenantScope, UserId};
 use karen_testkit::{Backend, spawn};
@@ -150,6 +151,91 @@ async fn redis_that_is_down_is_reported_unavailable() {
         .err()
         .expect("nothing listens on port 1");
     assert_eq!(error.code(), "service_unavailable");
+}
+
+/// The behaviour every `RateLimiter` must have: a burst of the quota, then
+/// refusals that count nothing, one request back per interval, keys apart,
+/// and exactly the quota under concurrent requests.
+async fn rate_limiter_contract(limiter: Arc<dyn RateLimiter>, advance: Advance<'_>) {
+    let alpha = TenantId::generate();
+    let bravo = TenantId::generate();
+    let key = RateLimitSubject::Tenant(alpha).key();
+    let quota = Quota::new(3, 3).unwrap();
+    for left in (0..3).rev() {
+        let decision = limiter.acquire(&key, quota).await.unwrap();
+        assert!(decision.allowed);
+        assert_eq!(decision.remaining, left);
+        assert_eq!(decision.quota, quota);
+    }
+    for _ in 0..3 {
+        let refused = limiter.acquire(&key, quota).await.unwrap();
+        assert!(!refused.allowed);
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.retry_after <= Duration::from_secs(1), "{refused:?}");
+        assert!(refused.retry_after > Duration::ZERO, "{refused:?}");
+        assert!(refused.reset <= Duration::from_secs(3), "{refused:?}");
+    }
+    // Another tenant's key is untouched.
+    let other = RateLimitSubject::Tenant(bravo).key();
+    assert_eq!(limiter.acquire(&other, quota).await.unwrap().remaining, 2);
+    // One interval later, one request (the refusals moved nothing).
+    advance(Duration::from_millis(1100)).await;
+    assert!(limiter.acquire(&key, quota).await.unwrap().allowed);
+    assert!(!limiter.acquire(&key, quota).await.unwrap().allowed);
+    // Concurrent requests: exactly the quota passes.
+    let racing = CacheKey::tenant(alpha, "rl", "race");
+    let quota = Quota::new(10, 600).unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|_| {
+            let limiter = limiter.clone();
+            let racing = racing.clone();
+            tokio::spawn(async move { limiter.acquire(&racing, quota).await.unwrap().allowed })
+        })
+        .collect();
+    let mut allowed = 0;
+    for task in tasks {
+        allowed += usize::from(task.await.unwrap());
+    }
+    assert_eq!(allowed, 10);
+}
+
+#[tokio::test]
+async fn memory_rate_limiter_meets_the_contract() {
+    let clock = Arc::new(ManualClock::new(SystemClock.now()));
+    let limiter = Arc::new(MemoryRateLimiter::new(clock.clone()));
+    let advance: Advance<'_> = Box::new(move |by| {
+        let clock = clock.clone();
+        Box::pin(async move { clock.advance(by) })
+    });
+    rate_limiter_contract(limiter, advance).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_rate_limiter_meets_the_contract() {
+    let Some(url) = karen_testkit::redis_url().await else {
+        return;
+    };
+    let prefix = format!("karen-contract-{}:", Uuid::now_v7().simple());
+    let options = RedisOptions {
+        url,
+        key_prefix: prefix.clone(),
+        timeout: Duration::from_secs(2),
+    };
+    let counters = RedisCounters::connect(&options).await.unwrap();
+    // The script reads Redis's own clock: wait for real.
+    let advance: Advance<'_> = Box::new(|by| Box::pin(tokio::time::sleep(by)));
+    rate_limiter_contract(Arc::new(counters.rate_limiter()), advance).await;
+    // Rate-limit keys live under the tenant's prefix: purged with it.
+    let tenant = TenantId::generate();
+    let limiter = counters.rate_limiter();
+    let quota = Quota::new(5, 60).unwrap();
+    limiter
+        .acquire(&RateLimitSubject::Tenant(tenant).key(), quota)
+        .await
+        .unwrap();
+    assert_eq!(counters.tenant_key_count(tenant).await.unwrap(), 1);
+    assert_eq!(counters.purge_tenant(tenant).await.unwrap(), 1);
+    karen_testkit::delete_redis_prefix(&prefix).await;
 }
 
 /// The store's tenant boundary, its atomic updates and its conflicts.

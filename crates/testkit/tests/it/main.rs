@@ -42,6 +42,7 @@ mod migrations;
 mod observability;
 mod openai_api;
 mod providers;
+mod ratelimit;
 mod rbac;
 mod recall;
 mod rls;

@@ -374,8 +374,9 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
                 Some(foreign_model),
             )
             .await;
+        // Exactly what a model that exists nowhere gets.
         assert_eq!(
-            refused.status, 422,
+            refused.status, 404,
             "A may not use B's provider: {}",
             refused.text
         );

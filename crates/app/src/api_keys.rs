@@ -11,6 +11,7 @@ use karen_domain::{ApiKeyId, Error, Result, UserId};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
+use crate::audit::Record;
 use crate::credentials::{self, Kind};
 use crate::{Authority, Deps};
 
@@ -112,6 +113,13 @@ impl ApiKeyService {
             created_at: now,
         };
         tx.api_keys().insert_api_key(&record).await?;
+        let scope_names: Vec<&str> = record.scopes.iter().map(|p| p.as_str()).collect();
+        let after = serde_json::json!({"name": record.name.as_str(), "user_id": owner,
+            "scopes": scope_names, "expires_at": record.expires_at.map(karen_domain::clock::to_millis)});
+        let audit = Record::new("api_key.create")
+            .target("api_key", id)
+            .after(&after);
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         Ok((record, minted.text))
     }
@@ -177,6 +185,8 @@ impl ApiKeyService {
         if tx.api_keys().revoke_api_key(id, now).await? {
             key.revoked_at = Some(now);
         }
+        let audit = Record::new("api_key.revoke").target("api_key", id);
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         Ok(key)

@@ -4,6 +4,7 @@
 
 pub mod api_keys;
 pub mod assistant;
+pub mod audit;
 pub mod auth;
 mod authority;
 pub mod cache;
@@ -90,6 +91,8 @@ pub struct Deps {
     /// Request rate limits (from configuration) and the limiters that apply them.
     pub rate_limits: rate_limits::RateLimitPolicy,
     pub rate_limiters: rate_limits::RateLimitPorts,
+    /// The tamper-evident audit trail every service records into.
+    pub audit: Arc<audit::AuditTrail>,
 }
 
 impl Deps {
@@ -97,6 +100,28 @@ impl Deps {
     /// replica (after the change committed).
     pub(crate) async fn access_changed(&self, tenant: karen_domain::TenantId) {
         cache::invalidate(self.counters.as_ref(), tenant, cache::Topic::Access).await;
+    }
+
+    /// Appends an audit event in `tx`, the transaction of the action.
+    pub(crate) async fn audit(
+        &self,
+        tx: &mut dyn karen_domain::ports::TenantTx,
+        actor: karen_domain::Actor,
+        record: audit::Record,
+    ) -> karen_domain::Result<()> {
+        self.audit.record(tx, actor, record).await.map(drop)
+    }
+
+    /// Records a read of tenant content in a transaction of its own.
+    pub(crate) async fn audit_read(
+        &self,
+        scope: karen_domain::TenantScope,
+        record: audit::Record,
+    ) -> karen_domain::Result<()> {
+        self.audit
+            .record_alone(scope, scope.actor(), record)
+            .await
+            .map(drop)
     }
 
     /// Marks the tenant's cached model routes stale on every replica.
@@ -118,6 +143,7 @@ pub struct Services {
     pub memory: memory::MemoryServices,
     pub insights: insights::InsightService,
     pub rate_limits: rate_limits::RateLimitService,
+    pub audit: Arc<audit::AuditTrail>,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -139,6 +165,7 @@ impl Services {
         let memory = memory::MemoryServices::new(deps.clone());
         Self {
             clock: deps.clock.clone(),
+            audit: deps.audit.clone(),
             tenant_series: deps.tenant_series.clone(),
             auth: auth::AuthService::new(deps.clone()),
             tenants: tenants::TenantService::new(deps.clone()),

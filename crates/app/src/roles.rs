@@ -7,6 +7,7 @@ use karen_domain::user::CustomRole;
 use karen_domain::values::{Label, RoleName};
 use karen_domain::{Error, Result};
 
+use crate::audit::Record;
 use crate::{Authority, Deps};
 
 /// A role as listed: built-in or custom.
@@ -118,6 +119,10 @@ impl RoleService {
         };
         let mut tx = self.deps.store.tenant(authority.scope()).await?;
         tx.roles().insert_custom_role(&role).await?;
+        let audit = Record::new("role.create")
+            .target("role", &role.name)
+            .after(&role_json(&role));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         Ok(role.into())
     }
@@ -138,6 +143,7 @@ impl RoleService {
             .await?
             .ok_or(Error::NotFound("role"))?;
         authority.ensure_within(role.permissions, "changing this role")?;
+        let before = role_json(&role);
         if let Some(names) = input.permissions {
             role.permissions = PermissionSet::parse_names(&names)?;
             authority.ensure_within(role.permissions, "a role with these permissions")?;
@@ -147,6 +153,11 @@ impl RoleService {
         }
         role.updated_at = self.deps.clock.now();
         tx.roles().update_custom_role(&role).await?;
+        let audit = Record::new("role.update")
+            .target("role", &role.name)
+            .before(&before)
+            .after(&role_json(&role));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         Ok(role.into())
@@ -175,8 +186,22 @@ impl RoleService {
             )));
         }
         tx.roles().delete_custom_role(&name).await?;
+        let audit = Record::new("role.delete")
+            .target("role", &name)
+            .before(&role_json(&role));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         Ok(())
     }
+}
+
+/// A custom role as recorded in audit diffs.
+fn role_json(role: &CustomRole) -> serde_json::Value {
+    let permissions: Vec<&str> = role.permissions.iter().map(|p| p.as_str()).collect();
+    serde_json::json!({
+        "name": role.name.as_str(),
+        "description": role.description.as_ref().map(|d| d.as_str()),
+        "permissions": permissions,
+    })
 }

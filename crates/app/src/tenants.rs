@@ -12,6 +12,8 @@ use karen_domain::values::{DisplayName, Email, PlanName, RoleName, Slug, TenantN
 use karen_domain::{Error, Result, SystemReason, TenantContext, TenantId, TenantScope, UserId};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::Record;
+use crate::users::user_json;
 use crate::{Deps, credentials};
 
 /// What the operator (or a self-service signup) supplies to create a tenant.
@@ -145,6 +147,15 @@ impl TenantService {
             .tenant(TenantScope::system(tenant.id, SystemReason::Lifecycle))
             .await?;
         tx.users().insert_user(owner).await?;
+        let actor = karen_domain::Actor::System(SystemReason::Lifecycle);
+        let created = Record::new("tenant.create")
+            .target("tenant", tenant.id)
+            .after(&tenant_json(tenant));
+        self.deps.audit(&mut *tx, actor, created).await?;
+        let owner_created = Record::new("user.create")
+            .target("user", owner.id)
+            .after(&user_json(owner));
+        self.deps.audit(&mut *tx, actor, owner_created).await?;
         tx.commit().await
     }
 
@@ -196,18 +207,40 @@ impl TenantService {
         tenant.ok_or(Error::NotFound("tenant"))
     }
 
+    /// Opens the tenant's store for an operator change of its registry row.
+    async fn lifecycle_tx(
+        &self,
+        id: TenantId,
+    ) -> Result<(Box<dyn karen_domain::ports::TenantTx>, Tenant)> {
+        let mut tx = self
+            .deps
+            .store
+            .tenant(TenantScope::system(id, SystemReason::Lifecycle))
+            .await?;
+        let tenant = tx.tenant().await?;
+        Ok((tx, tenant))
+    }
+
     async fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant> {
-        let mut tx = self.deps.store.platform().await?;
-        let mut tenant = tx
-            .tenant_by_id(id)
-            .await?
-            .ok_or(Error::NotFound("tenant"))?;
+        let (mut tx, mut tenant) = self.lifecycle_tx(id).await?;
         if tenant.status == TenantStatus::Deleting {
             return Err(Error::Conflict("the tenant is being deleted".into()));
         }
+        let before = tenant_json(&tenant);
         tenant.status = status;
         tenant.updated_at = self.deps.clock.now();
-        tx.update_tenant(&tenant).await?;
+        tx.update_tenant_registry(&tenant).await?;
+        let action = if status == TenantStatus::Suspended {
+            "tenant.suspend"
+        } else {
+            "tenant.resume"
+        };
+        let audit = Record::new(action)
+            .target("tenant", id)
+            .before(&before)
+            .after(&tenant_json(&tenant));
+        let actor = karen_domain::Actor::System(SystemReason::Lifecycle);
+        self.deps.audit(&mut *tx, actor, audit).await?;
         tx.commit().await?;
         self.deps.access_changed(id).await;
         tracing::info!(tenant_id = %id, status = status.as_str(), "tenant status changed");
@@ -226,11 +259,8 @@ impl TenantService {
 
     /// Changes a tenant's name or plan (operator).
     pub async fn update(&self, id: TenantId, changes: TenantChanges) -> Result<Tenant> {
-        let mut tx = self.deps.store.platform().await?;
-        let mut tenant = tx
-            .tenant_by_id(id)
-            .await?
-            .ok_or(Error::NotFound("tenant"))?;
+        let (mut tx, mut tenant) = self.lifecycle_tx(id).await?;
+        let before = tenant_json(&tenant);
         if let Some(name) = changes.name {
             tenant.name = TenantName::parse(&name)?;
         }
@@ -238,7 +268,13 @@ impl TenantService {
             tenant.plan = PlanName::parse(&plan)?;
         }
         tenant.updated_at = self.deps.clock.now();
-        tx.update_tenant(&tenant).await?;
+        tx.update_tenant_registry(&tenant).await?;
+        let audit = Record::new("tenant.update")
+            .target("tenant", id)
+            .before(&before)
+            .after(&tenant_json(&tenant));
+        let actor = karen_domain::Actor::System(SystemReason::Lifecycle);
+        self.deps.audit(&mut *tx, actor, audit).await?;
         tx.commit().await?;
         self.deps.access_changed(id).await;
         Ok(tenant)
@@ -304,6 +340,7 @@ impl TenantService {
         ctx.require(Permission::TenantManage)?;
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         let mut tenant = tx.tenant().await?;
+        let before = tenant_json(&tenant);
         if let Some(name) = changes.name {
             tenant.name = TenantName::parse(&name)?;
         }
@@ -330,6 +367,13 @@ impl TenantService {
         tenant.updated_at = self.deps.clock.now();
         tx.update_tenant_profile(&tenant.name, &tenant.settings, tenant.updated_at)
             .await?;
+        let audit = Record::new("tenant.settings.update")
+            .target("tenant", tenant.id)
+            .before(&before)
+            .after(&tenant_json(&tenant));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         self.deps.access_changed(ctx.tenant_id()).await;
         if jobs_changed {
@@ -343,4 +387,15 @@ impl TenantService {
         }
         Ok(tenant)
     }
+}
+
+/// A tenant as recorded in audit diffs.
+fn tenant_json(tenant: &Tenant) -> serde_json::Value {
+    serde_json::json!({
+        "slug": tenant.slug.as_str(),
+        "name": tenant.name.as_str(),
+        "plan": tenant.plan.as_str(),
+        "status": tenant.status.as_str(),
+        "settings": serde_json::to_value(&tenant.settings).ok(),
+    })
 }

@@ -12,6 +12,7 @@ use karen_domain::values::{DisplayName, Email, RoleName};
 use karen_domain::{Error, Result, UserId};
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::audit::Record;
 use crate::auth::end_all_sessions;
 use crate::{Authority, Deps, credentials};
 
@@ -183,6 +184,10 @@ impl UserService {
             updated_at: now,
         };
         tx.users().insert_user(&user).await?;
+        let audit = Record::new("user.create")
+            .target("user", user.id)
+            .after(&user_json(&user));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         Ok((user, generated))
     }
@@ -225,6 +230,7 @@ impl UserService {
     ) -> Result<User> {
         let mut tx = self.deps.store.tenant(authority.scope()).await?;
         let mut user = self.managed_user(authority, &mut *tx, id).await?;
+        let before = user_json(&user);
         if let Some(email) = changes.email {
             let email = Email::parse(&email)?;
             if !tx.tenant().await?.settings.allows_email(&email) {
@@ -243,6 +249,11 @@ impl UserService {
         }
         user.updated_at = self.deps.clock.now();
         tx.users().update_user(&user).await?;
+        let audit = Record::new("user.update")
+            .target("user", id)
+            .before(&before)
+            .after(&user_json(&user));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         Ok(user)
@@ -263,9 +274,15 @@ impl UserService {
             self.ensure_not_last_owner(&mut *tx, &user).await?;
         }
         tx.users().set_roles(id, &roles).await?;
+        let before = user_json(&user);
         user.roles = roles;
         user.updated_at = self.deps.clock.now();
         tx.users().update_user(&user).await?;
+        let audit = Record::new("user.roles.set")
+            .target("user", id)
+            .before(&before)
+            .after(&user_json(&user));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         Ok(user)
@@ -287,6 +304,8 @@ impl UserService {
         user.status = UserStatus::Disabled;
         user.updated_at = now;
         tx.users().update_user(&user).await?;
+        let audit = Record::new("user.disable").target("user", id);
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "user disabled; sessions ended");
@@ -300,6 +319,8 @@ impl UserService {
         user.status = UserStatus::Active;
         user.updated_at = self.deps.clock.now();
         tx.users().update_user(&user).await?;
+        let audit = Record::new("user.enable").target("user", id);
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         self.deps.access_changed(authority.tenant_id()).await;
         Ok(user)
@@ -311,6 +332,8 @@ impl UserService {
         self.managed_user(authority, &mut *tx, id).await?;
         tx.users().reset_login_failures(id).await?;
         let user = existing(&mut *tx, id).await?;
+        let audit = Record::new("user.unlock").target("user", id);
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         tx.commit().await?;
         tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "login lockout lifted");
         Ok(user)
@@ -327,4 +350,15 @@ impl UserService {
         tx.commit().await?;
         Ok(held)
     }
+}
+
+/// A user as recorded in audit diffs (never the password hash).
+pub(crate) fn user_json(user: &User) -> serde_json::Value {
+    let roles: Vec<&str> = user.roles.iter().map(|r| r.as_str()).collect();
+    serde_json::json!({
+        "email": user.email.as_str(),
+        "display_name": user.display_name.as_ref().map(|d| d.as_str()),
+        "status": user.status.as_str(),
+        "roles": roles,
+    })
 }

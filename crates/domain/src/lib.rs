@@ -2,6 +2,7 @@
 //! credentials, the one error enum with stable codes, and the ports (traits) that
 //! adapters implement. Nothing here performs I/O.
 
+pub mod audit;
 pub mod budget;
 pub mod chat;
 pub mod clock;

@@ -206,6 +206,7 @@ route_permissions! {
     DocumentsRead => Some(Permission::DocumentsRead);
     DocumentsWrite => Some(Permission::DocumentsWrite);
     BillingManage => Some(Permission::BillingManage);
+    AuditRead => Some(Permission::AuditRead);
 }
 
 /// The platform operator (operator key).
@@ -241,30 +242,46 @@ impl FromRequestParts<AppState> for Client {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let ip = client_address(parts, state.config.trusted_proxy_hops);
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(300).collect());
-        Ok(Client(ClientInfo { ip, user_agent }))
+        Ok(Client(client_info(
+            &parts.headers,
+            &parts.extensions,
+            state.config.trusted_proxy_hops,
+        )))
+    }
+}
+
+/// The client's address (see [`client_address`]) and user agent.
+pub(crate) fn client_info(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    hops: usize,
+) -> ClientInfo {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(300).collect());
+    ClientInfo {
+        ip: address_of(headers, extensions, hops),
+        user_agent,
     }
 }
 
 /// The client's address: the peer, or with `hops` trusted proxies in front,
 /// the entry they appended to `X-Forwarded-For` (never one a client wrote).
 pub(crate) fn client_address(parts: &Parts, hops: usize) -> Option<String> {
-    let peer = parts
-        .extensions
+    address_of(&parts.headers, &parts.extensions, hops)
+}
+
+fn address_of(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    hops: usize,
+) -> Option<String> {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip().to_string());
     let forwarded = (hops > 0)
-        .then(|| {
-            parts
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-        })
+        .then(|| headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
         .flatten()
         .and_then(|list| {
             let entries: Vec<&str> = list

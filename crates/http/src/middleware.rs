@@ -74,9 +74,20 @@ pub async fn request_envelope(
     continue_remote_trace(&span, request.headers());
     let timeout = state.config.request_timeout;
     let id_for_task = request_id.clone();
+    let client = crate::extract::client_info(
+        request.headers(),
+        request.extensions(),
+        state.config.trusted_proxy_hops,
+    );
+    let audit_context = karen_app::audit::RequestInfo {
+        ip: client.ip,
+        user_agent: client.user_agent,
+        request_id: Some(request_id.clone()),
+    };
     let mut response = CURRENT_REQUEST_ID
         .scope(id_for_task, async move {
-            match tokio::time::timeout(timeout, next.run(request)).await {
+            let handled = karen_app::audit::with_request(audit_context, next.run(request));
+            match tokio::time::timeout(timeout, handled).await {
                 Ok(response) => response,
                 Err(_) => ApiError::http(
                     StatusCode::SERVICE_UNAVAILABLE,

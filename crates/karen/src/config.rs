@@ -41,6 +41,31 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub memory: crate::indexes::MemoryConfig,
     pub rate_limits: crate::rate_limits::RateLimitConfig,
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: checkpoints of the tamper-evident audit trail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The Ed25519 key (PKCS#8 DER) that signs checkpoints. Default
+    /// `<data_dir>/audit-signing.key`, created (mode 0600) on first start in
+    /// minimal mode; in scale-out modes every replica must be given the same file.
+    pub signing_key_file: Option<PathBuf>,
+    /// Sign a checkpoint after every this many events of a tenant (0: never by count).
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint of every tenant with new events this often (0: never by time).
+    pub checkpoint_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            signing_key_file: None,
+            checkpoint_every: 1000,
+            checkpoint_interval_secs: 3600,
+        }
+    }
 }
 
 impl Default for Config {
@@ -59,6 +84,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             memory: crate::indexes::MemoryConfig::default(),
             rate_limits: crate::rate_limits::RateLimitConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }

@@ -2,6 +2,7 @@
 //! deployment mode calls for, builds the services and serves HTTP. The CLI in
 //! `main.rs` and the test kit both start Karen through [`Karen::open`].
 
+pub mod audit;
 pub mod config;
 pub mod indexes;
 pub mod logging;
@@ -130,6 +131,16 @@ impl Karen {
             cores,
         )?);
         let store_port: Arc<dyn Store> = store.clone();
+        let audit = Arc::new(karen_app::audit::AuditTrail::new(
+            store_port.clone(),
+            clock.clone(),
+            audit_signer(&config)?,
+            karen_app::audit::AuditPolicy {
+                checkpoint_every: config.audit.checkpoint_every,
+                checkpoint_interval: (config.audit.checkpoint_interval_secs > 0)
+                    .then(|| Duration::from_secs(config.audit.checkpoint_interval_secs)),
+            },
+        ));
         let ttl = Duration::from_secs(config.auth.access_token_ttl_secs);
         let tokens = Arc::new(
             JwtTokens::new(
@@ -202,6 +213,7 @@ impl Karen {
             },
             rate_limits: config.rate_limits.policy(),
             rate_limiters,
+            audit,
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config
@@ -296,6 +308,7 @@ impl Karen {
         let health = self.services.health.clone();
         let reconciler = self.spawn_reconciler();
         let reembedder = self.spawn_reembedder();
+        let checkpointer = self.spawn_checkpointer();
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
         let metrics_server = self.serve_metrics_apart(metrics_stopped).await?;
         metrics::gauge!(karen_app::health::READY).set(1.0);
@@ -324,6 +337,7 @@ impl Karen {
         }
         reconciler.abort();
         reembedder.abort();
+        checkpointer.abort();
         let _ = stop_metrics.send(true);
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
@@ -337,6 +351,32 @@ impl Karen {
     fn spawn_reembedder(&self) -> tokio::task::JoinHandle<()> {
         let worker = self.services.memory.reembed.clone();
         tokio::spawn(async move { worker.run().await })
+    }
+
+    /// Signs, every `audit.checkpoint_interval_secs`, a checkpoint of each
+    /// tenant whose audit trail grew since its last one.
+    fn spawn_checkpointer(&self) -> tokio::task::JoinHandle<()> {
+        let services = self.services.clone();
+        let Some(period) = services.audit.policy().checkpoint_interval else {
+            return tokio::spawn(async {});
+        };
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(period);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let started = std::time::Instant::now();
+                let result = audit::checkpoint_all(&services, None).await;
+                karen_app::telemetry::job_finished(
+                    "audit_checkpoint",
+                    result.is_ok(),
+                    started.elapsed(),
+                );
+                if let Err(error) = result {
+                    tracing::warn!(%error, "signing audit checkpoints failed");
+                }
+            }
+        })
     }
 
     /// Settles, every minute, the budget reservations of calls that never
@@ -394,4 +434,34 @@ pub async fn shutdown_signal() {
     {
         let _ = interrupt.await;
     }
+}
+
+/// The checkpoint signer: the configured key file, or `<data_dir>/audit-signing.key`
+/// (created on first start in minimal mode). Without a key in scale-out
+/// modes, checkpoints are off (with a warning).
+fn audit_signer(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<dyn karen_domain::ports::AuditSigner>>> {
+    let path = config
+        .audit
+        .signing_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join("audit-signing.key"));
+    let create = config.mode == Mode::Minimal && config.audit.signing_key_file.is_none();
+    if !create && !path.exists() {
+        if config.audit.signing_key_file.is_some() {
+            anyhow::bail!(
+                "audit.signing_key_file: {} does not exist; create one with `karen audit keygen`",
+                path.display()
+            );
+        }
+        tracing::warn!(
+            "no audit.signing_key_file in a scale-out mode: audit checkpoints are not signed; \
+             give every replica the same key file"
+        );
+        return Ok(None);
+    }
+    let signer = karen_crypto::FileAuditSigner::load_or_create(&path, create)
+        .context("loading the audit checkpoint signing key")?;
+    Ok(Some(Arc::new(signer)))
 }

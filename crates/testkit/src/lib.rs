@@ -109,6 +109,11 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             config.memory.milvus.url = milvus;
             config.memory.milvus.collection_prefix = "karen_kit".into();
             config.memory.milvus.partitions = 8;
+            // Replicas share one checkpoint signing key, made ahead as an operator would.
+            let audit_key = data_dir.join("audit-signing.key");
+            karen_crypto::FileAuditSigner::load_or_create(&audit_key, true)
+                .expect("audit signing key");
+            config.audit.signing_key_file = Some(audit_key);
             postgres = Some(database);
             redis_prefix = Some(prefix);
         }
@@ -424,6 +429,10 @@ impl TestApp {
         )
         .await
         .expect(201);
+        // The audit trail has events by now; sign a checkpoint of them.
+        self.post("/v1/audit/checkpoints", &tenant.owner_token, json!({}))
+            .await
+            .expect(200);
     }
 
     /// Uploads a document as `token` (raw body with its media type).

@@ -1,9 +1,11 @@
 //! Karen's cryptography adapters: argon2id password hashing and Ed25519-signed
 //! access tokens (JWT) with persisted, rotatable signing keys.
 
+mod audit_key;
 mod password;
 mod tokens;
 
+pub use audit_key::{FileAuditSigner, verify_ed25519};
 pub use password::{Argon2Hasher, Argon2Params};
 pub use tokens::{JwtConfig, JwtTokens};
 

@@ -170,6 +170,9 @@ pub(crate) async fn grant_app_role(pool: &sqlx::PgPool, role: &str) -> Result<()
         format!("GRANT USAGE ON SCHEMA public TO {quoted}"),
         format!("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}"),
         format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {quoted}"),
+        // The audit trail is append-only for the application (a trigger refuses
+        // changes too); removal goes through the owner's guarded functions.
+        format!("REVOKE UPDATE, DELETE, TRUNCATE ON audit_events, audit_checkpoints FROM {quoted}"),
     ];
     for grant in grants {
         conn.execute(sqlx::AssertSqlSafe(grant))

@@ -5,9 +5,9 @@
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
-    ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo, EmbeddingRepo,
-    MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RoleRepo, SessionRepo, TenantTx, UsageRepo,
-    UserRepo,
+    ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
+    EmbeddingRepo, MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RoleRepo, SessionRepo,
+    TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
@@ -27,6 +27,11 @@ pub(crate) struct SqlTenantTx {
 impl SqlTenantTx {
     pub(crate) fn new(tx: Tx, tenant: TenantId) -> Self {
         Self { tx, tenant }
+    }
+
+    /// The tenant of this transaction.
+    pub(crate) fn tenant_id_value(&self) -> TenantId {
+        self.tenant
     }
 
     /// Starts a statement with this transaction's tenant bound as `$1`.
@@ -121,6 +126,10 @@ impl TenantTx for SqlTenantTx {
         self
     }
 
+    fn audit(&mut self) -> &mut dyn AuditRepo {
+        self
+    }
+
     async fn tenant(&mut self) -> Result<Tenant> {
         let q = self.q("SELECT * FROM tenants WHERE id = $1");
         let row = self
@@ -145,13 +154,27 @@ impl TenantTx for SqlTenantTx {
         self.tx.execute(q).await.map(drop)
     }
 
+    async fn update_tenant_registry(&mut self, tenant: &Tenant) -> Result<()> {
+        let q = self
+            .q("UPDATE tenants SET name = $2, plan = $3, status = $4, updated_at = $5 WHERE id = $1")
+            .bind(tenant.name.as_str())
+            .bind(tenant.plan.as_str())
+            .bind(tenant.status.as_str())
+            .bind(to_millis(tenant.updated_at));
+        self.tx.execute(q).await.map(drop)
+    }
+
     async fn purge(&mut self) -> Result<PurgeReport> {
         let mut report = PurgeReport::default();
         for table in TENANT_TABLES {
-            let sql = purge_statement(table).ok_or_else(|| {
-                Error::internal(format!("no purge statement for tenant table {table}"))
-            })?;
-            let deleted = self.tx.execute(self.q(sql)).await?;
+            let deleted = if table.starts_with("audit_") {
+                self.purge_audit(table).await?
+            } else {
+                let sql = purge_statement(table).ok_or_else(|| {
+                    Error::internal(format!("no purge statement for tenant table {table}"))
+                })?;
+                self.tx.execute(self.q(sql)).await?
+            };
             report.rows_by_table.push((table, deleted));
         }
         Ok(report)

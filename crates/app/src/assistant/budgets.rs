@@ -7,6 +7,7 @@
 //! call ends, its usage record replaces the reservation in one transaction;
 //! a reservation left by a crash becomes a usage record when it expires.
 
+use crate::audit::Record;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -351,6 +352,15 @@ impl BudgetService {
             created_at: self.deps.clock.now(),
         };
         tx.budgets().insert_budget(&budget).await?;
+        let audit = Record::new("budget.create")
+            .target("budget", budget.id)
+            .after(&serde_json::json!({
+                "scope": input.scope, "subject_id": input.subject_id, "metric": input.metric,
+                "period": input.period, "limit": input.limit, "enforcement": input.enforcement,
+            }));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(budget)
     }
@@ -362,6 +372,10 @@ impl BudgetService {
         if !tx.budgets().delete_budget(id).await? {
             return Err(Error::NotFound("budget"));
         }
+        let audit = Record::new("budget.delete").target("budget", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await
     }
 

@@ -1,6 +1,7 @@
 //! Conversations: each belongs to one user of the tenant; nobody else (not
 //! even an admin) reads it through this API.
 
+use crate::audit::Record;
 use std::sync::Arc;
 
 use karen_domain::chat::{Conversation, StoredMessage};
@@ -120,6 +121,10 @@ impl ConversationService {
         tx.conversations()
             .insert_conversation(&conversation)
             .await?;
+        let audit = Record::new("conversation.create").target("conversation", conversation.id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(conversation)
     }
@@ -143,6 +148,9 @@ impl ConversationService {
             .list_conversations(ctx.principal().user_id, after, page.fetch_limit())
             .await?;
         tx.commit().await?;
+        self.deps
+            .audit_read(ctx.scope(), Record::new("conversation.list"))
+            .await?;
         let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
         let next_cursor = if items.len() > limit {
             items.truncate(limit);
@@ -159,6 +167,8 @@ impl ConversationService {
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
         let conversation = own_conversation(&mut *tx, ctx, id).await?;
         tx.commit().await?;
+        let read = Record::new("conversation.read").target("conversation", id);
+        self.deps.audit_read(ctx.scope(), read).await?;
         Ok(conversation)
     }
 
@@ -185,6 +195,10 @@ impl ConversationService {
         tx.conversations()
             .update_conversation(&conversation)
             .await?;
+        let audit = Record::new("conversation.update").target("conversation", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(conversation)
     }
@@ -195,6 +209,10 @@ impl ConversationService {
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         own_conversation(&mut *tx, ctx, id).await?;
         tx.conversations().delete_conversation(id).await?;
+        let audit = Record::new("conversation.delete").target("conversation", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await
     }
 
@@ -213,6 +231,8 @@ impl ConversationService {
             .list_messages(id, page.after, page.fetch_limit())
             .await?;
         tx.commit().await?;
+        let read = Record::new("message.list").target("conversation", id);
+        self.deps.audit_read(ctx.scope(), read).await?;
         Ok(Page::from_rows(rows, page, |m| m.id.as_uuid()))
     }
 }

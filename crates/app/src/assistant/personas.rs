@@ -1,6 +1,7 @@
 //! Personas: named system prompts with model settings. Tenant-wide ones are
 //! managed with `tenant:manage`; anyone who chats may keep personal ones.
 
+use crate::audit::Record;
 use std::sync::Arc;
 
 use karen_domain::chat::{Persona, parse_model_name, validate_persona};
@@ -108,6 +109,12 @@ impl PersonaService {
         apply(&mut persona, input)?;
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         tx.personas().insert_persona(&persona).await?;
+        let audit = Record::new("persona.create")
+            .target("persona", persona.id)
+            .after(&persona_json(&persona));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(persona)
     }
@@ -126,9 +133,17 @@ impl PersonaService {
             .await?
             .ok_or(Error::NotFound("persona"))?;
         Self::require_write(ctx, &persona)?;
+        let before = persona_json(&persona);
         apply(&mut persona, input)?;
         persona.updated_at = self.deps.clock.now();
         tx.personas().update_persona(&persona).await?;
+        let audit = Record::new("persona.update")
+            .target("persona", id)
+            .before(&before)
+            .after(&persona_json(&persona));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(persona)
     }
@@ -143,6 +158,24 @@ impl PersonaService {
             .ok_or(Error::NotFound("persona"))?;
         Self::require_write(ctx, &persona)?;
         tx.personas().delete_persona(id).await?;
+        let audit = Record::new("persona.delete")
+            .target("persona", id)
+            .before(&persona_json(&persona));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await
     }
+}
+
+/// A persona as recorded in audit diffs.
+fn persona_json(persona: &Persona) -> serde_json::Value {
+    serde_json::json!({
+        "name": persona.name.as_str(),
+        "owner": persona.owner,
+        "system_prompt": persona.system_prompt,
+        "model": persona.model,
+        "temperature": persona.temperature,
+        "max_tokens": persona.max_tokens,
+    })
 }

@@ -1,6 +1,7 @@
 //! A tenant's own model providers (base URL, credential, models) and model
 //! aliases, on top of the platform's. Credentials are write-only.
 
+use crate::audit::Record;
 use std::sync::Arc;
 
 use karen_domain::chat::parse_model_name;
@@ -86,6 +87,12 @@ impl ProviderService {
         self.check(&mut provider)?;
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         tx.providers().insert_provider(&provider).await?;
+        let audit = Record::new("provider.create")
+            .target("provider", provider.id)
+            .after(&provider_json(&provider));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(provider)
@@ -105,6 +112,7 @@ impl ProviderService {
             .provider(id)
             .await?
             .ok_or(Error::NotFound("provider"))?;
+        let before = provider_json(&provider);
         if let Some(name) = input.name {
             provider.name = name;
         }
@@ -136,6 +144,13 @@ impl ProviderService {
         self.check(&mut provider)?;
         provider.updated_at = self.deps.clock.now();
         tx.providers().update_provider(&provider).await?;
+        let audit = Record::new("provider.update")
+            .target("provider", id)
+            .before(&before)
+            .after(&provider_json(&provider));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(provider)
@@ -148,6 +163,10 @@ impl ProviderService {
         if !tx.providers().delete_provider(id).await? {
             return Err(Error::NotFound("provider"));
         }
+        let audit = Record::new("provider.delete").target("provider", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(())
@@ -194,6 +213,12 @@ impl ProviderService {
         };
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         tx.providers().put_alias(&alias).await?;
+        let audit = Record::new("model_alias.put")
+            .target("model_alias", &alias.alias)
+            .after(&serde_json::json!({"target": alias.target}));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(alias)
@@ -206,8 +231,24 @@ impl ProviderService {
         if !tx.providers().delete_alias(alias).await? {
             return Err(Error::NotFound("alias"));
         }
+        let audit = Record::new("model_alias.delete").target("model_alias", alias);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         self.deps.routes_changed(ctx.tenant_id()).await;
         Ok(())
     }
+}
+
+/// A provider as recorded in audit diffs: whether it has a credential, never the credential.
+fn provider_json(provider: &TenantProvider) -> serde_json::Value {
+    serde_json::json!({
+        "name": provider.name,
+        "kind": provider.kind,
+        "base_url": provider.base_url,
+        "api_key_set": provider.api_key.is_some(),
+        "models": provider.models,
+        "position": provider.position,
+    })
 }

@@ -1,5 +1,6 @@
 //! A tenant's usage, filterable by period, user, key and model.
 
+use crate::audit::Record;
 use std::sync::Arc;
 
 use karen_domain::chat::UsageRecord;
@@ -42,6 +43,9 @@ impl UsageService {
             .await?;
         let totals = tx.usage().usage_totals(&query.filter).await?;
         tx.commit().await?;
+        self.deps
+            .audit_read(ctx.scope(), Record::new("usage.read"))
+            .await?;
         Ok((
             Page::from_rows(rows, &query.page, |r| r.id.as_uuid()),
             totals,

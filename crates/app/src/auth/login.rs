@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use karen_domain::audit::Outcome;
 use karen_domain::clock::{from_millis, to_millis};
 use karen_domain::credentials::SessionRecord;
 use karen_domain::error::AuthFailure;
@@ -16,10 +17,11 @@ use karen_domain::ports::CacheKey;
 use karen_domain::tenant::TenantStatus;
 use karen_domain::user::{LoginFailures, Password, UserStatus};
 use karen_domain::values::{Email, Slug};
-use karen_domain::{Error, Result, SessionId, SystemReason, TenantId, TenantScope};
+use karen_domain::{Actor, Error, Result, SessionId, SystemReason, TenantId, TenantScope};
 use time::OffsetDateTime;
 
 use super::{AuthService, ClientInfo, TokenPair};
+use crate::audit::Record;
 
 /// A login attempt.
 pub struct LoginRequest {
@@ -246,13 +248,25 @@ impl AuthService {
             .tenant(TenantScope::system(tenant.id, SystemReason::Login))
             .await?;
         let Some(user) = tx.users().user_by_email(&email).await? else {
-            drop(tx);
+            // Recorded without the address typed (it may be a password).
+            let failed = Record::new("auth.login.failed").outcome(Outcome::Failure);
+            self.deps
+                .audit(&mut *tx, Actor::System(SystemReason::Login), failed)
+                .await?;
+            tx.commit().await?;
             let phantom = PhantomAccount::new(Some(tenant.id), &slug, &email);
             return Err(self
                 .refuse_phantom(&phantom, &request.password, ip_key.as_ref())
                 .await);
         };
         if let Some(wait) = self.wait_before_next_attempt(&user.login_failures, now) {
+            let denied = Record::new("auth.login.failed")
+                .target("user", user.id)
+                .outcome(Outcome::Denied);
+            self.deps
+                .audit(&mut *tx, Actor::System(SystemReason::Login), denied)
+                .await?;
+            tx.commit().await?;
             return Err(wait);
         }
         if !self
@@ -272,6 +286,12 @@ impl AuthService {
                     now - self.decay_window(),
                 )
                 .await?;
+            let failed = Record::new("auth.login.failed")
+                .target("user", user.id)
+                .outcome(Outcome::Failure);
+            self.deps
+                .audit(&mut *tx, Actor::System(SystemReason::Login), failed)
+                .await?;
             tx.commit().await?;
             self.note_ip_failure(ip_key.as_ref()).await;
             if failures.locked_until.is_some_and(|at| at > now) {
@@ -285,6 +305,13 @@ impl AuthService {
         // The password is right: now it is safe to say why access is refused.
         tenant.ensure_usable()?;
         if user.status == UserStatus::Disabled {
+            let denied = Record::new("auth.login.failed")
+                .target("user", user.id)
+                .outcome(Outcome::Denied);
+            self.deps
+                .audit(&mut *tx, Actor::System(SystemReason::Login), denied)
+                .await?;
+            tx.commit().await?;
             return Err(Error::UserDisabled);
         }
         tx.users().record_login_success(user.id, now).await?;
@@ -304,6 +331,13 @@ impl AuthService {
         tx.sessions().insert_session(&session).await?;
         let pair = self
             .issue_tokens(&mut *tx, tenant.id, user.id, &session, now)
+            .await?;
+        self.deps
+            .audit(
+                &mut *tx,
+                Actor::User(user.id),
+                Record::new("auth.login").target("session", session.id),
+            )
             .await?;
         tx.commit().await?;
         tracing::info!(tenant_id = %tenant.id, user_id = %user.id, session_id = %session.id, "login succeeded");

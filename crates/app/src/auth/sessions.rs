@@ -7,6 +7,7 @@ use karen_domain::{
 };
 
 use super::{AuthService, TokenPair};
+use crate::audit::Record;
 use crate::credentials::{self, Kind};
 
 fn invalid() -> Error {
@@ -42,6 +43,12 @@ impl AuthService {
         }
         if token.used_at.is_some() || !tx.sessions().spend_refresh_token(token_id, now).await? {
             tx.sessions().revoke_session(token.session_id, now).await?;
+            let reuse = Record::new("auth.refresh.reused")
+                .target("session", token.session_id)
+                .outcome(karen_domain::audit::Outcome::Denied);
+            self.deps
+                .audit(&mut *tx, karen_domain::Actor::User(token.user_id), reuse)
+                .await?;
             tx.commit().await?;
             tracing::warn!(tenant_id = %tenant, session_id = %token.session_id, "refresh token reused; session revoked");
             return Err(invalid());
@@ -81,6 +88,10 @@ impl AuthService {
         tx.sessions()
             .revoke_session(session_id, self.deps.clock.now())
             .await?;
+        let record = Record::new("auth.logout").target("session", session_id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), record)
+            .await?;
         tx.commit().await
     }
 
@@ -89,6 +100,10 @@ impl AuthService {
         let now = self.deps.clock.now();
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
         let revoked = end_all_sessions(&mut *tx, ctx.principal().user_id, now).await?;
+        let record = Record::new("auth.logout.everywhere").target("user", ctx.principal().user_id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), record)
+            .await?;
         tx.commit().await?;
         Ok(revoked)
     }
@@ -130,6 +145,10 @@ impl AuthService {
         let sessions = tx
             .sessions()
             .revoke_user_sessions(user_id, keep, now)
+            .await?;
+        let record = Record::new("user.password.change").target("user", user_id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), record)
             .await?;
         tx.commit().await?;
         tracing::info!(tenant_id = %ctx.tenant_id(), user_id = %user_id, sessions, "password changed");

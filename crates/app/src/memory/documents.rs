@@ -3,6 +3,7 @@
 //! by the whole tenant or only by holders of listed roles. Deleting one
 //! removes its passages from the store and from every index.
 
+use crate::audit::Record;
 use std::sync::Arc;
 
 use karen_domain::documents::{DocumentFormat, chunk_document};
@@ -202,6 +203,8 @@ impl DocumentService {
         for chunk in &chunks {
             tx.documents().insert_chunk(chunk).await?;
         }
+        let audit = Record::new("document.create").target("document", document.id);
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
         let items = chunks.iter().map(|c| chunk_item(&document, c)).collect();
         if let Err(error) = self
             .indexer
@@ -247,6 +250,9 @@ impl DocumentService {
             }
         }
         tx.commit().await?;
+        self.deps
+            .audit_read(ctx.scope(), Record::new("document.list"))
+            .await?;
         let next = if documents.len() > page.limit as usize {
             documents.truncate(page.limit as usize);
             documents.last().map(|d| d.id)
@@ -262,9 +268,12 @@ impl DocumentService {
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
         let document = tx.documents().document(id).await?;
         tx.commit().await?;
-        document
+        let document = document
             .filter(|d| Self::readable(ctx, d))
-            .ok_or(Error::NotFound("document"))
+            .ok_or(Error::NotFound("document"))?;
+        let read = Record::new("document.read").target("document", id);
+        self.deps.audit_read(ctx.scope(), read).await?;
+        Ok(document)
     }
 
     /// A document's passages, in order.
@@ -294,6 +303,10 @@ impl DocumentService {
             .map(|c| EntryKey::new(EntryKind::Chunk, c.id.as_uuid()))
             .collect();
         tx.documents().delete_document(document.id).await?;
+        let audit = Record::new("document.delete").target("document", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         self.indexer.remove(ctx.tenant_id(), &keys).await?;
         tx.commit().await
     }

@@ -2,6 +2,7 @@
 //! tenant (shared, managed with `tenant:manage`). Exact duplicates (same
 //! owner, same text ignoring case and spacing) are one memory.
 
+use crate::audit::Record;
 use std::sync::Arc;
 
 use karen_domain::memory::{
@@ -216,6 +217,10 @@ impl MemoryService {
         let result = self
             .commit_draft(tx.as_mut(), ctx, owner, draft, None)
             .await?;
+        let audit = Record::new("memory.create").target("memory", result.0.id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -280,6 +285,9 @@ impl MemoryService {
             )
             .await?;
         tx.commit().await?;
+        self.deps
+            .audit_read(ctx.scope(), Record::new("memory.list"))
+            .await?;
         let next = if memories.len() > page.limit as usize {
             memories.truncate(page.limit as usize);
             memories.last().map(|m| m.id)
@@ -295,9 +303,12 @@ impl MemoryService {
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
         let memory = tx.memories().memory(id).await?;
         tx.commit().await?;
-        memory
+        let memory = memory
             .filter(|m| Self::visible(ctx, m))
-            .ok_or(Error::NotFound("memory"))
+            .ok_or(Error::NotFound("memory"))?;
+        let read = Record::new("memory.read").target("memory", id);
+        self.deps.audit_read(ctx.scope(), read).await?;
+        Ok(memory)
     }
 
     /// Changes a memory (re-indexed when its text changes).
@@ -350,6 +361,10 @@ impl MemoryService {
                 .index(tx.as_mut(), ctx.tenant_id(), vec![index_item(&memory)])
                 .await?;
         }
+        let audit = Record::new("memory.update").target("memory", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(memory)
     }
@@ -369,6 +384,10 @@ impl MemoryService {
                 ctx.tenant_id(),
                 &[EntryKey::new(EntryKind::Memory, id.as_uuid())],
             )
+            .await?;
+        let audit = Record::new("memory.delete").target("memory", id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
             .await?;
         tx.commit().await
     }
@@ -398,6 +417,12 @@ impl MemoryService {
             self.indexer.remove(ctx.tenant_id(), &keys).await?;
             removed += batch.len() as u64;
         }
+        let audit = Record::new("memory.forget_me")
+            .target("user", user)
+            .after(&serde_json::json!({ "removed": removed }));
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
         tx.commit().await?;
         Ok(removed)
     }

@@ -20,10 +20,10 @@ pub use llm::{
     context_prompt,
 };
 pub use rate_limit::RateLimiter;
-pub use security::{AccessClaims, AccessTokens, PasswordHasher};
+pub use security::{AccessClaims, AccessTokens, AuditSigner, PasswordHasher};
 pub use store::{
-    ActivityCursor, ApiKeyRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
-    EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx, ProviderRepo,
-    PurgeReport, Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter, UsageRepo,
-    UsageTotals, UserRepo,
+    ActivityCursor, ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo,
+    EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx,
+    ProviderRepo, PurgeReport, Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter,
+    UsageRepo, UsageTotals, UserRepo,
 };

@@ -38,3 +38,14 @@ pub trait AccessTokens: Send + Sync + 'static {
     /// tokens have expired.
     async fn rotate(&self) -> Result<SigningKeyId>;
 }
+
+/// Signs audit checkpoints with an Ed25519 key. The private key never leaves
+/// the implementation (not in `Debug`, logs or errors).
+pub trait AuditSigner: Send + Sync + 'static {
+    /// The key's id (see `audit::key_id_of`).
+    fn key_id(&self) -> &str;
+    /// The raw 32-byte Ed25519 public key.
+    fn public_key(&self) -> &[u8];
+    /// A 64-byte Ed25519 signature of `message`.
+    fn sign(&self, message: &[u8]) -> Vec<u8>;
+}

@@ -6,6 +6,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint};
 use crate::budget::{Budget, BudgetMetric, BudgetScope};
 use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
@@ -114,6 +115,7 @@ pub trait TenantTx: Send {
     fn documents(&mut self) -> &mut dyn DocumentRepo;
     fn embeddings(&mut self) -> &mut dyn EmbeddingRepo;
     fn embedding_jobs(&mut self) -> &mut dyn EmbeddingJobRepo;
+    fn audit(&mut self) -> &mut dyn AuditRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;
@@ -124,6 +126,9 @@ pub trait TenantTx: Send {
         settings: &TenantSettings,
         at: OffsetDateTime,
     ) -> Result<()>;
+    /// Stores the registry row's name, plan and status (operator changes, made
+    /// here so that their audit event lands in the same transaction).
+    async fn update_tenant_registry(&mut self, tenant: &Tenant) -> Result<()>;
     /// Deletes every row of the tenant's data (not the registry row).
     async fn purge(&mut self) -> Result<PurgeReport>;
 
@@ -493,4 +498,28 @@ pub trait EmbeddingJobRepo: Send {
         error: Option<&str>,
         at: OffsetDateTime,
     ) -> Result<bool>;
+}
+
+/// The tenant's audit trail. Append-only: nothing here changes or removes an
+/// event or a checkpoint.
+#[async_trait]
+pub trait AuditRepo: Send {
+    /// Places `entry` after the newest event of the tenant's chain and stores
+    /// it. Holds the tenant's chain lock until the transaction ends, so
+    /// concurrent appends of one tenant take turns and the chain stays linear.
+    async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditEvent>;
+    /// Events matching `filter` in sequence order, after `after_seq`, at most `limit`.
+    async fn list_audit(
+        &mut self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>>;
+    /// The sequence number and hash of the newest event, if any.
+    async fn audit_head(&mut self) -> Result<Option<(i64, ChainHash)>>;
+    async fn insert_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>;
+    /// Checkpoints in sequence order, after `after_seq`, at most `limit`.
+    async fn list_checkpoints(&mut self, after_seq: i64, limit: i64) -> Result<Vec<Checkpoint>>;
+    /// The newest checkpoint.
+    async fn last_checkpoint(&mut self) -> Result<Option<Checkpoint>>;
 }

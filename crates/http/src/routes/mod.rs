@@ -2,6 +2,7 @@
 //! and maps the result; its `#[utoipa::path]` is its OpenAPI entry.
 
 mod api_keys;
+mod audit;
 mod auth;
 mod budgets;
 mod conversations;
@@ -43,4 +44,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(providers::routes())
         .merge(insights::routes())
         .merge(rate_limits::routes())
+        .merge(audit::routes())
 }

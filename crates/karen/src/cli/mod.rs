@@ -1,6 +1,7 @@
 //! The command line: what each command is, in one line each (`karen --help`).
 
 mod admin;
+mod audit;
 mod index;
 mod insights;
 mod ops;
@@ -46,6 +47,9 @@ enum Command {
     /// Import documents into a tenant.
     #[command(subcommand)]
     Doc(index::DocCommand),
+    /// Verify the tamper-evident audit trail, sign checkpoints, make a signing key.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Rotate the access-token signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -111,6 +115,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::OperatorKey(command) => admin::operator_key(&ops::load(path)?, command).await,
         Command::Index(command) => index::index(&ops::load(path)?, command).await,
         Command::Doc(command) => index::doc(&ops::load(path)?, command).await,
+        Command::Audit(command) => audit::run(&ops::load(path)?, command).await,
         Command::Insights(args) => insights::run(&ops::load(path)?, args).await,
     }
 }

@@ -625,6 +625,61 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     .await
     .expect(200);
 
+    // Audit: A's trail, exports and checkpoints never show B's events.
+    let a_owner = alpha.owner_token.as_str();
+    let trail = t
+        .call("GET", "/v1/audit", "/v1/audit?limit=200", a_owner, None)
+        .await;
+    let export = t
+        .call(
+            "GET",
+            "/v1/audit/export",
+            "/v1/audit/export?format=csv",
+            a_owner,
+            None,
+        )
+        .await;
+    t.call(
+        "POST",
+        "/v1/audit/checkpoints",
+        "/v1/audit/checkpoints",
+        a_owner,
+        None,
+    )
+    .await
+    .expect(200);
+    let checkpoints = t
+        .call(
+            "GET",
+            "/v1/audit/checkpoints",
+            "/v1/audit/checkpoints",
+            a_owner,
+            None,
+        )
+        .await;
+    t.call(
+        "GET",
+        "/v1/audit/checkpoints/key",
+        "/v1/audit/checkpoints/key",
+        a_owner,
+        None,
+    )
+    .await
+    .expect(200);
+    for reply in [&trail, &export, &checkpoints] {
+        reply.expect(200);
+        for foreign in [bravo.id.to_string(), bravo.owner_id.to_string()] {
+            assert!(!reply.text.contains(&foreign), "B's id in A's audit trail");
+        }
+    }
+    let b_trail = app.get("/v1/audit?limit=200", &bravo.owner_token).await;
+    assert!(
+        !b_trail
+            .expect(200)
+            .text
+            .contains(&alpha.owner_id.to_string())
+    );
+
     // B is untouched.
     let b_owner = bravo.owner_token.as_str();
     let user = app.get(&format!("/v1/users/{b_user}"), b_owner).await;

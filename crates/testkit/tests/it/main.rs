@@ -25,6 +25,7 @@ macro_rules! on_both_backends {
 mod api_keys;
 mod assistant;
 mod assistant_upstream;
+mod audit;
 mod auth;
 mod budgets;
 mod contract;

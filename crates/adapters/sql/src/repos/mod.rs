@@ -1,6 +1,7 @@
 //! The tenant repositories, implemented on [`crate::tenant::SqlTenantTx`].
 
 mod api_keys;
+mod audit;
 mod budgets;
 mod conversations;
 mod embedding_jobs;

@@ -1,0 +1,222 @@
+//! The audit trail: appends under the tenant's chain lock, reads in sequence
+//! order. Nothing here updates or deletes an event (tenant deletion aside).
+
+use async_trait::async_trait;
+use karen_domain::audit::{
+    ActorRecord, AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, Outcome,
+};
+use karen_domain::clock::to_millis;
+use karen_domain::ports::AuditRepo;
+use karen_domain::{Error, Result, TenantId};
+
+use crate::conn::{Row, Tx};
+use crate::rows;
+use crate::tenant::SqlTenantTx;
+
+fn chain_hash(row: &Row, column: &str) -> Result<ChainHash> {
+    row.get::<Vec<u8>>(column)?
+        .try_into()
+        .map_err(|_| Error::internal(format!("stored audit {column} is not 32 bytes")))
+}
+
+fn event(row: &Row) -> Result<AuditEvent> {
+    let actor = ActorRecord::stored(
+        &row.get::<String>("actor_kind")?,
+        row.get("actor_id")?,
+        row.get("actor_user_id")?,
+    )?;
+    Ok(AuditEvent {
+        tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
+        seq: row.get("seq")?,
+        entry: AuditEntry {
+            actor,
+            action: row.get("action")?,
+            target_type: row.get("target_type")?,
+            target_id: row.get("target_id")?,
+            outcome: Outcome::parse(&row.get::<String>("outcome")?)
+                .map_err(|e| Error::internal(format!("stored audit outcome: {e}")))?,
+            ip: row.get("ip")?,
+            user_agent: row.get("user_agent")?,
+            request_id: row.get("request_id")?,
+            diff: row.get("diff")?,
+            at: rows::time(row, "at")?,
+        },
+        prev_hash: chain_hash(row, "prev_hash")?,
+        hash: chain_hash(row, "hash")?,
+    })
+}
+
+fn checkpoint(row: &Row) -> Result<Checkpoint> {
+    Ok(Checkpoint {
+        tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
+        seq: row.get("seq")?,
+        hash: chain_hash(row, "hash")?,
+        signed_at: rows::time(row, "signed_at")?,
+        key_id: row.get("key_id")?,
+        signature: row.get("signature")?,
+    })
+}
+
+impl SqlTenantTx {
+    /// Takes the chain lock and returns the head before this append. The
+    /// UPDATE locks the head row on PostgreSQL until the transaction ends;
+    /// SQLite's single writer serialises appends by itself.
+    async fn lock_head(&mut self) -> Result<(i64, ChainHash)> {
+        let bump = "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash";
+        if let Some(row) = self.tx.fetch_optional(self.q(bump)).await? {
+            return Ok((row.get::<i64>("seq")? - 1, chain_hash(&row, "hash")?));
+        }
+        let start = self
+            .q("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 1, $2) ON CONFLICT (tenant_id) DO NOTHING")
+            .bind(GENESIS_HASH.to_vec());
+        if self.tx.execute(start).await? == 1 {
+            return Ok((0, GENESIS_HASH));
+        }
+        // A concurrent first append created the head (and has committed by now).
+        let row = self
+            .tx
+            .fetch_optional(self.q(bump))
+            .await?
+            .ok_or_else(|| Error::internal("the audit chain head vanished"))?;
+        Ok((row.get::<i64>("seq")? - 1, chain_hash(&row, "hash")?))
+    }
+
+    /// Removes the tenant's audit rows during a tenant purge: through the
+    /// owner's guarded function on PostgreSQL (the application role may not
+    /// delete audit rows), directly on SQLite (a trigger allows it only while
+    /// the tenant is being deleted).
+    pub(crate) async fn purge_audit(&mut self, table: &str) -> Result<u64> {
+        let postgres = matches!(self.tx, Tx::Postgres(..));
+        let removed = match (table, postgres) {
+            ("audit_heads", _) => {
+                return self
+                    .tx
+                    .execute(self.q("DELETE FROM audit_heads WHERE tenant_id = $1"))
+                    .await;
+            }
+            ("audit_events", true) => {
+                self.q("SELECT karen_audit_purge_tenant($1, 'events') AS removed")
+            }
+            ("audit_checkpoints", true) => {
+                self.q("SELECT karen_audit_purge_tenant($1, 'checkpoints') AS removed")
+            }
+            ("audit_events", false) => {
+                return self
+                    .tx
+                    .execute(self.q("DELETE FROM audit_events WHERE tenant_id = $1"))
+                    .await;
+            }
+            ("audit_checkpoints", false) => {
+                return self
+                    .tx
+                    .execute(self.q("DELETE FROM audit_checkpoints WHERE tenant_id = $1"))
+                    .await;
+            }
+            _ => return Err(Error::internal(format!("{table} is not an audit table"))),
+        };
+        let row = self.tx.fetch_one(removed).await?;
+        Ok(u64::try_from(row.get::<i64>("removed")?).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl AuditRepo for SqlTenantTx {
+    async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditEvent> {
+        let (prev_seq, prev_hash) = self.lock_head().await?;
+        let event = entry.seal(self.tenant_id_value(), prev_seq, prev_hash);
+        let e = &event.entry;
+        let insert = self
+            .q("INSERT INTO audit_events (tenant_id, seq, at, actor_kind, actor_id, actor_user_id, action, \
+                target_type, target_id, outcome, ip, user_agent, request_id, diff, prev_hash, hash) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
+            .bind(event.seq)
+            .bind(to_millis(e.at))
+            .bind(e.actor.kind)
+            .bind(e.actor.id.clone())
+            .bind(e.actor.user_id.clone())
+            .bind(e.action.clone())
+            .bind(e.target_type.clone())
+            .bind(e.target_id.clone())
+            .bind(e.outcome.as_str())
+            .bind(e.ip.clone())
+            .bind(e.user_agent.clone())
+            .bind(e.request_id.clone())
+            .bind(e.diff.clone())
+            .bind(event.prev_hash.to_vec())
+            .bind(event.hash.to_vec());
+        self.tx.execute(insert).await?;
+        let head = self
+            .q("UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1")
+            .bind(event.hash.to_vec());
+        self.tx.execute(head).await?;
+        Ok(event)
+    }
+
+    async fn list_audit(
+        &mut self,
+        filter: &AuditFilter,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
+        let q = self
+            .q(
+                "SELECT * FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
+                AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
+                AND ($5 IS NULL OR actor_kind = $5) AND ($6 IS NULL OR actor_id = $6) \
+                AND ($7 IS NULL OR action = $7) AND ($8 IS NULL OR target_type = $8) \
+                AND ($9 IS NULL OR target_id = $9) AND ($10 IS NULL OR outcome = $10) \
+                ORDER BY seq LIMIT $11",
+            )
+            .bind(after_seq)
+            .bind(filter.from.map(to_millis))
+            .bind(filter.until.map(to_millis))
+            .bind(filter.actor_kind)
+            .bind(filter.actor_id.clone())
+            .bind(filter.action.clone())
+            .bind(filter.target_type.clone())
+            .bind(filter.target_id.clone())
+            .bind(filter.outcome.map(Outcome::as_str))
+            .bind(limit);
+        self.tx.fetch_all(q).await?.iter().map(event).collect()
+    }
+
+    async fn audit_head(&mut self) -> Result<Option<(i64, ChainHash)>> {
+        let q = self
+            .q("SELECT seq, hash FROM audit_events WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1");
+        match self.tx.fetch_optional(q).await? {
+            Some(row) => Ok(Some((row.get("seq")?, chain_hash(&row, "hash")?))),
+            None => Ok(None),
+        }
+    }
+
+    async fn insert_checkpoint(&mut self, c: &Checkpoint) -> Result<()> {
+        let q = self
+            .q("INSERT INTO audit_checkpoints (tenant_id, seq, hash, signed_at, key_id, signature) \
+                VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, seq) DO NOTHING")
+            .bind(c.seq)
+            .bind(c.hash.to_vec())
+            .bind(to_millis(c.signed_at))
+            .bind(c.key_id.clone())
+            .bind(c.signature.clone());
+        self.tx.execute(q).await.map(drop)
+    }
+
+    async fn list_checkpoints(&mut self, after_seq: i64, limit: i64) -> Result<Vec<Checkpoint>> {
+        let q = self
+            .q("SELECT * FROM audit_checkpoints WHERE tenant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3")
+            .bind(after_seq)
+            .bind(limit);
+        self.tx.fetch_all(q).await?.iter().map(checkpoint).collect()
+    }
+
+    async fn last_checkpoint(&mut self) -> Result<Option<Checkpoint>> {
+        let q = self
+            .q("SELECT * FROM audit_checkpoints WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1");
+        self.tx
+            .fetch_optional(q)
+            .await?
+            .as_ref()
+            .map(checkpoint)
+            .transpose()
+    }
+}

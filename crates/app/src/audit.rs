@@ -1,0 +1,515 @@
+//! The audit trail service: records events in the transaction of the action
+//! they describe, writes signed checkpoints, serves reads and exports (each
+//! itself audited), and verifies a tenant's chain.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use karen_domain::audit::{
+    ActorRecord, AuditEntry, AuditEvent, AuditFilter, Checkpoint, GENESIS_HASH, Outcome,
+    checkpoint_message, diff_text, event_hash,
+};
+use karen_domain::clock::Clock;
+use karen_domain::permission::Permission;
+use karen_domain::ports::{AuditSigner, Store, TenantTx};
+use karen_domain::{Actor, Result, TenantContext, TenantId, TenantScope};
+use serde::Serialize;
+use serde_json::Value;
+
+/// Metric of events appended.
+pub const EVENTS_METRIC: &str = "karen_audit_events_total";
+/// Metric of failed verifications.
+pub const VERIFICATION_FAILURES_METRIC: &str = "karen_audit_verification_failures_total";
+
+/// Where a request came from, recorded with each event it causes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+tokio::task_local! {
+    static REQUEST: RequestInfo;
+}
+
+/// Runs `future` with `info` as the request context of the events it records
+/// (the HTTP layer wraps every request in this).
+pub async fn with_request<F: Future>(info: RequestInfo, future: F) -> F::Output {
+    REQUEST.scope(info, future).await
+}
+
+fn current_request() -> RequestInfo {
+    REQUEST.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// How checkpoints are written.
+#[derive(Debug, Clone)]
+pub struct AuditPolicy {
+    /// Sign a checkpoint after every this many events of a tenant (0: never by count).
+    pub checkpoint_every: u64,
+    /// Sign a checkpoint of every tenant with new events this often (`None`: never by time).
+    pub checkpoint_interval: Option<Duration>,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        Self {
+            checkpoint_every: 1000,
+            checkpoint_interval: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+/// One event to record.
+#[derive(Debug, Clone)]
+pub struct Record {
+    action: &'static str,
+    target_type: Option<&'static str>,
+    target_id: Option<String>,
+    outcome: Outcome,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl Record {
+    /// A successful `action` (a stable dotted name).
+    pub fn new(action: &'static str) -> Self {
+        Self {
+            action,
+            target_type: None,
+            target_id: None,
+            outcome: Outcome::Success,
+            before: None,
+            after: None,
+        }
+    }
+
+    /// What the action was about.
+    pub fn target(mut self, kind: &'static str, id: impl ToString) -> Self {
+        self.target_type = Some(kind);
+        self.target_id = Some(id.to_string());
+        self
+    }
+
+    /// How it ended.
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    /// The state before a change (secrets are redacted when recorded).
+    pub fn before(mut self, value: &impl Serialize) -> Self {
+        self.before = serde_json::to_value(value).ok();
+        self
+    }
+
+    /// The state after a change (secrets are redacted when recorded).
+    pub fn after(mut self, value: &impl Serialize) -> Self {
+        self.after = serde_json::to_value(value).ok();
+        self
+    }
+}
+
+/// The audit trail.
+pub struct AuditTrail {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    signer: Option<Arc<dyn AuditSigner>>,
+    policy: AuditPolicy,
+}
+
+/// A page of events.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub items: Vec<AuditEvent>,
+    /// The sequence number to pass as `after` for the next page.
+    pub next_cursor: Option<i64>,
+}
+
+/// The first problem verification found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyProblem {
+    /// The first sequence number that does not verify.
+    pub seq: i64,
+    /// `hash_mismatch`, `broken_link`, `missing_event`, `missing_prefix`,
+    /// `checkpoint_mismatch`, `bad_signature`, `unknown_key` or `truncated`.
+    pub kind: &'static str,
+    pub detail: String,
+}
+
+/// What verification of one tenant's chain found.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub tenant_id: TenantId,
+    pub events: u64,
+    pub checkpoints: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    pub problem: Option<VerifyProblem>,
+}
+
+impl VerifyReport {
+    /// Whether the chain verified.
+    pub fn ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public_key)
+        .verify(message, signature)
+        .is_ok()
+}
+
+const VERIFY_BATCH: i64 = 10_000;
+
+impl AuditTrail {
+    /// A trail over `store`; without a signer no checkpoints are written.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        signer: Option<Arc<dyn AuditSigner>>,
+        policy: AuditPolicy,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            signer,
+            policy,
+        }
+    }
+
+    /// The checkpoint policy.
+    pub fn policy(&self) -> &AuditPolicy {
+        &self.policy
+    }
+
+    /// The checkpoint key's id and raw Ed25519 public key, if checkpoints are signed.
+    pub fn public_key(&self) -> Option<(String, Vec<u8>)> {
+        self.signer
+            .as_ref()
+            .map(|s| (s.key_id().to_owned(), s.public_key().to_vec()))
+    }
+
+    /// Appends an event in `tx` (the transaction of the action): if the append
+    /// fails the action fails, and if the action rolls back so does the event.
+    pub async fn record(
+        &self,
+        tx: &mut dyn TenantTx,
+        actor: Actor,
+        record: Record,
+    ) -> Result<AuditEvent> {
+        let info = current_request();
+        let entry = AuditEntry {
+            actor: ActorRecord::of(actor),
+            action: record.action.to_owned(),
+            target_type: record.target_type.map(str::to_owned),
+            target_id: record.target_id,
+            outcome: record.outcome,
+            ip: info.ip,
+            user_agent: info.user_agent,
+            request_id: info.request_id,
+            diff: diff_text(record.before, record.after),
+            at: self.clock.now(),
+        };
+        let event = tx.audit().append_audit(entry).await?;
+        metrics::counter!(EVENTS_METRIC).increment(1);
+        let every = i64::try_from(self.policy.checkpoint_every).unwrap_or(0);
+        if every > 0 && event.seq % every == 0 {
+            self.sign_in(tx, event.seq, event.hash).await?;
+        }
+        Ok(event)
+    }
+
+    /// Records an event in a transaction of its own (reads, which run in
+    /// read transactions). The caller returns the data only if this succeeds.
+    pub async fn record_alone(
+        &self,
+        scope: TenantScope,
+        actor: Actor,
+        record: Record,
+    ) -> Result<AuditEvent> {
+        let mut tx = self.store.tenant(scope).await?;
+        let event = self.record(&mut *tx, actor, record).await?;
+        tx.commit().await?;
+        Ok(event)
+    }
+
+    async fn sign_in(
+        &self,
+        tx: &mut dyn TenantTx,
+        seq: i64,
+        hash: [u8; 32],
+    ) -> Result<Option<Checkpoint>> {
+        let Some(signer) = &self.signer else {
+            return Ok(None);
+        };
+        let tenant = tx.tenant_id();
+        let signed_at = self.clock.now();
+        let message = checkpoint_message(tenant, seq, &hash, signed_at);
+        let checkpoint = Checkpoint {
+            tenant_id: tenant,
+            seq,
+            hash,
+            signed_at: karen_domain::clock::from_millis(karen_domain::clock::to_millis(signed_at)),
+            key_id: signer.key_id().to_owned(),
+            signature: signer.sign(&message),
+        };
+        tx.audit().insert_checkpoint(&checkpoint).await?;
+        Ok(Some(checkpoint))
+    }
+
+    /// Signs a checkpoint of the tenant's newest event, unless the newest
+    /// checkpoint already covers it. `None` when there is nothing new or no key.
+    pub async fn checkpoint(&self, scope: TenantScope) -> Result<Option<Checkpoint>> {
+        if self.signer.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.store.tenant(scope).await?;
+        let Some((seq, hash)) = tx.audit().audit_head().await? else {
+            return Ok(None);
+        };
+        let last = tx.audit().last_checkpoint().await?.map_or(0, |c| c.seq);
+        if last >= seq {
+            return Ok(None);
+        }
+        let checkpoint = self.sign_in(&mut *tx, seq, hash).await?;
+        tx.commit().await?;
+        Ok(checkpoint)
+    }
+
+    /// One page of the caller's tenant's events (the read is itself audited).
+    pub async fn list(
+        &self,
+        ctx: &TenantContext,
+        filter: &AuditFilter,
+        after: i64,
+        limit: u32,
+    ) -> Result<AuditPage> {
+        ctx.require(Permission::AuditRead)?;
+        let mut tx = self.store.tenant(ctx.scope()).await?;
+        let mut items = tx
+            .audit()
+            .list_audit(filter, after, i64::from(limit) + 1)
+            .await?;
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let next_cursor = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| e.seq)
+        } else {
+            None
+        };
+        self.record(&mut *tx, ctx.scope().actor(), Record::new("audit.read"))
+            .await?;
+        tx.commit().await?;
+        Ok(AuditPage { items, next_cursor })
+    }
+
+    /// Records an export of the trail before it is streamed.
+    pub async fn begin_export(&self, ctx: &TenantContext, format: &'static str) -> Result<()> {
+        ctx.require(Permission::AuditRead)?;
+        self.record_alone(
+            ctx.scope(),
+            ctx.scope().actor(),
+            Record::new("audit.export").target("audit_export", format),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// A batch of an export (not audited again: `begin_export` recorded it).
+    pub async fn export_batch(
+        &self,
+        ctx: &TenantContext,
+        filter: &AuditFilter,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<AuditEvent>> {
+        ctx.require(Permission::AuditRead)?;
+        let mut tx = self.store.tenant_read(ctx.scope()).await?;
+        let items = tx.audit().list_audit(filter, after, limit).await?;
+        tx.commit().await?;
+        Ok(items)
+    }
+
+    /// The tenant's checkpoints, oldest first.
+    pub async fn checkpoints(
+        &self,
+        ctx: &TenantContext,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<Checkpoint>> {
+        ctx.require(Permission::AuditRead)?;
+        let mut tx = self.store.tenant_read(ctx.scope()).await?;
+        let items = tx.audit().list_checkpoints(after, i64::from(limit)).await?;
+        tx.commit().await?;
+        Ok(items)
+    }
+
+    /// Checks a tenant's chain: every hash, every link, every checkpoint's
+    /// signature and hash, and that no event after the newest checkpoint's
+    /// sequence number is missing. Reports the first problem.
+    pub async fn verify(&self, scope: TenantScope) -> Result<VerifyReport> {
+        let tenant = scope.tenant_id();
+        let mut tx = self.store.tenant_read(scope).await?;
+        let mut checkpoints = Vec::new();
+        let mut after = 0;
+        loop {
+            let batch = tx.audit().list_checkpoints(after, 1000).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            checkpoints.extend(batch);
+        }
+        let mut report = VerifyReport {
+            tenant_id: tenant,
+            events: 0,
+            checkpoints: u64::try_from(checkpoints.len()).unwrap_or(0),
+            first_seq: None,
+            last_seq: None,
+            problem: None,
+        };
+        let problem =
+            |seq: i64, kind: &'static str, detail: String| VerifyProblem { seq, kind, detail };
+        let mut first_bad: Option<VerifyProblem> = None;
+        let mut note = |p: VerifyProblem| {
+            if first_bad.as_ref().is_none_or(|f| p.seq < f.seq) {
+                first_bad = Some(p);
+            }
+        };
+        for checkpoint in &checkpoints {
+            let known = self
+                .signer
+                .as_ref()
+                .filter(|s| s.key_id() == checkpoint.key_id);
+            match known {
+                None => note(problem(
+                    checkpoint.seq,
+                    "unknown_key",
+                    format!(
+                        "checkpoint at {} is signed by key {}, which is not the configured key",
+                        checkpoint.seq, checkpoint.key_id
+                    ),
+                )),
+                Some(signer) => {
+                    let message = checkpoint_message(
+                        tenant,
+                        checkpoint.seq,
+                        &checkpoint.hash,
+                        checkpoint.signed_at,
+                    );
+                    if !verify_signature(signer.public_key(), &message, &checkpoint.signature) {
+                        note(problem(
+                            checkpoint.seq,
+                            "bad_signature",
+                            format!("the signature of checkpoint {} is invalid", checkpoint.seq),
+                        ));
+                    }
+                }
+            }
+        }
+        let mut buffer = Vec::with_capacity(512);
+        let mut expected: Option<(i64, [u8; 32])> = None;
+        let mut next_checkpoint = 0usize;
+        let mut after = 0;
+        let filter = AuditFilter::default();
+        'scan: loop {
+            let batch = tx.audit().list_audit(&filter, after, VERIFY_BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            for event in &batch {
+                report.events += 1;
+                report.last_seq = Some(event.seq);
+                let (want_seq, want_prev) = match expected {
+                    Some(e) => e,
+                    None => {
+                        report.first_seq = Some(event.seq);
+                        if event.seq == 1 {
+                            (1, GENESIS_HASH)
+                        } else {
+                            // A removed prefix must end at a checkpoint.
+                            match checkpoints.iter().find(|c| c.seq == event.seq - 1) {
+                                Some(c) => (event.seq, c.hash),
+                                None => {
+                                    note(problem(
+                                        1,
+                                        "missing_prefix",
+                                        format!(
+                                            "the chain starts at {} without a checkpoint at {}",
+                                            event.seq,
+                                            event.seq - 1
+                                        ),
+                                    ));
+                                    break 'scan;
+                                }
+                            }
+                        }
+                    }
+                };
+                if event.seq != want_seq {
+                    note(problem(
+                        want_seq,
+                        "missing_event",
+                        format!("event {want_seq} is missing (next is {})", event.seq),
+                    ));
+                    break 'scan;
+                }
+                if event.prev_hash != want_prev {
+                    note(problem(
+                        event.seq,
+                        "broken_link",
+                        format!(
+                            "event {} does not point at the hash of the event before it",
+                            event.seq
+                        ),
+                    ));
+                    break 'scan;
+                }
+                let hash = event_hash(&mut buffer, tenant, event.seq, &want_prev, &event.entry);
+                if hash != event.hash {
+                    note(problem(
+                        event.seq,
+                        "hash_mismatch",
+                        format!("event {} does not match its hash", event.seq),
+                    ));
+                    break 'scan;
+                }
+                while let Some(c) = checkpoints.get(next_checkpoint) {
+                    if c.seq > event.seq {
+                        break;
+                    }
+                    if c.seq == event.seq && c.hash != hash {
+                        note(problem(
+                            event.seq,
+                            "checkpoint_mismatch",
+                            format!("event {} differs from its signed checkpoint", event.seq),
+                        ));
+                        break 'scan;
+                    }
+                    next_checkpoint += 1;
+                }
+                expected = Some((event.seq + 1, hash));
+            }
+        }
+        tx.commit().await?;
+        let last_seq = report.last_seq.unwrap_or(0);
+        if let Some(newest) = checkpoints.last()
+            && newest.seq > last_seq
+        {
+            note(problem(
+                last_seq + 1,
+                "truncated",
+                format!(
+                    "events after {last_seq} are missing: a signed checkpoint covers {}",
+                    newest.seq
+                ),
+            ));
+        }
+        report.problem = first_bad;
+        if report.problem.is_some() {
+            metrics::counter!(VERIFICATION_FAILURES_METRIC).increment(1);
+        }
+        Ok(report)
+    }
+}

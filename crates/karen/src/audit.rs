@@ -1,0 +1,68 @@
+//! What the `karen audit` commands and the checkpoint timer do: verify the
+//! chains and sign checkpoints of one tenant or all of them. Kept in the
+//! library so that tests drive them directly.
+
+use karen_app::Services;
+use karen_app::audit::VerifyReport;
+use karen_domain::audit::Checkpoint;
+use karen_domain::page::{MAX_LIMIT, PageRequest};
+use karen_domain::tenant::{Tenant, TenantStatus};
+use karen_domain::{SystemReason, TenantId, TenantScope};
+
+/// Every tenant that is not being deleted, or just `only`.
+async fn tenants(services: &Services, only: Option<TenantId>) -> anyhow::Result<Vec<Tenant>> {
+    if let Some(id) = only {
+        return Ok(vec![services.tenants.get(id).await?]);
+    }
+    let mut all = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: MAX_LIMIT,
+    };
+    loop {
+        let batch = services.tenants.list(&page).await?;
+        all.extend(
+            batch
+                .items
+                .into_iter()
+                .filter(|t| t.status != TenantStatus::Deleting),
+        );
+        match batch.next_cursor {
+            Some(cursor) => page.after = Some(cursor.parse()?),
+            None => break,
+        }
+    }
+    Ok(all)
+}
+
+fn scope(tenant: TenantId) -> TenantScope {
+    TenantScope::system(tenant, SystemReason::Cli)
+}
+
+/// Verifies the chain of `only`, or of every tenant.
+pub async fn verify(
+    services: &Services,
+    only: Option<TenantId>,
+) -> anyhow::Result<Vec<(Tenant, VerifyReport)>> {
+    let mut reports = Vec::new();
+    for tenant in tenants(services, only).await? {
+        let report = services.audit.verify(scope(tenant.id)).await?;
+        reports.push((tenant, report));
+    }
+    Ok(reports)
+}
+
+/// Signs a checkpoint of each tenant (or `only`) whose trail grew since its
+/// newest checkpoint; returns those written.
+pub async fn checkpoint_all(
+    services: &Services,
+    only: Option<TenantId>,
+) -> anyhow::Result<Vec<Checkpoint>> {
+    let mut written = Vec::new();
+    for tenant in tenants(services, only).await? {
+        if let Some(checkpoint) = services.audit.checkpoint(scope(tenant.id)).await? {
+            written.push(checkpoint);
+        }
+    }
+    Ok(written)
+}

@@ -626,7 +626,34 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     .expect(200);
 
     // Audit: A's trail, exports and checkpoints never show B's events.
-    let a_owner = alpha.owner_token.as_str();
+    // (A logged out everywhere above: sign in again.)
+    let fresh = app
+        .token("alpha", &alpha.owner_email, "another long passphrase")
+        .await;
+    let a_owner = fresh.as_str();
+
+    // Rate limits: an override the operator gives B is B's alone.
+    app.put(
+        &format!("/v1/platform/tenants/{}/rate-limits", bravo.id),
+        &app.operator_key,
+        json!({"user": {"requests": 12345, "window_secs": 60}}),
+    )
+    .await
+    .expect(200);
+    let limits = t
+        .call(
+            "GET",
+            "/v1/tenant/rate-limits",
+            "/v1/tenant/rate-limits",
+            a_owner,
+            None,
+        )
+        .await;
+    assert_ne!(
+        limits.expect(200).body["user"]["requests"],
+        json!(12345),
+        "A sees B's override"
+    );
     let trail = t
         .call("GET", "/v1/audit", "/v1/audit?limit=200", a_owner, None)
         .await;

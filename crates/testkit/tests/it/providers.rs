@@ -64,7 +64,8 @@ async fn a_tenant_brings_its_own_provider_and_aliases(backend: Backend) {
             ask("team-model"),
         )
         .await;
-    assert_eq!(refused.status, 422);
+    assert_eq!(refused.status, 404);
+    assert_eq!(refused.body["error"]["code"], "model_not_found");
     app.post("/v1/chat/completions", &bravo.owner_token, ask("fake-echo"))
         .await
         .expect(200);
@@ -100,7 +101,7 @@ async fn a_tenant_brings_its_own_provider_and_aliases(backend: Backend) {
         app.post("/v1/chat/completions", &bravo.owner_token, ask("team"))
             .await
             .status,
-        422
+        404
     );
     app.delete("/v1/model-aliases/team", owner)
         .await
@@ -127,7 +128,7 @@ async fn a_tenant_brings_its_own_provider_and_aliases(backend: Backend) {
         app.post("/v1/chat/completions", owner, ask("team-model"))
             .await
             .status,
-        422
+        404
     );
     app.stop().await;
 }
@@ -265,7 +266,7 @@ async fn route_changes_reach_every_replica_at_once(backend: Backend) {
         .await
         .expect(204);
     let gone = other.post("/v1/chat/completions", owner, ask("team")).await;
-    assert_eq!(gone.status, 422, "{}", gone.text);
+    assert_eq!(gone.status, 404, "{}", gone.text);
     // A deleted provider serves nothing more, anywhere.
     other
         .post("/v1/chat/completions", owner, ask("team-model"))
@@ -278,7 +279,7 @@ async fn route_changes_reach_every_replica_at_once(backend: Backend) {
         .post("/v1/chat/completions", owner, ask("team-model"))
         .await;
     assert_eq!(
-        gone.body["error"]["code"], "validation_failed",
+        gone.body["error"]["code"], "model_not_found",
         "{}",
         gone.text
     );

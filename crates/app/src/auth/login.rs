@@ -62,6 +62,22 @@ impl PhantomAccount {
 }
 
 impl AuthService {
+    /// Records a refused sign-in (of `user`, when the account exists) in `tx`.
+    async fn record_refusal(
+        &self,
+        tx: &mut dyn karen_domain::ports::TenantTx,
+        user: Option<karen_domain::UserId>,
+        outcome: Outcome,
+    ) -> Result<()> {
+        let mut record = Record::new("auth.login.failed").outcome(outcome);
+        if let Some(user) = user {
+            record = record.target("user", user);
+        }
+        self.deps
+            .audit(tx, Actor::System(SystemReason::Login), record)
+            .await
+    }
+
     /// Refuses the attempt if the account must still wait or is locked.
     fn wait_before_next_attempt(
         &self,
@@ -249,9 +265,7 @@ impl AuthService {
             .await?;
         let Some(user) = tx.users().user_by_email(&email).await? else {
             // Recorded without the address typed (it may be a password).
-            let failed = Record::new("auth.login.failed").outcome(Outcome::Failure);
-            self.deps
-                .audit(&mut *tx, Actor::System(SystemReason::Login), failed)
+            self.record_refusal(&mut *tx, None, Outcome::Failure)
                 .await?;
             tx.commit().await?;
             let phantom = PhantomAccount::new(Some(tenant.id), &slug, &email);
@@ -260,11 +274,7 @@ impl AuthService {
                 .await);
         };
         if let Some(wait) = self.wait_before_next_attempt(&user.login_failures, now) {
-            let denied = Record::new("auth.login.failed")
-                .target("user", user.id)
-                .outcome(Outcome::Denied);
-            self.deps
-                .audit(&mut *tx, Actor::System(SystemReason::Login), denied)
+            self.record_refusal(&mut *tx, Some(user.id), Outcome::Denied)
                 .await?;
             tx.commit().await?;
             return Err(wait);
@@ -286,11 +296,7 @@ impl AuthService {
                     now - self.decay_window(),
                 )
                 .await?;
-            let failed = Record::new("auth.login.failed")
-                .target("user", user.id)
-                .outcome(Outcome::Failure);
-            self.deps
-                .audit(&mut *tx, Actor::System(SystemReason::Login), failed)
+            self.record_refusal(&mut *tx, Some(user.id), Outcome::Failure)
                 .await?;
             tx.commit().await?;
             self.note_ip_failure(ip_key.as_ref()).await;
@@ -305,11 +311,7 @@ impl AuthService {
         // The password is right: now it is safe to say why access is refused.
         tenant.ensure_usable()?;
         if user.status == UserStatus::Disabled {
-            let denied = Record::new("auth.login.failed")
-                .target("user", user.id)
-                .outcome(Outcome::Denied);
-            self.deps
-                .audit(&mut *tx, Actor::System(SystemReason::Login), denied)
+            self.record_refusal(&mut *tx, Some(user.id), Outcome::Denied)
                 .await?;
             tx.commit().await?;
             return Err(Error::UserDisabled);

@@ -30,6 +30,8 @@ pub struct HttpConfig {
     pub trusted_proxy_hops: usize,
     /// Send `Strict-Transport-Security` (when served over HTTPS).
     pub hsts: bool,
+    /// Browser origins allowed to call the API (CORS); empty: none.
+    pub cors_allowed_origins: Vec<String>,
     /// Serve `GET /metrics` on this router (off when metrics have a listener of their own).
     pub metrics: Option<Arc<dyn MetricsSource>>,
 }
@@ -60,6 +62,7 @@ impl Default for HttpConfig {
             request_timeout: Duration::from_secs(30),
             trusted_proxy_hops: 0,
             hsts: false,
+            cors_allowed_origins: Vec::new(),
             metrics: None,
         }
     }
@@ -85,16 +88,21 @@ pub fn router(services: Services, config: HttpConfig) -> Router {
         // Never behind tenant authentication: a scraper holds no credential.
         app = app.route("/metrics", routes::system::metrics_route(source));
     }
-    app.fallback(middleware::not_found)
+    app = app
+        .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::middleware::from_fn(rate_limit::rate_limit_headers))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::request_envelope,
-        ))
-        .layer(CatchPanicLayer::custom(middleware::panic_response))
-        .layer(DefaultBodyLimit::max(config.body_limit))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(rate_limit::rate_limit_headers));
+    // Inside the envelope, so preflight answers carry the security headers too.
+    if let Some(cors) = middleware::cors_layer(&config.cors_allowed_origins) {
+        app = app.layer(cors);
+    }
+    app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        middleware::request_envelope,
+    ))
+    .layer(CatchPanicLayer::custom(middleware::panic_response))
+    .layer(DefaultBodyLimit::max(config.body_limit))
+    .with_state(state)
 }
 
 /// The OpenAPI 3.1 document of every route (what `/openapi.json` serves).

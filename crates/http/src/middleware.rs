@@ -188,35 +188,87 @@ fn record_request(
         .record(elapsed.as_secs_f64());
 }
 
+/// The headers every response carries (errors, 404s and CORS preflights
+/// included). Karen serves JSON and event streams only, so the content
+/// security policy allows nothing at all and no page may frame a response.
+pub const SECURITY_HEADERS: [(&str, &str); 7] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+    ),
+    ("cross-origin-resource-policy", "same-origin"),
+    (
+        "permissions-policy",
+        "accelerometer=(), camera=(), geolocation=(), gyroscope=(), magnetometer=(), microphone=(), payment=(), usb=(), interest-cohort=()",
+    ),
+    // API responses carry tokens and tenant data: never cache them (a handler
+    // that sets its own Cache-Control keeps it).
+    ("cache-control", "no-store"),
+];
+
+/// The `Strict-Transport-Security` value sent when HSTS is on.
+pub const HSTS_VALUE: &str = "max-age=31536000; includeSubDomains";
+
 fn security_headers(headers: &mut axum::http::HeaderMap, hsts: bool) {
-    let fixed: [(HeaderName, &'static str); 5] = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
-        (
-            HeaderName::from_static("cross-origin-resource-policy"),
-            "same-origin",
-        ),
-    ];
-    for (name, value) in fixed {
+    for (name, value) in SECURITY_HEADERS {
         headers
-            .entry(name)
+            .entry(HeaderName::from_static(name))
             .or_insert(HeaderValue::from_static(value));
     }
-    // API responses carry tokens and tenant data: never cache them.
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
     if hsts {
         headers.insert(
             header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            HeaderValue::from_static(HSTS_VALUE),
         );
     }
+}
+
+/// CORS for browsers on the origins in `allowed` (exact `scheme://host[:port]`
+/// strings, never a wildcard). `None` when the list is empty: then no CORS
+/// header is ever sent and browsers on other origins cannot read responses.
+/// Karen authenticates with the `Authorization` header, never cookies, so
+/// `Access-Control-Allow-Credentials` is not sent: a page on an allowed origin
+/// must hold a token itself, and ambient browser credentials never ride along.
+pub fn cors_layer(allowed: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    let origins: Vec<HeaderValue> = allowed
+        .iter()
+        .filter(|origin| origin.as_str() != "*")
+        .filter_map(|origin| HeaderValue::from_str(origin.trim_end_matches('/')).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::ACCEPT,
+                REQUEST_ID,
+            ])
+            .expose_headers([
+                REQUEST_ID,
+                header::RETRY_AFTER,
+                HeaderName::from_static("ratelimit"),
+                HeaderName::from_static("ratelimit-policy"),
+            ])
+            .allow_credentials(false)
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 /// 404 for unknown routes, as a problem.

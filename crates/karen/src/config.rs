@@ -103,8 +103,52 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Reverse proxies in front of Karen that append to X-Forwarded-For (0 = none).
     pub trusted_proxy_hops: usize,
-    /// Send Strict-Transport-Security (enable when served over HTTPS).
-    pub hsts: bool,
+    /// Send Strict-Transport-Security. Unset: on exactly when `[server.tls]`
+    /// is configured; set it to `true` behind a proxy that terminates TLS.
+    pub hsts: Option<bool>,
+    /// Browser origins allowed to call the API (CORS), e.g.
+    /// `["https://console.example.com"]`: exact `scheme://host[:port]`, no
+    /// wildcard. Empty (the default): no cross-origin browser access.
+    pub cors_allowed_origins: Vec<String>,
+    pub tls: ServerTlsConfig,
+}
+
+/// `[server.tls]`: HTTPS served by Karen itself (rustls). Both files set turns
+/// it on; they are re-read when they change, without a restart.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// How often the files are checked for changes.
+    pub reload_interval_secs: u64,
+    /// A TLS handshake must finish within this time.
+    pub handshake_timeout_secs: u64,
+}
+
+impl Default for ServerTlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            reload_interval_secs: 10,
+            handshake_timeout_secs: 10,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Whether Karen terminates TLS itself.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert_file.is_some() && self.tls.key_file.is_some()
+    }
+
+    /// Whether responses carry Strict-Transport-Security.
+    pub fn hsts_enabled(&self) -> bool {
+        self.hsts.unwrap_or_else(|| self.tls_enabled())
+    }
 }
 
 impl Default for ServerConfig {
@@ -115,7 +159,9 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             shutdown_grace_secs: 20,
             trusted_proxy_hops: 0,
-            hsts: false,
+            hsts: None,
+            cors_allowed_origins: Vec::new(),
+            tls: ServerTlsConfig::default(),
         }
     }
 }
@@ -136,7 +182,23 @@ pub struct DatabaseConfig {
     /// Apply pending migrations when `karen serve` starts (SQLite always; PostgreSQL
     /// only when `migration_url` is set).
     pub auto_migrate: bool,
+    /// PostgreSQL TLS: `disable`, `allow`, `prefer`, `require`, `verify-ca` or
+    /// `verify-full` (applies to `url` and `migration_url`; unset: the URL's
+    /// `sslmode`, else `prefer`). Use `verify-full` across a network.
+    pub ssl_mode: Option<String>,
+    /// PEM file of the CA that signed the PostgreSQL server's certificate.
+    pub ssl_root_cert: Option<PathBuf>,
 }
+
+/// The PostgreSQL TLS modes `database.ssl_mode` accepts.
+pub const PG_SSL_MODES: [&str; 6] = [
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
@@ -146,6 +208,8 @@ impl Default for DatabaseConfig {
             app_role: "karen_app".into(),
             max_connections: 10,
             auto_migrate: true,
+            ssl_mode: None,
+            ssl_root_cert: None,
         }
     }
 }
@@ -160,6 +224,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Per-command timeout.
     pub timeout_ms: u64,
+    /// PEM file of the CA that signed the Redis server's certificate, for a
+    /// `rediss://` URL (unset: the system's trusted roots).
+    pub tls_root_cert: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -168,6 +235,7 @@ impl Default for RedisConfig {
             url: None,
             key_prefix: "karen:".into(),
             timeout_ms: 2000,
+            tls_root_cert: None,
         }
     }
 }
@@ -502,6 +570,7 @@ impl Config {
                     .into(),
             );
         }
+        problems.extend(self.transport_problems(postgres));
         if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
             problems.push(format!(
                 "server.listen: '{}' is not an address like 127.0.0.1:8080",
@@ -621,6 +690,66 @@ impl Config {
         }
     }
 
+    /// Problems of the TLS and CORS settings.
+    fn transport_problems(&self, postgres: bool) -> Vec<String> {
+        let mut problems = Vec::new();
+        let tls = &self.server.tls;
+        match (&tls.cert_file, &tls.key_file) {
+            (Some(_), None) | (None, Some(_)) => problems.push(
+                "server.tls: set both cert_file and key_file (or neither, for plain HTTP)".into(),
+            ),
+            _ => {}
+        }
+        for (key, file) in [
+            ("server.tls.cert_file", &tls.cert_file),
+            ("server.tls.key_file", &tls.key_file),
+            ("database.ssl_root_cert", &self.database.ssl_root_cert),
+            ("redis.tls_root_cert", &self.redis.tls_root_cert),
+        ] {
+            if let Some(file) = file
+                && !file.is_file()
+            {
+                problems.push(format!("{key}: {} is not a readable file", file.display()));
+            }
+        }
+        if !(1..=3600).contains(&tls.reload_interval_secs) {
+            problems.push("server.tls.reload_interval_secs: between 1 and 3600".into());
+        }
+        if !(1..=120).contains(&tls.handshake_timeout_secs) {
+            problems.push("server.tls.handshake_timeout_secs: between 1 and 120".into());
+        }
+        if let Some(mode) = &self.database.ssl_mode
+            && !PG_SSL_MODES.contains(&mode.as_str())
+        {
+            problems.push(format!(
+                "database.ssl_mode: '{mode}' is not one of {}",
+                PG_SSL_MODES.join(", ")
+            ));
+        }
+        if !postgres && (self.database.ssl_mode.is_some() || self.database.ssl_root_cert.is_some())
+        {
+            problems.push(
+                "database.ssl_mode, database.ssl_root_cert: only PostgreSQL connections use TLS"
+                    .into(),
+            );
+        }
+        if self.redis.tls_root_cert.is_some()
+            && !self
+                .redis
+                .url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("rediss://"))
+        {
+            problems.push("redis.tls_root_cert: needs a rediss:// URL (TLS)".into());
+        }
+        for origin in &self.server.cors_allowed_origins {
+            if let Some(problem) = cors_origin_problem(origin) {
+                problems.push(format!("server.cors_allowed_origins: '{origin}' {problem}"));
+            }
+        }
+        problems
+    }
+
     fn mode_name(&self) -> &'static str {
         match self.mode {
             Mode::Minimal => "minimal",
@@ -643,6 +772,28 @@ impl Config {
         toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }
+}
+
+/// Why `origin` cannot be a CORS origin, if it cannot: it must be exactly
+/// `http(s)://host[:port]`, never a wildcard, a path or a `null` origin.
+fn cors_origin_problem(origin: &str) -> Option<&'static str> {
+    if origin.contains('*') {
+        return Some("is a wildcard; list each origin");
+    }
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return Some("must start with https:// (or http:// for local development)");
+    };
+    if rest.is_empty()
+        || rest.contains(['/', '?', '#', '@', ' '])
+        || !rest.is_ascii()
+        || rest.chars().any(|c| c.is_ascii_control())
+    {
+        return Some("must be scheme://host[:port] with no path, query or user");
+    }
+    None
 }
 
 /// Replaces the password of `scheme://user:password@host…` (and any query
@@ -967,6 +1118,101 @@ mod tests {
             let message = problems_of(&config);
             assert!(message.contains(key), "{key}: {message}");
         }
+    }
+
+    #[test]
+    fn transport_settings_are_checked() {
+        let config = Config::default();
+        assert!(!config.server.tls_enabled());
+        assert!(!config.server.hsts_enabled(), "no HSTS over plain HTTP");
+
+        let dir = std::env::temp_dir().join(format!("karen-config-tls-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, "x").expect("cert");
+        std::fs::write(&key, "x").expect("key");
+        let mut tls = Config::default();
+        tls.server.tls.cert_file = Some(cert.clone());
+        tls.server.tls.key_file = Some(key.clone());
+        tls.validate().expect("both files set and present");
+        assert!(tls.server.tls_enabled());
+        assert!(tls.server.hsts_enabled(), "HSTS follows TLS");
+        tls.server.hsts = Some(false);
+        assert!(!tls.server.hsts_enabled(), "unless switched off");
+
+        type Change = fn(&mut Config, &Path);
+        let cases: [(&str, Change); 9] = [
+            ("server.tls", |c, d| {
+                c.server.tls.cert_file = Some(d.join("cert.pem"))
+            }),
+            ("server.tls.cert_file", |c, d| {
+                c.server.tls.cert_file = Some(d.join("missing.pem"));
+                c.server.tls.key_file = Some(d.join("key.pem"));
+            }),
+            ("server.tls.reload_interval_secs", |c, _| {
+                c.server.tls.reload_interval_secs = 0
+            }),
+            ("server.cors_allowed_origins", |c, _| {
+                c.server.cors_allowed_origins = vec!["*".into()]
+            }),
+            ("server.cors_allowed_origins", |c, _| {
+                c.server.cors_allowed_origins = vec!["https://*.example.com".into()]
+            }),
+            ("server.cors_allowed_origins", |c, _| {
+                c.server.cors_allowed_origins = vec!["https://example.com/app".into()]
+            }),
+            ("server.cors_allowed_origins", |c, _| {
+                c.server.cors_allowed_origins = vec!["example.com".into()]
+            }),
+            ("database.ssl_mode", |c, _| {
+                c.database.ssl_mode = Some("require".into())
+            }),
+            ("redis.tls_root_cert", |c, d| {
+                c.redis.tls_root_cert = Some(d.join("cert.pem"))
+            }),
+        ];
+        for (key, change) in cases {
+            let mut config = Config::default();
+            change(&mut config, &dir);
+            let message = problems_of(&config);
+            assert!(message.contains(key), "{key}: {message}");
+        }
+
+        let mut standard = Config {
+            mode: Mode::Standard,
+            ..Config::default()
+        };
+        standard.database.url = Some("postgres://karen_app@db/karen".into());
+        standard.redis.url = Some("rediss://cache:6380".into());
+        standard.database.ssl_mode = Some("verify-full".into());
+        standard.database.ssl_root_cert = Some(cert.clone());
+        standard.redis.tls_root_cert = Some(cert);
+        standard.server.cors_allowed_origins = vec![
+            "https://console.example.com".into(),
+            "http://localhost:5173".into(),
+        ];
+        standard
+            .validate()
+            .expect("TLS everywhere and a CORS list are valid");
+        standard.database.ssl_mode = Some("verify_full".into());
+        let message = problems_of(&standard);
+        assert!(message.contains("database.ssl_mode"), "{message}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn postgres_tls_settings_become_url_parameters() {
+        let mut database = DatabaseConfig::default();
+        let url = "postgres://u:p@db:5432/karen?application_name=k&sslmode=disable";
+        assert_eq!(crate::postgres_tls_url(url, &database).expect("url"), url);
+        database.ssl_mode = Some("verify-full".into());
+        database.ssl_root_cert = Some(PathBuf::from("/etc/karen/ca.pem"));
+        let tls = crate::postgres_tls_url(url, &database).expect("url");
+        assert!(tls.starts_with("postgres://u:p@db:5432/karen?"), "{tls}");
+        assert!(tls.contains("application_name=k"), "{tls}");
+        assert!(tls.contains("sslmode=verify-full"), "{tls}");
+        assert!(!tls.contains("sslmode=disable"), "{tls}");
+        assert!(tls.contains("sslrootcert=%2Fetc%2Fkaren%2Fca.pem"), "{tls}");
     }
 
     #[test]

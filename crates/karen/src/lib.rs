@@ -10,6 +10,7 @@ pub mod maintenance;
 pub mod models;
 pub mod rate_limits;
 pub mod telemetry;
+pub mod tls;
 pub mod traces;
 
 use std::future::Future;
@@ -52,8 +53,11 @@ pub async fn migration_store(config: &Config) -> anyhow::Result<SqlStore> {
     let url = config.database_url();
     let url = match Backend::of_url(&url)? {
         Backend::Sqlite => url,
-        Backend::Postgres => config.database.migration_url.clone().context(
-            "database.migration_url: set the PostgreSQL owner URL to run migrations (the serving URL is the application role)",
+        Backend::Postgres => postgres_tls_url(
+            &config.database.migration_url.clone().context(
+                "database.migration_url: set the PostgreSQL owner URL to run migrations (the serving URL is the application role)",
+            )?,
+            &config.database,
         )?,
     };
     Ok(SqlStore::connect(&SqlOptions::new(url)).await?)
@@ -75,6 +79,10 @@ impl Karen {
         config.validate()?;
         let url = config.database_url();
         let backend = Backend::of_url(&url)?;
+        let url = match backend {
+            Backend::Sqlite => url,
+            Backend::Postgres => postgres_tls_url(&url, &config.database)?,
+        };
         let may_migrate = config.database.auto_migrate
             && (backend == Backend::Sqlite || config.database.migration_url.is_some());
         if may_migrate {
@@ -99,6 +107,12 @@ impl Karen {
                     url: redis_url.clone(),
                     key_prefix: config.redis.key_prefix.clone(),
                     timeout: Duration::from_millis(config.redis.timeout_ms),
+                    tls_root_cert: match &config.redis.tls_root_cert {
+                        Some(path) => Some(tokio::fs::read(path).await.with_context(|| {
+                            format!("redis.tls_root_cert: cannot read {}", path.display())
+                        })?),
+                        None => None,
+                    },
                 };
                 Some(
                     RedisCounters::connect(&options)
@@ -257,7 +271,8 @@ impl Karen {
                 document_limit: self.config.memory.max_document_bytes,
                 request_timeout: Duration::from_secs(self.config.server.request_timeout_secs),
                 trusted_proxy_hops: self.config.server.trusted_proxy_hops,
-                hsts: self.config.server.hsts,
+                hsts: self.config.server.hsts_enabled(),
+                cors_allowed_origins: self.config.server.cors_allowed_origins.clone(),
                 metrics: self.metrics.clone().filter(|_| metrics_here),
             },
         )
@@ -306,24 +321,56 @@ impl Karen {
             .router()
             .into_make_service_with_connect_info::<SocketAddr>();
         let health = self.services.health.clone();
+        let signalled = async move {
+            shutdown.await;
+            health.begin_draining();
+            tracing::info!("shutdown requested; draining in-flight requests");
+            let _ = signalled_tx.send(());
+        };
+        let mut cert_watcher = None;
+        let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> =
+            match tls::TlsFiles::from_config(&self.config.server.tls) {
+                Some(files) => {
+                    let handshake_timeout = files.handshake_timeout;
+                    let resolver = tls::ReloadingCertResolver::load(files).await?;
+                    let listener = tls::TlsListener::new(
+                        listener,
+                        resolver.server_config()?,
+                        handshake_timeout,
+                    )
+                    .context("server.tls: starting the TLS listener")?
+                    // No-op tap: gives the listener axum's peer-address plumbing.
+                    .tap_io(|_| {});
+                    cert_watcher = Some(resolver.watch());
+                    tracing::info!("serving HTTPS");
+                    Box::pin(
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(signalled)
+                            .into_future(),
+                    )
+                }
+                None => {
+                    // Small writes (SSE events, short answers) must not wait for Nagle's algorithm.
+                    let listener = listener.tap_io(|stream| {
+                        if let Err(error) = stream.set_nodelay(true) {
+                            tracing::debug!(%error, "could not set TCP_NODELAY");
+                        }
+                    });
+                    Box::pin(
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(signalled)
+                            .into_future(),
+                    )
+                }
+            };
+        // Started once the listener is ready (a certificate that does not load
+        // stops the start before any background task runs).
         let reconciler = self.spawn_reconciler();
         let reembedder = self.spawn_reembedder();
         let checkpointer = self.spawn_checkpointer();
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
         let metrics_server = self.serve_metrics_apart(metrics_stopped).await?;
         metrics::gauge!(karen_app::health::READY).set(1.0);
-        // Small writes (SSE events, short answers) must not wait for Nagle's algorithm.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "could not set TCP_NODELAY");
-            }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            shutdown.await;
-            health.begin_draining();
-            tracing::info!("shutdown requested; draining in-flight requests");
-            let _ = signalled_tx.send(());
-        });
         let deadline = async move {
             if signalled_rx.await.is_ok() {
                 tokio::time::sleep(grace).await;
@@ -338,6 +385,9 @@ impl Karen {
         reconciler.abort();
         reembedder.abort();
         checkpointer.abort();
+        if let Some(cert_watcher) = cert_watcher {
+            cert_watcher.abort();
+        }
         let _ = stop_metrics.send(true);
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
@@ -411,6 +461,38 @@ impl Karen {
             }
         })
     }
+}
+
+/// `url` with `database.ssl_mode` and `database.ssl_root_cert` applied as the
+/// `sslmode` and `sslrootcert` parameters sqlx reads (replacing any the URL has).
+pub fn postgres_tls_url(url: &str, database: &config::DatabaseConfig) -> anyhow::Result<String> {
+    if database.ssl_mode.is_none() && database.ssl_root_cert.is_none() {
+        return Ok(url.to_owned());
+    }
+    let mut parsed = url::Url::parse(url)
+        .map_err(|_| anyhow::anyhow!("database.url: not a valid PostgreSQL URL"))?;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(name, _)| {
+            !(database.ssl_mode.is_some() && name == "sslmode"
+                || database.ssl_root_cert.is_some() && name == "sslrootcert")
+        })
+        .map(|(name, value)| (name.into_owned(), value.into_owned()))
+        .collect();
+    {
+        let mut query = parsed.query_pairs_mut();
+        query.clear();
+        for (name, value) in &kept {
+            query.append_pair(name, value);
+        }
+        if let Some(mode) = &database.ssl_mode {
+            query.append_pair("sslmode", mode);
+        }
+        if let Some(root) = &database.ssl_root_cert {
+            query.append_pair("sslrootcert", &root.to_string_lossy());
+        }
+    }
+    Ok(parsed.into())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -154,11 +154,14 @@ type Started = (
 
 /// Opens Karen with `config` and serves it on a free loopback port.
 async fn start(config: Config, clock: Arc<TestClock>) -> Started {
+    let tls = config.server.tls_enabled();
     let karen = Arc::new(Karen::open(config, clock).await.expect("karen starts"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let base_url = format!("http://{}", listener.local_addr().expect("addr"));
+    // With `[server.tls]` set, the server speaks HTTPS on this port.
+    let scheme = if tls { "https" } else { "http" };
+    let base_url = format!("{scheme}://{}", listener.local_addr().expect("addr"));
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
     let server = karen.clone();
     let server = tokio::spawn(async move {

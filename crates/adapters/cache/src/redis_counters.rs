@@ -18,6 +18,9 @@ pub struct RedisOptions {
     pub key_prefix: String,
     /// Per-command timeout.
     pub timeout: Duration,
+    /// PEM of the CA that signed the server's certificate, for a `rediss://`
+    /// URL (`None`: the system's trusted roots).
+    pub tls_root_cert: Option<Vec<u8>>,
 }
 
 /// Counters in Redis.
@@ -43,9 +46,17 @@ fn unavailable(error: redis::RedisError) -> Error {
 impl RedisCounters {
     /// Connects; fails if Redis does not answer within the timeout.
     pub async fn connect(options: &RedisOptions) -> Result<Self> {
-        let client = redis::Client::open(options.url.as_str()).map_err(|e| {
-            Error::invalid(Some("redis.url"), format!("not a usable Redis URL: {e}"))
-        })?;
+        let client = match &options.tls_root_cert {
+            None => redis::Client::open(options.url.as_str()),
+            Some(root_cert) => redis::Client::build_with_tls(
+                options.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert.clone()),
+                },
+            ),
+        }
+        .map_err(|e| Error::invalid(Some("redis.url"), format!("not a usable Redis URL: {e}")))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(options.timeout))
             .set_response_timeout(Some(options.timeout))

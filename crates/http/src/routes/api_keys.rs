@@ -61,6 +61,7 @@ async fn list_keys(
 pub(crate) struct CreateKeyBody {
     name: String,
     /// Permission names; all of yours if absent. Never beyond yours.
+    #[serde(default, deserialize_with = "super::views::bounded_optional_list")]
     scopes: Option<Vec<String>>,
     /// RFC 3339 time after which the key stops working.
     #[serde(default, with = "time::serde::rfc3339::option")]

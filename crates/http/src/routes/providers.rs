@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use karen_app::assistant::ProviderInput;
 use karen_domain::ProviderId;
 use karen_domain::providers::{ModelAlias, TenantProvider};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -57,10 +57,6 @@ impl From<TenantProvider> for ProviderView {
     }
 }
 
-fn double_option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
 /// A provider to add, or changes (absent fields stay; `api_key: null` removes it).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -68,7 +64,7 @@ pub(crate) struct ProviderBody {
     name: Option<String>,
     kind: Option<String>,
     base_url: Option<String>,
-    #[serde(default, deserialize_with = "double_option")]
+    #[serde(default, deserialize_with = "super::views::bounded_credential")]
     #[schema(value_type = Option<String>)]
     api_key: Option<Option<String>>,
     models: Option<Vec<String>>,

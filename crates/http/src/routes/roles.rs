@@ -88,6 +88,7 @@ pub(crate) struct CreateRoleBody {
     name: String,
     description: Option<String>,
     /// Permission names (see /v1/permissions); never beyond your own.
+    #[serde(deserialize_with = "super::views::bounded_list")]
     permissions: Vec<String>,
 }
 
@@ -136,6 +137,7 @@ async fn get_role(
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateRoleBody {
     description: Option<String>,
+    #[serde(default, deserialize_with = "super::views::bounded_optional_list")]
     permissions: Option<Vec<String>>,
 }
 

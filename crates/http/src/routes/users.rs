@@ -53,6 +53,7 @@ pub(crate) struct CreateUserBody {
     /// At least 12 characters; if absent one is generated and returned once.
     password: Option<String>,
     /// Role names; the tenant's default role if absent. Never beyond your own rights.
+    #[serde(default, deserialize_with = "super::views::bounded_optional_list")]
     roles: Option<Vec<String>>,
 }
 
@@ -162,6 +163,7 @@ async fn update_user(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RolesBody {
+    #[serde(deserialize_with = "super::views::bounded_list")]
     roles: Vec<String>,
 }
 

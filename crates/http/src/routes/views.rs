@@ -239,3 +239,57 @@ impl From<Citation> for CitationView {
 pub(crate) fn citation_views(citations: Vec<Citation>) -> Vec<CitationView> {
     citations.into_iter().map(CitationView::from).collect()
 }
+
+/// Most names in one list of a request (roles, permissions, scopes): more than
+/// there could ever be distinct ones, few enough to keep each request cheap.
+pub(crate) const MAX_LIST_ITEMS: usize = 64;
+
+/// Deserialises a list of at most [`MAX_LIST_ITEMS`] items; a longer one is
+/// refused as a 422 naming the field.
+pub(crate) fn bounded_list<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    let items = <Vec<T> as serde::Deserialize>::deserialize(deserializer)?;
+    if items.len() > MAX_LIST_ITEMS {
+        return Err(serde::de::Error::custom(format!(
+            "at most {MAX_LIST_ITEMS} items are accepted (got {})",
+            items.len()
+        )));
+    }
+    Ok(items)
+}
+
+/// As [`bounded_list`], for an optional list (use with `#[serde(default)]`).
+pub(crate) fn bounded_optional_list<'de, D, T>(deserializer: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    bounded_list(deserializer).map(Some)
+}
+
+/// Longest credential (e.g. a provider API key) accepted, in characters.
+pub(crate) const MAX_CREDENTIAL_CHARS: usize = 4096;
+
+/// A field that may be absent, `null` or a credential of at most
+/// [`MAX_CREDENTIAL_CHARS`] (use with `#[serde(default)]`): absent is `None`,
+/// `null` is `Some(None)`.
+pub(crate) fn bounded_credential<'de, D>(
+    deserializer: D,
+) -> Result<Option<Option<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let value = <Option<String> as serde::Deserialize>::deserialize(deserializer)?;
+    if let Some(text) = &value {
+        let count = text.chars().count();
+        if count > MAX_CREDENTIAL_CHARS {
+            return Err(serde::de::Error::custom(format!(
+                "at most {MAX_CREDENTIAL_CHARS} characters are accepted (got {count})"
+            )));
+        }
+    }
+    Ok(Some(value))
+}

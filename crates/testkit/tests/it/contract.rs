@@ -131,6 +131,7 @@ async fn redis_counters_meet_the_contract() {
         url,
         key_prefix: prefix.clone(),
         timeout: Duration::from_secs(2),
+        tls_root_cert: None,
     };
     let counters = RedisCounters::connect(&options).await.unwrap();
     // Redis expires keys on its own clock: wait for real.
@@ -145,6 +146,7 @@ async fn redis_that_is_down_is_reported_unavailable() {
         url: "redis://127.0.0.1:1".into(),
         key_prefix: "x:".into(),
         timeout: Duration::from_millis(300),
+        tls_root_cert: None,
     };
     let error = RedisCounters::connect(&options)
         .await

@@ -48,3 +48,4 @@ mod rbac;
 mod recall;
 mod rls;
 mod tenants;
+mod tls;

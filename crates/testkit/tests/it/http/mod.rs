@@ -5,6 +5,7 @@
 
 mod bad_input;
 mod conventions;
+mod hardening;
 
 use karen_testkit::{Reply, TestApp};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};

@@ -222,6 +222,7 @@ async fn redis_rate_limiter_meets_the_contract() {
         url,
         key_prefix: prefix.clone(),
         timeout: Duration::from_secs(2),
+        tls_root_cert: None,
     };
     let counters = RedisCounters::connect(&options).await.unwrap();
     // The script reads Redis's own clock: wait for real.

@@ -359,7 +359,10 @@ impl TenantService {
             {
                 return Err(Error::invalid(
                     Some("settings.default_role"),
-                    format!("there is no role named '{role}'"),
+                    format!(
+                        "there is no role named '{}'",
+                        karen_domain::values::printable(role.as_ref(), 64)
+                    ),
                 ));
             }
             tenant.settings = settings;

@@ -65,7 +65,10 @@ pub(crate) async fn resolve_roles(
         {
             return Err(Error::invalid(
                 Some("roles"),
-                format!("there is no role named '{role}'"),
+                format!(
+                    "there is no role named '{}'",
+                    karen_domain::values::printable(role.as_ref(), 64)
+                ),
             ));
         }
     }

@@ -71,7 +71,10 @@ impl BudgetMetric {
             "cost_micros" => Ok(BudgetMetric::CostMicros),
             other => Err(Error::invalid(
                 Some("metric"),
-                format!("metric '{other}' is not tokens or cost_micros"),
+                format!(
+                    "metric '{}' is not tokens or cost_micros",
+                    crate::values::printable(other, 40)
+                ),
             )),
         }
     }
@@ -100,7 +103,10 @@ impl BudgetPeriod {
             "month" => Ok(BudgetPeriod::Month),
             other => Err(Error::invalid(
                 Some("period"),
-                format!("period '{other}' is not day or month"),
+                format!(
+                    "period '{}' is not day or month",
+                    crate::values::printable(other, 40)
+                ),
             )),
         }
     }
@@ -153,7 +159,10 @@ impl Enforcement {
             "soft" => Ok(Enforcement::Soft),
             other => Err(Error::invalid(
                 Some("enforcement"),
-                format!("enforcement '{other}' is not hard or soft"),
+                format!(
+                    "enforcement '{}' is not hard or soft",
+                    crate::values::printable(other, 40)
+                ),
             )),
         }
     }

@@ -317,7 +317,10 @@ impl BudgetService {
             (other, _) => {
                 return Err(Error::invalid(
                     Some("scope"),
-                    format!("scope '{other}' is not tenant, user or api_key"),
+                    format!(
+                        "scope '{}' is not tenant, user or api_key",
+                        karen_domain::values::printable(other, 40)
+                    ),
                 ));
             }
         };

@@ -196,7 +196,10 @@ impl ProviderService {
         if !available.contains(&target) {
             return Err(Error::invalid(
                 Some("target"),
-                format!("no provider serves '{target}'; GET /v1/models lists them"),
+                format!(
+                    "no provider serves '{}'; GET /v1/models lists them",
+                    karen_domain::values::printable(target.as_ref(), 100)
+                ),
             ));
         }
         if alias == target {

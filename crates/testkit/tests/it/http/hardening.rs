@@ -379,6 +379,10 @@ fn full_body(method: &str, path: &str) -> Value {
             json!({"current_password": PASSWORD, "new_password": "another fine passphrase"})
         }
         ("POST", "/v1/api-keys") => json!({"name": "k", "scopes": ["chat:write"]}),
+        ("PUT", "/v1/platform/tenants/{tenant_id}/rate-limits") => json!({
+            "tenant": {"requests": 100, "window_secs": 60},
+            "user": {"requests": 10, "window_secs": 60},
+            "api_key": {"requests": 10, "window_secs": 60}}),
         ("POST", "/v1/budgets") => json!({"scope": "tenant", "metric": "tokens", "period": "month",
             "limit": 1000, "enforcement": "block"}),
         ("POST", "/v1/conversations") | ("PATCH", "/v1/conversations/{conversation_id}") => {
@@ -479,10 +483,170 @@ async fn every_request_body_refuses_unknown_fields(backend: Backend) {
     app.stop().await;
 }
 
+/// One field of `body` made far too long (a string) or far too many (a list).
+fn oversized(value: &Value) -> Option<Value> {
+    match value {
+        Value::String(_) => Some(Value::String("x".repeat(100_000))),
+        Value::Array(items) => {
+            let item = items.first().cloned().unwrap_or(json!("x"));
+            Some(Value::Array(vec![item; 5_000]))
+        }
+        _ => None,
+    }
+}
+
+async fn every_request_body_bounds_its_strings_and_lists(backend: Backend) {
+    let Some(app) = karen_testkit::spawn_with(backend, |c| c.features.self_signup = true).await
+    else {
+        return;
+    };
+    let fixture = Fixture::new(&app).await;
+    let mut checked = 0;
+    for (method, path) in json_body_operations()
+        .iter()
+        .filter(|(_, p)| !openai_compatible(p))
+    {
+        let body = full_body(method, path);
+        let fields: Vec<(String, Value)> = body
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (field, value) in fields {
+            let Some(huge) = oversized(&value) else {
+                continue;
+            };
+            let mut changed = body.clone();
+            changed[&field] = huge;
+            let reply = send_json(&app, &fixture, method, path, changed).await;
+            let what = format!("{method} {path} with an oversized {field}");
+            assert!(
+                (400..500).contains(&reply.status),
+                "{what}: {} {}",
+                reply.status,
+                reply.text.chars().take(300).collect::<String>()
+            );
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/problem+json"),
+                "{what}"
+            );
+            assert!(
+                reply.body["code"].as_str().is_some_and(|c| !c.is_empty()),
+                "{what}"
+            );
+            assert!(reply.text.len() < 4_000, "{what}: the input is echoed back");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} fields swept");
+    // Nested lists too: a tenant's allowed email domains.
+    let domains: Vec<String> = (0..5_000).map(|i| format!("d{i}.test")).collect();
+    let body = json!({"settings": {"default_role": "member", "allowed_email_domains": domains}});
+    let reply = app.patch("/v1/tenant", &fixture.owner, body).await;
+    expect_problem(&reply, 422, "validation_failed");
+    app.stop().await;
+}
+
+/// A problem body (or an OpenAI-shaped error) without its per-request id.
+fn without_request_id(body: &Value) -> Value {
+    let mut body = body.clone();
+    if let Some(map) = body.as_object_mut() {
+        map.remove("request_id");
+        if let Some(error) = map.get_mut("error").and_then(Value::as_object_mut) {
+            error.remove("request_id");
+        }
+    }
+    assert_ne!(body, Value::Null, "a body explains the refusal");
+    body
+}
+
+async fn token_and_key_errors_say_nothing_about_what_exists(backend: Backend) {
+    let Some(app) = karen_testkit::spawn(backend).await else {
+        return;
+    };
+    let tenant = app.create_tenant("acme").await;
+    // (API keys first: reusing a rotated refresh token below revokes the
+    // owner's session, by design.)
+    // API keys: a revoked key, one never issued, and garbage answer alike.
+    let (key_id, key) = app
+        .create_api_key(
+            &tenant.owner_token,
+            json!({"name": "k", "scopes": ["chat:write"]}),
+        )
+        .await;
+    app.delete(&format!("/v1/api-keys/{key_id}"), &tenant.owner_token)
+        .await;
+    let never_issued = format!("{}A", &key[..key.len() - 1]);
+    for path in ["/v1/models", "/v1/me"] {
+        let keys = [
+            app.get(path, &key).await,
+            app.get(path, &never_issued).await,
+            app.get(path, "krn_garbage").await,
+        ];
+        for reply in &keys {
+            assert_eq!(reply.status, 401, "{path}: {}", reply.text);
+            assert_eq!(
+                without_request_id(&reply.body),
+                without_request_id(&keys[0].body),
+                "{path}: {}",
+                reply.text
+            );
+        }
+    }
+    // Refresh: a rotated (used) token, a token never issued, and garbage answer alike.
+    let used = tenant.owner_refresh.clone();
+    app.call(
+        "POST",
+        "/v1/auth/refresh",
+        None,
+        Some(json!({"refresh_token": used})),
+    )
+    .await
+    .expect(200);
+    let never_issued = format!("{}x", &used[..used.len() - 1]);
+    let refreshes = [
+        app.call(
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": used})),
+        )
+        .await,
+        app.call(
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": never_issued})),
+        )
+        .await,
+        app.call(
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(json!({"refresh_token": "garbage"})),
+        )
+        .await,
+    ];
+    for reply in &refreshes {
+        reply.expect_problem(401, "invalid_token");
+        assert_eq!(
+            without_request_id(&reply.body),
+            without_request_id(&refreshes[0].body),
+            "{}",
+            reply.text
+        );
+    }
+    app.stop().await;
+}
+
 on_both_backends!(
     every_security_header_on_public_authenticated_and_error_responses,
     hsts_is_sent_when_configured,
     cors_answers_listed_origins_only,
     cors_is_off_without_an_allowlist,
     every_request_body_refuses_unknown_fields,
+    every_request_body_bounds_its_strings_and_lists,
+    token_and_key_errors_say_nothing_about_what_exists,
 );

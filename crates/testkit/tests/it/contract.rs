@@ -121,11 +121,8 @@ async fn memory_counters_meet_the_contract() {
     counters_contract(&counters, advance).await;
 }
 
-#[tokio::test]
-async fn redis_counters_meet_the_contract() {
-    let Some(url) = karen_testkit::redis_url().await else {
-        return;
-    };
+/// Counters on the test Redis under a prefix of their own (returned, to clean up).
+async fn fresh_redis_counters(url: String) -> (String, RedisCounters) {
     let prefix = format!("karen-contract-{}:", Uuid::now_v7().simple());
     let options = RedisOptions {
         url,
@@ -133,7 +130,15 @@ async fn redis_counters_meet_the_contract() {
         timeout: Duration::from_secs(2),
         tls_root_cert: None,
     };
-    let counters = RedisCounters::connect(&options).await.unwrap();
+    (prefix, RedisCounters::connect(&options).await.unwrap())
+}
+
+#[tokio::test]
+async fn redis_counters_meet_the_contract() {
+    let Some(url) = karen_testkit::redis_url().await else {
+        return;
+    };
+    let (prefix, counters) = fresh_redis_counters(url).await;
     // Redis expires keys on its own clock: wait for real.
     let advance: Advance<'_> = Box::new(|by| Box::pin(tokio::time::sleep(by)));
     counters_contract(&counters, advance).await;
@@ -217,14 +222,7 @@ async fn redis_rate_limiter_meets_the_contract() {
     let Some(url) = karen_testkit::redis_url().await else {
         return;
     };
-    let prefix = format!("karen-contract-{}:", Uuid::now_v7().simple());
-    let options = RedisOptions {
-        url,
-        key_prefix: prefix.clone(),
-        timeout: Duration::from_secs(2),
-        tls_root_cert: None,
-    };
-    let counters = RedisCounters::connect(&options).await.unwrap();
+    let (prefix, counters) = fresh_redis_counters(url).await;
     // The script reads Redis's own clock: wait for real.
     let advance: Advance<'_> = Box::new(|by| Box::pin(tokio::time::sleep(by)));
     rate_limiter_contract(Arc::new(counters.rate_limiter()), advance).await;

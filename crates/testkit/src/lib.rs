@@ -217,8 +217,16 @@ impl TestApp {
     /// Stops the server gracefully and starts a new one over the same data
     /// directory, database and Redis prefix (as a restart of the process
     /// does); the clock and operator key carry over.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_after(Duration::ZERO).await
+    }
+
+    /// Like [`TestApp::restart`], with the test clock moved forward by
+    /// `down_for` while no server runs (leases and timers of the old
+    /// process run out without it seeing them).
+    pub async fn restart_after(mut self, down_for: Duration) -> TestApp {
         self.shutdown_gracefully().await;
+        self.clock.advance(down_for);
         let postgres = self.postgres.take();
         let redis_prefix = self.redis_prefix.take();
         let config = self.config.clone();

@@ -33,15 +33,16 @@ fn offer_a_second_model(fake: &FakeLlm, config: &mut Config) {
 
 /// Polls `GET /v1/tenant/index` until the newest job is in `state`.
 async fn wait_for_job(app: &TestApp, token: &str, state: &str) -> Value {
-    for _ in 0..200 {
+    let mut body = Value::Null;
+    for _ in 0..400 {
         let reply = app.get("/v1/tenant/index", token).await;
-        let body = reply.expect(200).body.clone();
+        body = reply.expect(200).body.clone();
         if body["job"]["state"] == state {
             return body;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the job never reached {state}");
+    panic!("the job never reached {state}: {body}");
 }
 
 async fn models_of(app: &TestApp, tenant: uuid::Uuid) -> Vec<(String, u32)> {
@@ -190,7 +191,9 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
     let acme = app.create_tenant("acme").await;
     let (memories, chunks) = fill(&app, &acme).await;
     let id = TenantId::from_uuid(acme.id);
-    // A job a crashed process was running: halfway, its lease unowned.
+    // A job a crashed process was running: halfway, its lease still held by
+    // that process (so this server's worker cannot take it either, however
+    // late its first scan runs).
     let first = memories
         .iter()
         .map(|m| EntryKey::new(EntryKind::Memory, m.parse().unwrap()))
@@ -207,7 +210,7 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
         done: 1,
         cursor: Some(first),
         dims: None,
-        attempts: 1,
+        attempts: 0,
         last_error: None,
         created_at: now,
         updated_at: now,
@@ -220,6 +223,13 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
         .await
         .unwrap();
     tx.embedding_jobs().insert_job(&job).await.unwrap();
+    let lease = Duration::from_secs(30);
+    let claimed = tx
+        .embedding_jobs()
+        .claim_job(job.id, "worker-crashed", now + lease, now)
+        .await
+        .unwrap();
+    assert!(claimed);
     tx.commit().await.unwrap();
 
     // Until the job is done, searches use the old model, and new entries
@@ -268,9 +278,10 @@ async fn an_interrupted_job_resumes_after_a_restart(backend: Backend) {
     );
     assert_eq!(found(&app, &owner).await, (2, 1));
 
-    // A restart: the worker finds the job, resumes after its cursor, fills in
-    // what the cursor skipped, and switches.
-    let app = app.restart().await;
+    // A restart once the crashed process's lease has run out: the worker
+    // finds the job, resumes after its cursor, fills in what the cursor
+    // skipped, and switches.
+    let app = app.restart_after(lease + Duration::from_secs(1)).await;
     let owner = app.token("acme", &acme.owner_email, PASSWORD).await;
     let state = wait_for_job(&app, &owner, "done").await;
     assert_eq!(state["embedding_model"], OTHER_MODEL);

@@ -5,6 +5,7 @@
 pub mod api_keys;
 pub mod assistant;
 pub mod audit;
+pub mod audit_forward;
 pub mod auth;
 mod authority;
 pub mod cache;

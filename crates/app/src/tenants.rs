@@ -402,3 +402,27 @@ fn tenant_json(tenant: &Tenant) -> serde_json::Value {
         "settings": serde_json::to_value(&tenant.settings).ok(),
     })
 }
+
+/// The id of every tenant in the registry, for background jobs that visit
+/// each tenant in turn.
+pub(crate) async fn all_tenant_ids(
+    store: &dyn karen_domain::ports::Store,
+) -> Result<Vec<TenantId>> {
+    let mut ids = Vec::new();
+    let mut page = PageRequest {
+        after: None,
+        limit: karen_domain::page::MAX_LIMIT,
+    };
+    loop {
+        let mut platform = store.platform().await?;
+        let tenants = platform.list_tenants(&page).await?;
+        platform.commit().await?;
+        let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
+        let more = tenants.len() > limit;
+        ids.extend(tenants.iter().take(limit).map(|t| t.id));
+        match (more, ids.last()) {
+            (true, Some(last)) => page.after = Some(last.as_uuid()),
+            _ => return Ok(ids),
+        }
+    }
+}

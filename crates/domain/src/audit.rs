@@ -97,6 +97,7 @@ impl SystemReason {
             SystemReason::Cli => "cli",
             SystemReason::Routing => "routing",
             SystemReason::Indexing => "indexing",
+            SystemReason::AuditForwarding => "audit_forwarding",
         }
     }
 }

@@ -103,6 +103,8 @@ pub enum SystemReason {
     Routing,
     /// Keeping the search indexes in step with the store (re-embedding jobs).
     Indexing,
+    /// Sending copies of the audit trail to an external collector.
+    AuditForwarding,
 }
 
 /// Who performed an action (recorded in the audit trail).

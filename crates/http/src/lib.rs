@@ -8,6 +8,8 @@ mod openapi;
 pub mod rate_limit;
 mod routes;
 
+pub use routes::audit::audit_event_json;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -56,6 +56,8 @@ pub struct AuditConfig {
     pub checkpoint_every: u64,
     /// Sign a checkpoint of every tenant with new events this often (0: never by time).
     pub checkpoint_interval_secs: u64,
+    /// Copies of the trail sent to an external collector.
+    pub forward: crate::audit_forward::AuditForwardConfig,
 }
 
 impl Default for AuditConfig {
@@ -64,6 +66,7 @@ impl Default for AuditConfig {
             signing_key_file: None,
             checkpoint_every: 1000,
             checkpoint_interval_secs: 3600,
+            forward: crate::audit_forward::AuditForwardConfig::default(),
         }
     }
 }
@@ -534,6 +537,7 @@ impl Config {
         problems.extend(self.memory.problems(self.mode, postgres));
         problems.extend(self.tracing.problems());
         problems.extend(self.rate_limits.problems());
+        problems.extend(self.audit.forward.problems());
         match self.mode {
             Mode::Minimal => {
                 if postgres {

@@ -3,6 +3,7 @@
 //! `main.rs` and the test kit both start Karen through [`Karen::open`].
 
 pub mod audit;
+pub mod audit_forward;
 pub mod config;
 pub mod indexes;
 pub mod logging;
@@ -45,6 +46,8 @@ pub struct Karen {
     pub services: Services,
     /// What `/metrics` serves (`None` when metrics are off).
     pub metrics: Option<Arc<dyn karen_http::MetricsSource>>,
+    /// Sends copies of the audit trail to the configured collectors (`None`: none).
+    pub audit_forwarder: Option<karen_app::audit_forward::AuditForwarder>,
 }
 
 /// Connects to the store that migrations run on: the owner URL on PostgreSQL,
@@ -145,6 +148,11 @@ impl Karen {
             cores,
         )?);
         let store_port: Arc<dyn Store> = store.clone();
+        let audit_forwarder = config
+            .audit
+            .forward
+            .forwarder(store_port.clone(), clock.clone())
+            .context("setting up audit forwarding")?;
         let audit = Arc::new(karen_app::audit::AuditTrail::new(
             store_port.clone(),
             clock.clone(),
@@ -258,6 +266,7 @@ impl Karen {
             indexes,
             services,
             metrics,
+            audit_forwarder,
         })
     }
 
@@ -368,6 +377,10 @@ impl Karen {
         let reconciler = self.spawn_reconciler();
         let reembedder = self.spawn_reembedder();
         let checkpointer = self.spawn_checkpointer();
+        let forwarder = self
+            .audit_forwarder
+            .clone()
+            .map(|forwarder| tokio::spawn(async move { forwarder.run().await }));
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
         let metrics_server = self.serve_metrics_apart(metrics_stopped).await?;
         metrics::gauge!(karen_app::health::READY).set(1.0);
@@ -385,6 +398,9 @@ impl Karen {
         reconciler.abort();
         reembedder.abort();
         checkpointer.abort();
+        if let Some(forwarder) = forwarder {
+            forwarder.abort();
+        }
         if let Some(cert_watcher) = cert_watcher {
             cert_watcher.abort();
         }

@@ -458,7 +458,8 @@ impl TestApp {
     }
 
     /// Records a re-embedding job, cancelled at once (as a change of the
-    /// tenant's embedding model that was changed back would leave).
+    /// tenant's embedding model that was changed back would leave), and an
+    /// audit collector's forwarding cursor.
     pub async fn record_cancelled_embedding_job(&self, tenant: &TestTenant) {
         use karen_domain::ports::Store as _;
         let id = karen_domain::TenantId::from_uuid(tenant.id);
@@ -488,6 +489,11 @@ impl TestApp {
             finished_at: Some(now),
         };
         tx.embedding_jobs().insert_job(&job).await.expect("job");
+        // And an external audit collector's forwarding cursor.
+        tx.audit()
+            .set_forwarded_up_to("populated", 1, now)
+            .await
+            .expect("forwarding cursor");
         tx.commit().await.expect("commit");
     }
 

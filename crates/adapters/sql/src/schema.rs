@@ -13,6 +13,7 @@ use crate::conn::{Pool, map_sqlx};
 pub const TENANT_TABLES: &[&str] = &[
     "audit_checkpoints",
     "audit_events",
+    "audit_forwarded",
     "audit_heads",
     "embedding_jobs",
     "embeddings",

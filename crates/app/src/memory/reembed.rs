@@ -15,7 +15,6 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use karen_domain::library::{EmbeddingJob, EmbeddingJobProgress, EmbeddingJobState};
-use karen_domain::page::{MAX_LIMIT, PageRequest};
 use karen_domain::ports::{EntryKey, VectorSpace};
 use karen_domain::{Error, Result, SystemReason, TenantId, TenantScope};
 
@@ -23,6 +22,7 @@ use super::indexer::{EMBED_BATCH, space_of};
 use super::maintenance::{IndexMaintenance, NoProgress};
 use crate::cache::{Topic, invalidate};
 use crate::telemetry;
+use crate::tenants::all_tenant_ids;
 
 /// How long a lease lasts without a saved batch.
 const LEASE: Duration = Duration::from_secs(30);
@@ -88,27 +88,12 @@ impl ReembedWorker {
     /// Runs the open job of every tenant; returns how many switched.
     pub async fn run_all(&self) -> Result<usize> {
         let mut switched = 0;
-        let mut page = PageRequest {
-            after: None,
-            limit: MAX_LIMIT,
-        };
-        loop {
-            let mut platform = self.maintenance.deps.store.platform().await?;
-            let tenants = platform.list_tenants(&page).await?;
-            platform.commit().await?;
-            let limit = usize::try_from(page.limit).unwrap_or(usize::MAX);
-            let more = tenants.len() > limit;
-            let shown = &tenants[..tenants.len().min(limit)];
-            for tenant in shown {
-                if self.run_logged(tenant.id).await == Some(JobOutcome::Switched) {
-                    switched += 1;
-                }
-            }
-            match (more, shown.last()) {
-                (true, Some(last)) => page.after = Some(last.id.as_uuid()),
-                _ => return Ok(switched),
+        for tenant in all_tenant_ids(self.maintenance.deps.store.as_ref()).await? {
+            if self.run_logged(tenant).await == Some(JobOutcome::Switched) {
+                switched += 1;
             }
         }
+        Ok(switched)
     }
 
     async fn run_logged(&self, tenant: TenantId) -> Option<JobOutcome> {

@@ -1,6 +1,7 @@
 //! Ports: the traits services use and adapters implement. Each has an embedded
 //! and a scale-out implementation, tested by one shared contract suite.
 
+mod audit_sink;
 mod cache;
 mod index;
 mod llm;
@@ -8,6 +9,7 @@ mod rate_limit;
 mod security;
 mod store;
 
+pub use audit_sink::AuditSink;
 pub use cache::{CacheKey, Counters, TenantNamespace};
 pub use index::{
     EntryAccess, EntryKey, EntryKind, Hit, IndexStatus, SearchFilter, TextEntry, TextIndex,

@@ -522,4 +522,10 @@ pub trait AuditRepo: Send {
     async fn list_checkpoints(&mut self, after_seq: i64, limit: i64) -> Result<Vec<Checkpoint>>;
     /// The newest checkpoint.
     async fn last_checkpoint(&mut self) -> Result<Option<Checkpoint>>;
+    /// The sequence number of the last event the collector `sink` accepted
+    /// (0: none yet).
+    async fn forwarded_up_to(&mut self, sink: &str) -> Result<i64>;
+    /// Records that the collector `sink` accepted every event up to `seq`.
+    async fn set_forwarded_up_to(&mut self, sink: &str, seq: i64, at: OffsetDateTime)
+    -> Result<()>;
 }

@@ -178,6 +178,12 @@ impl From<AuditEvent> for AuditEventView {
     }
 }
 
+/// An event in the JSON form of `GET /v1/audit/export?format=jsonl` (also
+/// what external audit collectors receive).
+pub fn audit_event_json(event: &AuditEvent) -> serde_json::Value {
+    serde_json::to_value(AuditEventView::from(event.clone())).unwrap_or_default()
+}
+
 /// One page of events, oldest first.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct AuditPageView {
@@ -214,8 +220,19 @@ async fn list_audit(
 const EXPORT_BATCH: i64 = 1000;
 const CSV_HEADER: &str = "seq,at,actor_kind,actor_id,actor_user_id,action,target_type,target_id,outcome,ip,user_agent,request_id,diff,prev_hash,hash\n";
 
-/// A CSV field, quoted when it holds a separator, quote or line break.
+/// A CSV field, quoted when it holds a separator, quote or line break. A
+/// value a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
+/// `@`, tab or carriage return: a user agent or target id is attacker
+/// text) gets a leading `'` (OWASP's CSV-injection advice); the JSON Lines
+/// export carries every value verbatim for verification.
 fn csv_field(out: &mut String, value: &str) {
+    let guarded;
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        guarded = format!("'{value}");
+        guarded.as_str()
+    } else {
+        value
+    };
     if value.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&value.replace('"', "\"\""));

@@ -2,7 +2,7 @@
 //! and maps the result; its `#[utoipa::path]` is its OpenAPI entry.
 
 mod api_keys;
-mod audit;
+pub(crate) mod audit;
 mod auth;
 mod budgets;
 mod conversations;

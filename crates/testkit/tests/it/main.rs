@@ -26,6 +26,7 @@ mod api_keys;
 mod assistant;
 mod assistant_upstream;
 mod audit;
+mod audit_forward;
 mod auth;
 mod budgets;
 mod contract;

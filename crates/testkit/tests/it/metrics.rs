@@ -126,10 +126,27 @@ async fn workload(app: &TestApp) -> String {
 }
 
 async fn every_family_of_the_contract_is_exposed_after_a_workload(backend: Backend) {
-    let Some(app) = spawn_with(backend, |_| {}).await else {
+    // Audit forwarding to a collector that is not there (port 9, discard):
+    // a round counts a failure and measures the lag.
+    let secret =
+        std::env::temp_dir().join(format!("karen-metrics-{}.secret", uuid::Uuid::now_v7()));
+    std::fs::write(&secret, "x".repeat(40)).unwrap();
+    let Some(app) = spawn_with(backend, |c| {
+        c.audit.forward.interval_secs = 3600;
+        c.audit.forward.max_backoff_secs = 3600;
+        c.audit.forward.webhook = Some(karen::audit_forward::WebhookConfig {
+            url: "http://127.0.0.1:9/hook".into(),
+            secret_file: Some(secret),
+            timeout_secs: 2,
+        });
+    })
+    .await
+    else {
         return;
     };
     let key = workload(&app).await;
+    let forwarder = app.karen.audit_forwarder.as_ref().unwrap();
+    assert_eq!(forwarder.forward_all().await.unwrap().failures.len(), 1);
     let (status, kind, text) = scrape(&app.base_url).await;
     assert_eq!(status, 200, "no credential is needed");
     assert!(kind.starts_with("text/plain"), "{kind}");

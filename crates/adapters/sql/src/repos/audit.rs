@@ -8,6 +8,7 @@ use karen_domain::audit::{
 use karen_domain::clock::to_millis;
 use karen_domain::ports::AuditRepo;
 use karen_domain::{Error, Result, TenantId};
+use time::OffsetDateTime;
 
 use crate::conn::{Row, Tx};
 use crate::rows;
@@ -92,6 +93,12 @@ impl SqlTenantTx {
                 return self
                     .tx
                     .execute(self.q("DELETE FROM audit_heads WHERE tenant_id = $1"))
+                    .await;
+            }
+            ("audit_forwarded", _) => {
+                return self
+                    .tx
+                    .execute(self.q("DELETE FROM audit_forwarded WHERE tenant_id = $1"))
                     .await;
             }
             ("audit_events", true) => {
@@ -207,6 +214,31 @@ impl AuditRepo for SqlTenantTx {
             .bind(after_seq)
             .bind(limit);
         self.tx.fetch_all(q).await?.iter().map(checkpoint).collect()
+    }
+
+    async fn forwarded_up_to(&mut self, sink: &str) -> Result<i64> {
+        let q = self
+            .q("SELECT seq FROM audit_forwarded WHERE tenant_id = $1 AND sink = $2")
+            .bind(sink.to_owned());
+        match self.tx.fetch_optional(q).await? {
+            Some(row) => row.get("seq"),
+            None => Ok(0),
+        }
+    }
+
+    async fn set_forwarded_up_to(
+        &mut self,
+        sink: &str,
+        seq: i64,
+        at: OffsetDateTime,
+    ) -> Result<()> {
+        let q = self
+            .q("INSERT INTO audit_forwarded (tenant_id, sink, seq, updated_at) VALUES ($1, $2, $3, $4) \
+                ON CONFLICT (tenant_id, sink) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at")
+            .bind(sink.to_owned())
+            .bind(seq)
+            .bind(to_millis(at));
+        self.tx.execute(q).await.map(drop)
     }
 
     async fn last_checkpoint(&mut self) -> Result<Option<Checkpoint>> {

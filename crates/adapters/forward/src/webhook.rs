@@ -39,6 +39,18 @@ pub struct WebhookSink {
     clock: Arc<dyn Clock>,
 }
 
+/// An error with its causes ("error sending request: … connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 /// The signature header's value for `body` sent at `unix_secs`.
 pub fn signature(secret: &[u8], unix_secs: i64, body: &[u8]) -> String {
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
@@ -92,7 +104,7 @@ impl AuditSink for WebhookSink {
             .body(body)
             .send()
             .await
-            .map_err(|e| unavailable("audit webhook", e.without_url()))?;
+            .map_err(|e| unavailable("audit webhook", with_causes(&e.without_url())))?;
         let status = reply.status();
         if status.is_success() {
             Ok(())

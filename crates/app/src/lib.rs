@@ -9,7 +9,9 @@ pub mod audit_forward;
 pub mod auth;
 mod authority;
 pub mod cache;
+pub mod compliance;
 pub mod credentials;
+pub mod csv;
 pub mod health;
 pub mod insights;
 pub mod memory;
@@ -94,6 +96,8 @@ pub struct Deps {
     pub rate_limiters: rate_limits::RateLimitPorts,
     /// The tamper-evident audit trail every service records into.
     pub audit: Arc<audit::AuditTrail>,
+    /// Platform facts the compliance reports show.
+    pub compliance: compliance::PlatformFacts,
 }
 
 impl Deps {
@@ -145,6 +149,7 @@ pub struct Services {
     pub insights: insights::InsightService,
     pub rate_limits: rate_limits::RateLimitService,
     pub audit: Arc<audit::AuditTrail>,
+    pub compliance: compliance::ComplianceService,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -176,6 +181,7 @@ impl Services {
             health: health::HealthService::new(deps.clone()),
             insights: insights::InsightService::new(deps.clone()),
             rate_limits: rate_limits::RateLimitService::new(deps.clone()),
+            compliance: compliance::ComplianceService::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
             memory,
         }

@@ -1,4 +1,5 @@
-//! What the `karen audit` commands and the checkpoint timer do: verify the
+//! What the `karen audit` and `karen report` commands and the checkpoint timer
+//! do: compliance reports, and, here too: verify the
 //! chains and sign checkpoints of one tenant or all of them. Kept in the
 //! library so that tests drive them directly.
 
@@ -65,4 +66,22 @@ pub async fn checkpoint_all(
         }
     }
     Ok(written)
+}
+
+/// The compliance report of `only`, or of every tenant.
+pub async fn compliance_reports(
+    services: &Services,
+    only: Option<TenantId>,
+    framework: karen_app::compliance::Framework,
+) -> anyhow::Result<Vec<karen_app::compliance::Report>> {
+    let mut reports = Vec::new();
+    for tenant in tenants(services, only).await? {
+        reports.push(
+            services
+                .compliance
+                .report(scope(tenant.id), framework)
+                .await?,
+        );
+    }
+    Ok(reports)
 }

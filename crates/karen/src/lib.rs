@@ -236,6 +236,9 @@ impl Karen {
             rate_limits: config.rate_limits.policy(),
             rate_limiters,
             audit,
+            compliance: karen_app::compliance::PlatformFacts {
+                transport_tls: config.server.tls_enabled(),
+            },
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config

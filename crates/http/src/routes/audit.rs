@@ -220,28 +220,6 @@ async fn list_audit(
 const EXPORT_BATCH: i64 = 1000;
 const CSV_HEADER: &str = "seq,at,actor_kind,actor_id,actor_user_id,action,target_type,target_id,outcome,ip,user_agent,request_id,diff,prev_hash,hash\n";
 
-/// A CSV field, quoted when it holds a separator, quote or line break. A
-/// value a spreadsheet would run as a formula (starting with `=`, `+`, `-`,
-/// `@`, tab or carriage return: a user agent or target id is attacker
-/// text) gets a leading `'` (OWASP's CSV-injection advice); the JSON Lines
-/// export carries every value verbatim for verification.
-fn csv_field(out: &mut String, value: &str) {
-    let guarded;
-    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-        guarded = format!("'{value}");
-        guarded.as_str()
-    } else {
-        value
-    };
-    if value.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&value.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(value);
-    }
-}
-
 fn csv_line(out: &mut String, event: &AuditEvent) {
     let e = &event.entry;
     let at =
@@ -264,13 +242,7 @@ fn csv_line(out: &mut String, event: &AuditEvent) {
         &hex(&event.prev_hash),
         &hex(&event.hash),
     ];
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        csv_field(out, field);
-    }
-    out.push('\n');
+    karen_app::csv::line(out, &fields);
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

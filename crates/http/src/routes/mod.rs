@@ -5,6 +5,7 @@ mod api_keys;
 pub(crate) mod audit;
 mod auth;
 mod budgets;
+mod compliance;
 mod conversations;
 mod insights;
 mod memory;
@@ -45,4 +46,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(insights::routes())
         .merge(rate_limits::routes())
         .merge(audit::routes())
+        .merge(compliance::routes())
 }

@@ -5,6 +5,7 @@ mod audit;
 mod index;
 mod insights;
 mod ops;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +51,9 @@ enum Command {
     /// Verify the tamper-evident audit trail, sign checkpoints, make a signing key.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Compliance reports (SOC 2, GDPR, HIPAA) from Karen's own state.
+    #[command(subcommand)]
+    Report(report::ReportCommand),
     /// Rotate the access-token signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -116,6 +120,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Index(command) => index::index(&ops::load(path)?, command).await,
         Command::Doc(command) => index::doc(&ops::load(path)?, command).await,
         Command::Audit(command) => audit::run(&ops::load(path)?, command).await,
+        Command::Report(command) => report::run(&ops::load(path)?, command).await,
         Command::Insights(args) => insights::run(&ops::load(path)?, args).await,
     }
 }

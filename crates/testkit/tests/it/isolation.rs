@@ -693,7 +693,20 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(200);
-    for reply in [&trail, &export, &checkpoints] {
+    let report = t
+        .call(
+            "GET",
+            "/v1/tenant/compliance-report",
+            "/v1/tenant/compliance-report?framework=soc2",
+            a_owner,
+            None,
+        )
+        .await;
+    assert!(
+        !report.text.contains(&bravo.owner_email),
+        "B's administrator in A's compliance report"
+    );
+    for reply in [&trail, &export, &checkpoints, &report] {
         reply.expect(200);
         for foreign in [bravo.id.to_string(), bravo.owner_id.to_string()] {
             assert!(!reply.text.contains(&foreign), "B's id in A's audit trail");

@@ -29,6 +29,7 @@ mod audit;
 mod audit_forward;
 mod auth;
 mod budgets;
+mod compliance;
 mod contract;
 mod doc_import;
 mod embedding_models;

@@ -261,6 +261,26 @@ impl AuditTrail {
         Ok(Some(checkpoint))
     }
 
+    /// Makes sure a signed checkpoint of event `seq` (whose stored hash is
+    /// `hash`) exists in `tx`, signing one when needed; `false` without a key.
+    /// The caller has verified the chain up to `seq`, so the stored hash is
+    /// the one the chain proves.
+    pub(crate) async fn checkpoint_at(
+        &self,
+        tx: &mut dyn TenantTx,
+        seq: i64,
+        hash: [u8; 32],
+    ) -> Result<bool> {
+        if self.signer.is_none() {
+            return Ok(false);
+        }
+        let existing = tx.audit().list_checkpoints(seq - 1, 1).await?;
+        if existing.first().is_some_and(|c| c.seq == seq) {
+            return Ok(true);
+        }
+        Ok(self.sign_in(tx, seq, hash).await?.is_some())
+    }
+
     /// Signs a checkpoint of the tenant's newest event, unless the newest
     /// checkpoint already covers it. `None` when there is nothing new or no key.
     pub async fn checkpoint(&self, scope: TenantScope) -> Result<Option<Checkpoint>> {

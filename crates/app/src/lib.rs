@@ -16,6 +16,7 @@ pub mod health;
 pub mod insights;
 pub mod memory;
 pub mod rate_limits;
+pub mod retention;
 pub mod roles;
 pub mod telemetry;
 pub mod tenants;
@@ -98,6 +99,8 @@ pub struct Deps {
     pub audit: Arc<audit::AuditTrail>,
     /// Platform facts the compliance reports show.
     pub compliance: compliance::PlatformFacts,
+    /// Platform retention defaults and the audit minimum.
+    pub retention: retention::RetentionSettings,
 }
 
 impl Deps {
@@ -148,6 +151,7 @@ pub struct Services {
     pub memory: memory::MemoryServices,
     pub insights: insights::InsightService,
     pub rate_limits: rate_limits::RateLimitService,
+    pub retention: retention::RetentionService,
     pub audit: Arc<audit::AuditTrail>,
     pub compliance: compliance::ComplianceService,
     clock: Arc<dyn Clock>,
@@ -183,6 +187,7 @@ impl Services {
             rate_limits: rate_limits::RateLimitService::new(deps.clone()),
             compliance: compliance::ComplianceService::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
+            retention: retention::RetentionService::new(deps.clone(), memory.indexer.clone()),
             memory,
         }
     }

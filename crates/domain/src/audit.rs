@@ -98,6 +98,7 @@ impl SystemReason {
             SystemReason::Routing => "routing",
             SystemReason::Indexing => "indexing",
             SystemReason::AuditForwarding => "audit_forwarding",
+            SystemReason::Retention => "retention",
         }
     }
 }

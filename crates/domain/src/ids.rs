@@ -131,3 +131,7 @@ id_type!(
     /// A passage (chunk) of a document.
     ChunkId, "chunk id"
 );
+id_type!(
+    /// A legal hold (keeps a tenant's, a user's or a conversation's data from retention).
+    LegalHoldId, "legal hold id"
+);

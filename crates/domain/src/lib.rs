@@ -20,6 +20,7 @@ pub mod ports;
 pub mod principal;
 pub mod providers;
 pub mod rate_limit;
+pub mod retention;
 pub mod tenant;
 pub mod user;
 pub mod values;
@@ -28,9 +29,9 @@ pub mod words;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
-    ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, MemoryId, MessageId, OperatorKeyId,
-    PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId, SigningKeyId, TenantId,
-    UsageId, UserId,
+    ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, LegalHoldId, MemoryId, MessageId,
+    OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId, SigningKeyId,
+    TenantId, UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

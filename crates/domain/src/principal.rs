@@ -105,6 +105,8 @@ pub enum SystemReason {
     Indexing,
     /// Sending copies of the audit trail to an external collector.
     AuditForwarding,
+    /// Deleting data older than the tenant's retention policy.
+    Retention,
 }
 
 /// Who performed an action (recorded in the audit trail).

@@ -11,7 +11,10 @@ use karen_domain::tenant::{Tenant, TenantStatus};
 use karen_domain::{SystemReason, TenantId, TenantScope};
 
 /// Every tenant that is not being deleted, or just `only`.
-async fn tenants(services: &Services, only: Option<TenantId>) -> anyhow::Result<Vec<Tenant>> {
+pub(crate) async fn tenants(
+    services: &Services,
+    only: Option<TenantId>,
+) -> anyhow::Result<Vec<Tenant>> {
     if let Some(id) = only {
         return Ok(vec![services.tenants.get(id).await?]);
     }

@@ -42,6 +42,7 @@ pub struct Config {
     pub memory: crate::indexes::MemoryConfig,
     pub rate_limits: crate::rate_limits::RateLimitConfig,
     pub audit: AuditConfig,
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// `[audit]`: checkpoints of the tamper-evident audit trail.
@@ -88,6 +89,7 @@ impl Default for Config {
             memory: crate::indexes::MemoryConfig::default(),
             rate_limits: crate::rate_limits::RateLimitConfig::default(),
             audit: AuditConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }
@@ -538,6 +540,7 @@ impl Config {
         problems.extend(self.tracing.problems());
         problems.extend(self.rate_limits.problems());
         problems.extend(self.audit.forward.problems());
+        problems.extend(self.retention.problems());
         match self.mode {
             Mode::Minimal => {
                 if postgres {

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod models;
 pub mod rate_limits;
+pub mod retention;
 pub mod telemetry;
 pub mod tls;
 pub mod traces;
@@ -239,6 +240,7 @@ impl Karen {
             compliance: karen_app::compliance::PlatformFacts {
                 transport_tls: config.server.tls_enabled(),
             },
+            retention: config.retention.settings(),
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config
@@ -384,6 +386,7 @@ impl Karen {
             .audit_forwarder
             .clone()
             .map(|forwarder| tokio::spawn(async move { forwarder.run().await }));
+        let retention = self.spawn_retention();
         let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
         let metrics_server = self.serve_metrics_apart(metrics_stopped).await?;
         metrics::gauge!(karen_app::health::READY).set(1.0);
@@ -404,6 +407,7 @@ impl Karen {
         if let Some(forwarder) = forwarder {
             forwarder.abort();
         }
+        retention.abort();
         if let Some(cert_watcher) = cert_watcher {
             cert_watcher.abort();
         }
@@ -443,6 +447,37 @@ impl Karen {
                 );
                 if let Err(error) = result {
                     tracing::warn!(%error, "signing audit checkpoints failed");
+                }
+            }
+        })
+    }
+
+    /// Enforces every tenant's retention policy every `retention.interval_secs`
+    /// (the first run one interval after the start).
+    fn spawn_retention(&self) -> tokio::task::JoinHandle<()> {
+        let services = self.services.clone();
+        let period = self.config.retention.interval_secs;
+        if period == 0 {
+            return tokio::spawn(async {});
+        }
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(period));
+            every.tick().await;
+            loop {
+                every.tick().await;
+                let started = std::time::Instant::now();
+                let span = tracing::info_span!(
+                    parent: None,
+                    "job",
+                    otel.name = "job retention",
+                    job.name = "retention"
+                );
+                let result = retention::run(&services, None, false)
+                    .instrument(span)
+                    .await;
+                karen_app::telemetry::job_finished("retention", result.is_ok(), started.elapsed());
+                if let Err(error) = result {
+                    tracing::warn!(%error, "retention enforcement failed");
                 }
             }
         })

@@ -173,6 +173,11 @@ pub(crate) async fn grant_app_role(pool: &sqlx::PgPool, role: &str) -> Result<()
         // The audit trail is append-only for the application (a trigger refuses
         // changes too); removal goes through the owner's guarded functions.
         format!("REVOKE UPDATE, DELETE, TRUNCATE ON audit_events, audit_checkpoints FROM {quoted}"),
+        // Migration 0015 revokes these from PUBLIC: only this role may call them.
+        format!(
+            "GRANT EXECUTE ON FUNCTION karen_audit_drop_prefix(UUID, BIGINT), \
+             karen_audit_purge_tenant(UUID, TEXT) TO {quoted}"
+        ),
     ];
     for grant in grants {
         conn.execute(sqlx::AssertSqlSafe(grant))

@@ -11,6 +11,9 @@ use crate::conn::{Pool, map_sqlx};
 /// `migrate verify` check that this equals the set of tables with a
 /// `tenant_id` column, so a new table cannot be forgotten by purge or RLS.
 pub const TENANT_TABLES: &[&str] = &[
+    "legal_holds",
+    "retention_runs",
+    "retention_policies",
     "audit_checkpoints",
     "audit_events",
     "audit_forwarded",

@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
     ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
-    EmbeddingRepo, MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RoleRepo, SessionRepo,
-    TenantTx, UsageRepo, UserRepo,
+    EmbeddingRepo, MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RetentionRepo, RoleRepo,
+    SessionRepo, TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
@@ -44,6 +44,9 @@ impl SqlTenantTx {
 /// text (table names come from the fixed list, never from input).
 fn purge_statement(table: &str) -> Option<&'static str> {
     Some(match table {
+        "legal_holds" => "DELETE FROM legal_holds WHERE tenant_id = $1",
+        "retention_runs" => "DELETE FROM retention_runs WHERE tenant_id = $1",
+        "retention_policies" => "DELETE FROM retention_policies WHERE tenant_id = $1",
         "embedding_jobs" => "DELETE FROM embedding_jobs WHERE tenant_id = $1",
         "embeddings" => "DELETE FROM embeddings WHERE tenant_id = $1",
         "document_chunks" => "DELETE FROM document_chunks WHERE tenant_id = $1",
@@ -127,6 +130,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn audit(&mut self) -> &mut dyn AuditRepo {
+        self
+    }
+
+    fn retention(&mut self) -> &mut dyn RetentionRepo {
         self
     }
 

@@ -10,7 +10,7 @@ use karen_domain::documents::{DocumentFormat, chunk_document};
 use karen_domain::library::{Document, StoredChunk};
 use karen_domain::page::PageRequest;
 use karen_domain::permission::Permission;
-use karen_domain::ports::{EntryAccess, EntryKey, EntryKind};
+use karen_domain::ports::{EntryAccess, EntryKey, EntryKind, TenantTx};
 use karen_domain::values::{Label, RoleName, printable};
 use karen_domain::{ChunkId, DocumentId, Error, Result, TenantContext, UserId};
 
@@ -295,14 +295,7 @@ impl DocumentService {
             .await?
             .filter(|d| Self::readable(ctx, d))
             .ok_or(Error::NotFound("document"))?;
-        let keys: Vec<EntryKey> = tx
-            .documents()
-            .chunks_of(document.id)
-            .await?
-            .iter()
-            .map(|c| EntryKey::new(EntryKind::Chunk, c.id.as_uuid()))
-            .collect();
-        tx.documents().delete_document(document.id).await?;
+        let keys = delete_document_rows(&mut *tx, document.id).await?;
         let audit = Record::new("document.delete").target("document", id);
         self.deps
             .audit(&mut *tx, ctx.scope().actor(), audit)
@@ -310,4 +303,22 @@ impl DocumentService {
         self.indexer.remove(ctx.tenant_id(), &keys).await?;
         tx.commit().await
     }
+}
+
+/// Deletes a document and its passages in `tx`; returns the index entries of
+/// the passages, which the caller removes before committing (user deletion
+/// and retention alike).
+pub(crate) async fn delete_document_rows(
+    tx: &mut dyn TenantTx,
+    id: DocumentId,
+) -> Result<Vec<EntryKey>> {
+    let keys = tx
+        .documents()
+        .chunks_of(id)
+        .await?
+        .iter()
+        .map(|c| EntryKey::new(EntryKind::Chunk, c.id.as_uuid()))
+        .collect();
+    tx.documents().delete_document(id).await?;
+    Ok(keys)
 }

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use karen_domain::documents::{ChunkingConfig, DocumentExtractor};
 use karen_domain::ports::{EmbeddingProvider, TextIndex, VectorIndex};
 
+pub(crate) use documents::delete_document_rows;
 pub use documents::{DocumentService, DocumentUpload};
 pub use indexer::Indexer;
 pub use maintenance::{CheckReport, Drift, IndexMaintenance, NoProgress, Progress, RebuildReport};

@@ -6,6 +6,7 @@ mod cache;
 mod index;
 mod llm;
 mod rate_limit;
+mod retention;
 mod security;
 mod store;
 
@@ -22,6 +23,7 @@ pub use llm::{
     context_prompt,
 };
 pub use rate_limit::RateLimiter;
+pub use retention::{AuditPrefix, ExpiredUsage, RetentionRepo};
 pub use security::{AccessClaims, AccessTokens, AuditSigner, PasswordHasher};
 pub use store::{
     ActivityCursor, ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo,

@@ -116,6 +116,7 @@ pub trait TenantTx: Send {
     fn embeddings(&mut self) -> &mut dyn EmbeddingRepo;
     fn embedding_jobs(&mut self) -> &mut dyn EmbeddingJobRepo;
     fn audit(&mut self) -> &mut dyn AuditRepo;
+    fn retention(&mut self) -> &mut dyn super::RetentionRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;

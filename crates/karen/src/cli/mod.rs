@@ -6,6 +6,7 @@ mod index;
 mod insights;
 mod ops;
 mod report;
+mod retention;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +55,9 @@ enum Command {
     /// Compliance reports (SOC 2, GDPR, HIPAA) from Karen's own state.
     #[command(subcommand)]
     Report(report::ReportCommand),
+    /// Enforce retention policies now (`run [--tenant T] [--dry-run]`).
+    #[command(subcommand)]
+    Retention(retention::RetentionCommand),
     /// Rotate the access-token signing key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -121,6 +125,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Doc(command) => index::doc(&ops::load(path)?, command).await,
         Command::Audit(command) => audit::run(&ops::load(path)?, command).await,
         Command::Report(command) => report::run(&ops::load(path)?, command).await,
+        Command::Retention(command) => retention::run(&ops::load(path)?, command).await,
         Command::Insights(args) => insights::run(&ops::load(path)?, args).await,
     }
 }

@@ -9,6 +9,7 @@ mod library;
 mod memories;
 mod personas;
 mod providers;
+mod retention;
 mod roles;
 mod sessions;
 mod usage;

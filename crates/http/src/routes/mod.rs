@@ -15,6 +15,7 @@ mod personas;
 mod platform;
 mod providers;
 mod rate_limits;
+mod retention;
 mod roles;
 pub(crate) mod system;
 mod tenant;
@@ -47,4 +48,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(rate_limits::routes())
         .merge(audit::routes())
         .merge(compliance::routes())
+        .merge(retention::routes())
 }

@@ -654,6 +654,90 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         json!(12345),
         "A sees B's override"
     );
+    // Retention and legal holds: B's policy and holds are B's alone; A cannot
+    // hold B's user or conversation, nor lift B's hold.
+    app.put(
+        "/v1/tenant/retention",
+        &bravo.owner_token,
+        json!({"conversations_days": 7}),
+    )
+    .await
+    .expect(200);
+    let b_hold = app
+        .post(
+            "/v1/legal-holds",
+            &bravo.owner_token,
+            json!({"scope": "conversation", "target_id": b_chat, "reason": "bravo matter"}),
+        )
+        .await;
+    let b_hold = b_hold.expect(201).str("id").to_owned();
+    let a_retention = t
+        .call(
+            "GET",
+            "/v1/tenant/retention",
+            "/v1/tenant/retention",
+            a_owner,
+            None,
+        )
+        .await;
+    assert!(a_retention.expect(200).body["policy"]["conversations_days"].is_null());
+    t.call(
+        "PUT",
+        "/v1/tenant/retention",
+        "/v1/tenant/retention",
+        a_owner,
+        Some(json!({"usage_days": 3650})),
+    )
+    .await
+    .expect(200);
+    t.call(
+        "POST",
+        "/v1/tenant/retention/run",
+        "/v1/tenant/retention/run",
+        a_owner,
+        None,
+    )
+    .await
+    .expect(200);
+    for (scope, target) in [
+        ("user", b_user.to_string()),
+        ("conversation", b_chat.clone()),
+    ] {
+        t.call(
+            "POST",
+            "/v1/legal-holds",
+            "/v1/legal-holds",
+            a_owner,
+            Some(json!({"scope": scope, "target_id": target, "reason": "fishing"})),
+        )
+        .await
+        .expect_problem(404, "not_found");
+    }
+    let a_holds = t
+        .call("GET", "/v1/legal-holds", "/v1/legal-holds", a_owner, None)
+        .await;
+    assert!(!a_holds.expect(200).text.contains(&b_hold));
+    t.foreign_is_missing(
+        "DELETE",
+        "/v1/legal-holds/{hold_id}",
+        "{hold_id}",
+        &b_hold,
+        a_owner,
+        None,
+    )
+    .await;
+    let b_retention = app.get("/v1/tenant/retention", &bravo.owner_token).await;
+    assert_eq!(
+        b_retention.expect(200).body["policy"]["conversations_days"],
+        json!(7)
+    );
+    assert!(b_retention.body["policy"]["usage_days"].is_null());
+    let b_holds = app.get("/v1/legal-holds", &bravo.owner_token).await;
+    assert!(
+        b_holds.expect(200).text.contains(&b_hold),
+        "B's hold survived A"
+    );
+
     let trail = t
         .call("GET", "/v1/audit", "/v1/audit?limit=200", a_owner, None)
         .await;

@@ -48,6 +48,7 @@ mod providers;
 mod ratelimit;
 mod rbac;
 mod recall;
+mod retention;
 mod rls;
 mod tenants;
 mod tls;

@@ -383,6 +383,9 @@ fn full_body(method: &str, path: &str) -> Value {
             "tenant": {"requests": 100, "window_secs": 60},
             "user": {"requests": 10, "window_secs": 60},
             "api_key": {"requests": 10, "window_secs": 60}}),
+        ("PUT", "/v1/tenant/retention") => json!({"conversations_days": 30, "memories_days": 30,
+            "documents_days": 30, "usage_days": 30, "audit_days": 400}),
+        ("POST", "/v1/legal-holds") => json!({"scope": "tenant", "reason": "case 42"}),
         ("POST", "/v1/budgets") => json!({"scope": "tenant", "metric": "tokens", "period": "month",
             "limit": 1000, "enforcement": "block"}),
         ("POST", "/v1/conversations") | ("PATCH", "/v1/conversations/{conversation_id}") => {

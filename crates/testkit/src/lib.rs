@@ -376,7 +376,8 @@ impl TestApp {
     /// Gives `tenant` rows in every tenant table: a member with a custom role,
     /// an API key, a rotated refresh token (sessions and refresh tokens), a
     /// persona, a conversation with one turn (messages, usage), a budget, the
-    /// reservation of a call in flight, a model provider and an alias.
+    /// reservation of a call in flight, a model provider and an alias, a
+    /// retention policy, a legal hold and a retention run.
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
         let (user, token) = self.create_user(tenant, &email, &["member"]).await;
@@ -440,6 +441,19 @@ impl TestApp {
         )
         .await
         .expect(201);
+        // Retention: a policy (long enough to delete nothing), a legal hold
+        // on the conversation, and a recorded run.
+        let policy = json!({"conversations_days": 3650, "usage_days": 3650});
+        self.put("/v1/tenant/retention", &tenant.owner_token, policy)
+            .await
+            .expect(200);
+        let hold = json!({"scope": "conversation", "target_id": chat, "reason": "populated"});
+        self.post("/v1/legal-holds", &tenant.owner_token, hold)
+            .await
+            .expect(201);
+        self.post("/v1/tenant/retention/run", &tenant.owner_token, json!({}))
+            .await
+            .expect(200);
         // The audit trail has events by now; sign a checkpoint of them.
         self.post("/v1/audit/checkpoints", &tenant.owner_token, json!({}))
             .await

@@ -12,11 +12,12 @@ use karen_domain::audit::ActorRecord;
 use karen_domain::permission::Permission;
 use karen_domain::ports::{EntryKey, EntryKind, TenantTx};
 use karen_domain::retention::{
-    HoldScope, Holds, LegalHold, RetentionCounts, RetentionPolicy, RetentionRun, cutoff,
+    Expiring, HoldScope, Holds, LegalHold, RetentionCounts, RetentionPolicy, RetentionRun, cutoff,
     hold_reason,
 };
 use karen_domain::{
-    Actor, Error, LegalHoldId, Result, SystemReason, TenantContext, TenantId, TenantScope,
+    Actor, ConversationId, DocumentId, Error, LegalHoldId, MemoryId, Result, SystemReason,
+    TenantContext, TenantId, TenantScope, UsageId,
 };
 use serde::Serialize;
 
@@ -255,21 +256,16 @@ impl RetentionService {
             audit_skipped: None,
         };
         let mut keys = Vec::new();
-        if let Some(days) = policy.conversations_days {
-            self.conversations(&mut *tx, &holds, cutoff(now, days), &mut report)
-                .await?;
-        }
-        if let Some(days) = policy.memories_days {
-            self.memories(&mut *tx, &holds, cutoff(now, days), &mut report, &mut keys)
-                .await?;
-        }
-        if let Some(days) = policy.documents_days {
-            self.documents(&mut *tx, &holds, cutoff(now, days), &mut report, &mut keys)
-                .await?;
-        }
-        if let Some(days) = policy.usage_days {
-            self.usage(&mut *tx, &holds, cutoff(now, days), &mut report)
-                .await?;
+        for (kind, days) in policy.content_ages() {
+            self.sweep(
+                &mut *tx,
+                &holds,
+                kind,
+                cutoff(now, days),
+                &mut report,
+                &mut keys,
+            )
+            .await?;
         }
         if let Some(days) = audit_days {
             report.audit_skipped = if holds.any() {
@@ -301,122 +297,33 @@ impl RetentionService {
         Ok(report)
     }
 
-    async fn conversations(
+    /// Deletes (or, dry, counts) the expired rows of `kind` no hold covers,
+    /// collecting the index entries to remove.
+    async fn sweep(
         &self,
         tx: &mut dyn TenantTx,
         holds: &Holds,
-        before: time::OffsetDateTime,
-        report: &mut RetentionReport,
-    ) -> Result<()> {
-        let mut after = None;
-        loop {
-            let batch = tx
-                .retention()
-                .expired_conversations(before, after, BATCH)
-                .await?;
-            let Some(last) = batch.last() else {
-                return Ok(());
-            };
-            after = Some(last.0);
-            for (id, user) in batch {
-                if holds.covers(Some(user), Some(id)) {
-                    report.counts.held += 1;
-                    continue;
-                }
-                if !report.dry_run {
-                    tx.conversations().delete_conversation(id).await?;
-                }
-                report.counts.conversations += 1;
-            }
-        }
-    }
-
-    async fn memories(
-        &self,
-        tx: &mut dyn TenantTx,
-        holds: &Holds,
+        kind: Expiring,
         before: time::OffsetDateTime,
         report: &mut RetentionReport,
         keys: &mut Vec<EntryKey>,
     ) -> Result<()> {
         let mut after = None;
         loop {
-            let batch = tx
-                .retention()
-                .expired_memories(before, after, BATCH)
-                .await?;
-            let Some(last) = batch.last() else {
-                return Ok(());
-            };
-            after = Some(last.0);
-            for (id, owner) in batch {
-                if holds.covers(owner, None) {
-                    report.counts.held += 1;
-                    continue;
-                }
-                if !report.dry_run {
-                    tx.memories().delete_memory(id).await?;
-                    keys.push(EntryKey::new(EntryKind::Memory, id.as_uuid()));
-                }
-                report.counts.memories += 1;
-            }
-        }
-    }
-
-    async fn documents(
-        &self,
-        tx: &mut dyn TenantTx,
-        holds: &Holds,
-        before: time::OffsetDateTime,
-        report: &mut RetentionReport,
-        keys: &mut Vec<EntryKey>,
-    ) -> Result<()> {
-        let mut after = None;
-        loop {
-            let batch = tx
-                .retention()
-                .expired_documents(before, after, BATCH)
-                .await?;
-            let Some(last) = batch.last() else {
-                return Ok(());
-            };
-            after = Some(last.0);
-            for (id, uploader) in batch {
-                if holds.covers(uploader, None) {
-                    report.counts.held += 1;
-                    continue;
-                }
-                if !report.dry_run {
-                    keys.extend(delete_document_rows(tx, id).await?);
-                }
-                report.counts.documents += 1;
-            }
-        }
-    }
-
-    async fn usage(
-        &self,
-        tx: &mut dyn TenantTx,
-        holds: &Holds,
-        before: time::OffsetDateTime,
-        report: &mut RetentionReport,
-    ) -> Result<()> {
-        let mut after = None;
-        loop {
-            let batch = tx.retention().expired_usage(before, after, BATCH).await?;
+            let batch = tx.retention().expired(kind, before, after, BATCH).await?;
             let Some(last) = batch.last() else {
                 return Ok(());
             };
             after = Some(last.id);
-            for record in batch {
-                if holds.covers(record.user_id, record.conversation_id) {
+            for row in batch {
+                if holds.covers(row.user_id, row.conversation_id) {
                     report.counts.held += 1;
                     continue;
                 }
                 if !report.dry_run {
-                    tx.retention().delete_usage_record(record.id).await?;
+                    delete_expired(tx, kind, row.id, keys).await?;
                 }
-                report.counts.usage_records += 1;
+                *report.counts.of_mut(kind) += 1;
             }
         }
     }
@@ -450,4 +357,33 @@ impl RetentionService {
         report.counts.audit_events = tx.retention().drop_audit_prefix(prefix.through_seq).await?;
         Ok(None)
     }
+}
+
+/// Deletes one expired row the way a user's own deletion does.
+async fn delete_expired(
+    tx: &mut dyn TenantTx,
+    kind: Expiring,
+    id: uuid::Uuid,
+    keys: &mut Vec<EntryKey>,
+) -> Result<()> {
+    match kind {
+        Expiring::Conversations => {
+            tx.conversations()
+                .delete_conversation(ConversationId::from_uuid(id))
+                .await?;
+        }
+        Expiring::Memories => {
+            tx.memories().delete_memory(MemoryId::from_uuid(id)).await?;
+            keys.push(EntryKey::new(EntryKind::Memory, id));
+        }
+        Expiring::Documents => {
+            keys.extend(delete_document_rows(tx, DocumentId::from_uuid(id)).await?);
+        }
+        Expiring::Usage => {
+            tx.retention()
+                .delete_usage_record(UsageId::from_uuid(id))
+                .await?;
+        }
+    }
+    Ok(())
 }

@@ -70,6 +70,31 @@ impl RetentionPolicy {
     }
 }
 
+/// The kinds of tenant content a policy ages out (audit events aside: they
+/// go as a prefix of the chain).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiring {
+    Conversations,
+    Memories,
+    Documents,
+    Usage,
+}
+
+impl RetentionPolicy {
+    /// The content kinds with a maximum age, in deletion order.
+    pub fn content_ages(&self) -> Vec<(Expiring, u32)> {
+        [
+            (Expiring::Conversations, self.conversations_days),
+            (Expiring::Memories, self.memories_days),
+            (Expiring::Documents, self.documents_days),
+            (Expiring::Usage, self.usage_days),
+        ]
+        .into_iter()
+        .filter_map(|(kind, days)| days.map(|d| (kind, d)))
+        .collect()
+    }
+}
+
 /// The moment before which data `days` old is expired, at `now`.
 pub fn cutoff(now: OffsetDateTime, days: u32) -> OffsetDateTime {
     now - Duration::days(i64::from(days))
@@ -82,7 +107,7 @@ pub enum HoldScope {
     Tenant,
     /// One user's conversations, memories, documents and usage.
     User(UserId),
-    /// One conversation (and its messages and usage).
+    /// One conversation (its messages, usage, and memories drawn from it).
     Conversation(ConversationId),
 }
 
@@ -227,6 +252,18 @@ pub struct RetentionCounts {
     pub audit_events: u64,
     /// Expired items kept because a legal hold covers them.
     pub held: u64,
+}
+
+impl RetentionCounts {
+    /// The count of one content kind.
+    pub fn of_mut(&mut self, kind: Expiring) -> &mut u64 {
+        match kind {
+            Expiring::Conversations => &mut self.conversations,
+            Expiring::Memories => &mut self.memories,
+            Expiring::Documents => &mut self.documents,
+            Expiring::Usage => &mut self.usage_records,
+        }
+    }
 }
 
 /// The last (non-dry) retention run of a tenant.

@@ -23,7 +23,7 @@ pub use llm::{
     context_prompt,
 };
 pub use rate_limit::RateLimiter;
-pub use retention::{AuditPrefix, ExpiredUsage, RetentionRepo};
+pub use retention::{AuditPrefix, ExpiredRow, RetentionRepo};
 pub use security::{AccessClaims, AccessTokens, AuditSigner, PasswordHasher};
 pub use store::{
     ActivityCursor, ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo,

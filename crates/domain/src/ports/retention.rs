@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::audit::ChainHash;
-use crate::retention::{LegalHold, RetentionPolicy, RetentionRun};
-use crate::{ConversationId, DocumentId, LegalHoldId, MemoryId, Result, UsageId, UserId};
+use crate::retention::{Expiring, LegalHold, RetentionPolicy, RetentionRun};
+use crate::{ConversationId, LegalHoldId, Result, UsageId, UserId};
 
 /// The oldest events of a tenant's audit trail, up to a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,11 +21,13 @@ pub struct AuditPrefix {
     pub events: u64,
 }
 
-/// An expired usage record and whom it concerns.
+/// An expired row and whom it concerns (what a legal hold may cover).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ExpiredUsage {
-    pub id: UsageId,
+pub struct ExpiredRow {
+    pub id: uuid::Uuid,
+    /// The owner, uploader or caller.
     pub user_id: Option<UserId>,
+    /// The conversation it is, belongs to, or was drawn from.
     pub conversation_id: Option<ConversationId>,
 }
 
@@ -53,34 +55,16 @@ pub trait RetentionRepo: Send {
     /// Lifts an active hold; `false` if there is none with this id.
     async fn lift_hold(&mut self, id: LegalHoldId, by: &str, at: OffsetDateTime) -> Result<bool>;
 
-    /// Conversations last active before `before`, in id order after `after`.
-    async fn expired_conversations(
+    /// Rows of `kind` older than `before` (conversations by last activity,
+    /// memories and documents by last change, usage by time of the call), in
+    /// id order after `after`, at most `limit`.
+    async fn expired(
         &mut self,
+        kind: Expiring,
         before: OffsetDateTime,
-        after: Option<ConversationId>,
+        after: Option<uuid::Uuid>,
         limit: i64,
-    ) -> Result<Vec<(ConversationId, UserId)>>;
-    /// Memories last changed before `before` (with their owner), in id order.
-    async fn expired_memories(
-        &mut self,
-        before: OffsetDateTime,
-        after: Option<MemoryId>,
-        limit: i64,
-    ) -> Result<Vec<(MemoryId, Option<UserId>)>>;
-    /// Documents last changed before `before` (with their uploader), in id order.
-    async fn expired_documents(
-        &mut self,
-        before: OffsetDateTime,
-        after: Option<DocumentId>,
-        limit: i64,
-    ) -> Result<Vec<(DocumentId, Option<UserId>)>>;
-    /// Usage records of calls before `before`, in id order.
-    async fn expired_usage(
-        &mut self,
-        before: OffsetDateTime,
-        after: Option<UsageId>,
-        limit: i64,
-    ) -> Result<Vec<ExpiredUsage>>;
+    ) -> Result<Vec<ExpiredRow>>;
     async fn delete_usage_record(&mut self, id: UsageId) -> Result<bool>;
 
     /// The longest prefix of the audit trail whose events are all older than

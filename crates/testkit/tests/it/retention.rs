@@ -303,6 +303,32 @@ async fn audit_prefix_goes_and_verify_still_passes(backend: karen_testkit::Backe
     assert_eq!(held.counts.audit_events, 0);
     assert!(held.audit_skipped.is_some());
     let _ = tenant_hold;
+    // PostgreSQL: only the application role may call the owner's removal
+    // functions (migration 0015 took them from PUBLIC).
+    if let Some(database) = &app.postgres {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&database.owner_url)
+            .await
+            .unwrap();
+        for function in [
+            "karen_audit_drop_prefix(uuid, bigint)",
+            "karen_audit_purge_tenant(uuid, text)",
+        ] {
+            for (role, allowed) in [
+                ("public", false),
+                (app.config.database.app_role.as_str(), true),
+            ] {
+                let granted: bool =
+                    sqlx::query_scalar("SELECT has_function_privilege($1, $2, 'EXECUTE')")
+                        .bind(role)
+                        .bind(function)
+                        .fetch_one(&mut conn)
+                        .await
+                        .unwrap();
+                assert_eq!(granted, allowed, "{role} may execute {function}");
+            }
+        }
+    }
     // The other tenant's trail is whole.
     let untouched = verify(&app, &other).await;
     assert!(untouched.ok());

@@ -3,13 +3,11 @@
 
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
-use karen_domain::ports::{AuditPrefix, ExpiredUsage, RetentionRepo};
+use karen_domain::ports::{AuditPrefix, ExpiredRow, RetentionRepo};
 use karen_domain::retention::{
-    HoldScope, LegalHold, RetentionCounts, RetentionPolicy, RetentionRun,
+    Expiring, HoldScope, LegalHold, RetentionCounts, RetentionPolicy, RetentionRun,
 };
-use karen_domain::{
-    ConversationId, DocumentId, Error, LegalHoldId, MemoryId, Result, TenantId, UsageId, UserId,
-};
+use karen_domain::{ConversationId, Error, LegalHoldId, Result, TenantId, UsageId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -50,6 +48,32 @@ fn chain_hash(row: &Row) -> Result<[u8; 32]> {
     row.get::<Vec<u8>>("hash")?
         .try_into()
         .map_err(|_| Error::internal("stored audit hash is not 32 bytes"))
+}
+
+/// The expired rows of each kind, with whom they concern: a conversation's
+/// user and itself, a memory's owner and the conversation it was drawn from,
+/// a document's uploader, a usage record's caller and conversation.
+fn expired_statement(kind: Expiring) -> &'static str {
+    match kind {
+        Expiring::Conversations => {
+            "SELECT id, user_id, id AS conversation_id FROM conversations WHERE tenant_id = $1 \
+             AND last_activity_at < $2 AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+        }
+        Expiring::Memories => {
+            "SELECT id, owner_user_id AS user_id, source_conversation_id AS conversation_id \
+             FROM memories WHERE tenant_id = $1 AND updated_at < $2 AND ($3 IS NULL OR id > $3) \
+             ORDER BY id LIMIT $4"
+        }
+        Expiring::Documents => {
+            "SELECT id, uploaded_by AS user_id, CAST(NULL AS UUID) AS conversation_id \
+             FROM documents WHERE tenant_id = $1 AND updated_at < $2 AND ($3 IS NULL OR id > $3) \
+             ORDER BY id LIMIT $4"
+        }
+        Expiring::Usage => {
+            "SELECT id, user_id, conversation_id FROM usage_records WHERE tenant_id = $1 \
+             AND created_at < $2 AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4"
+        }
+    }
 }
 
 #[async_trait]
@@ -169,108 +193,25 @@ impl RetentionRepo for SqlTenantTx {
         Ok(self.tx.execute(q).await? == 1)
     }
 
-    async fn expired_conversations(
+    async fn expired(
         &mut self,
+        kind: Expiring,
         before: OffsetDateTime,
-        after: Option<ConversationId>,
+        after: Option<Uuid>,
         limit: i64,
-    ) -> Result<Vec<(ConversationId, UserId)>> {
+    ) -> Result<Vec<ExpiredRow>> {
         let q = self
-            .q("SELECT id, user_id FROM conversations WHERE tenant_id = $1 AND last_activity_at < $2 \
-                AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4")
+            .q(expired_statement(kind))
             .bind(to_millis(before))
-            .bind(after.map(|id| id.as_uuid()))
+            .bind(after)
             .bind(limit);
         self.tx
             .fetch_all(q)
             .await?
             .iter()
             .map(|row| {
-                Ok((
-                    ConversationId::from_uuid(row.get("id")?),
-                    UserId::from_uuid(row.get("user_id")?),
-                ))
-            })
-            .collect()
-    }
-
-    async fn expired_memories(
-        &mut self,
-        before: OffsetDateTime,
-        after: Option<MemoryId>,
-        limit: i64,
-    ) -> Result<Vec<(MemoryId, Option<UserId>)>> {
-        let q = self
-            .q(
-                "SELECT id, owner_user_id FROM memories WHERE tenant_id = $1 AND updated_at < $2 \
-                AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
-            )
-            .bind(to_millis(before))
-            .bind(after.map(|id| id.as_uuid()))
-            .bind(limit);
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    MemoryId::from_uuid(row.get("id")?),
-                    row.get::<Option<Uuid>>("owner_user_id")?
-                        .map(UserId::from_uuid),
-                ))
-            })
-            .collect()
-    }
-
-    async fn expired_documents(
-        &mut self,
-        before: OffsetDateTime,
-        after: Option<DocumentId>,
-        limit: i64,
-    ) -> Result<Vec<(DocumentId, Option<UserId>)>> {
-        let q = self
-            .q(
-                "SELECT id, uploaded_by FROM documents WHERE tenant_id = $1 AND updated_at < $2 \
-                AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
-            )
-            .bind(to_millis(before))
-            .bind(after.map(|id| id.as_uuid()))
-            .bind(limit);
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok((
-                    DocumentId::from_uuid(row.get("id")?),
-                    row.get::<Option<Uuid>>("uploaded_by")?
-                        .map(UserId::from_uuid),
-                ))
-            })
-            .collect()
-    }
-
-    async fn expired_usage(
-        &mut self,
-        before: OffsetDateTime,
-        after: Option<UsageId>,
-        limit: i64,
-    ) -> Result<Vec<ExpiredUsage>> {
-        let q = self
-            .q(
-                "SELECT id, user_id, conversation_id FROM usage_records WHERE tenant_id = $1 \
-                AND created_at < $2 AND ($3 IS NULL OR id > $3) ORDER BY id LIMIT $4",
-            )
-            .bind(to_millis(before))
-            .bind(after.map(|id| id.as_uuid()))
-            .bind(limit);
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| {
-                Ok(ExpiredUsage {
-                    id: UsageId::from_uuid(row.get("id")?),
+                Ok(ExpiredRow {
+                    id: row.get("id")?,
                     user_id: row.get::<Option<Uuid>>("user_id")?.map(UserId::from_uuid),
                     conversation_id: row
                         .get::<Option<Uuid>>("conversation_id")?

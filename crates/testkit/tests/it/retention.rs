@@ -15,6 +15,7 @@ on_both_backends!(
     policy_deletes_old_data_and_holds_protect,
     audit_prefix_goes_and_verify_still_passes,
     retention_routes_need_tenant_manage_and_refuse_bad_input,
+    the_schedule_enforces_every_tenant,
 );
 
 const DAY: Duration = Duration::from_secs(86_400);
@@ -427,6 +428,49 @@ async fn retention_routes_need_tenant_manage_and_refuse_bad_input(backend: karen
         1,
         "only the admin's tenant hold is active: {}",
         holds.text
+    );
+    app.stop().await;
+}
+
+async fn the_schedule_enforces_every_tenant(backend: karen_testkit::Backend) {
+    let Some(app) = spawn_with(backend, |c| c.retention.interval_secs = 1).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let old_chat = chat(&app, &acme.owner_token, "old").await;
+    app.put(
+        "/v1/tenant/retention",
+        &acme.owner_token,
+        json!({"conversations_days": 30}),
+    )
+    .await
+    .expect(200);
+    app.clock.advance(40 * DAY);
+    let owner = relogin(&app, &acme, &acme.owner_email).await;
+    let path = format!("/v1/conversations/{old_chat}");
+    // Runs come every second (each replaces last_run): wait for the deletion.
+    for _ in 0..50 {
+        if status(&app, &path, &owner).await == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(status(&app, &path, &owner).await, 404);
+    let reply = app.get("/v1/tenant/retention", &owner).await;
+    assert!(!reply.expect(200).body["last_run"].is_null());
+    let trail = app
+        .get(
+            "/v1/audit?action=retention.enforced&actor_kind=system",
+            &owner,
+        )
+        .await;
+    assert!(
+        !trail.expect(200).body["items"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "the scheduled run is recorded as the system's: {}",
+        trail.text
     );
     app.stop().await;
 }

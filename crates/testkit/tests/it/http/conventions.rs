@@ -173,7 +173,9 @@ const DECLARED_ROUTES: &str = "
     post /v1/chat/completions  get /v1/models
     get /v1/budgets  post /v1/budgets  delete /v1/budgets/{budget_id}
     get /v1/providers  post /v1/providers  patch /v1/providers/{provider_id}  delete /v1/providers/{provider_id}
-    get /v1/model-aliases  put /v1/model-aliases/{alias}  delete /v1/model-aliases/{alias}";
+    get /v1/model-aliases  put /v1/model-aliases/{alias}  delete /v1/model-aliases/{alias}
+    get /v1/tenant/retention  put /v1/tenant/retention  post /v1/tenant/retention/run
+    get /v1/legal-holds  post /v1/legal-holds  delete /v1/legal-holds/{hold_id}";
 
 /// The routes that need no credential.
 const PUBLIC_ROUTES: [&str; 5] = [
@@ -350,6 +352,7 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{provider_id}", &id)
             .replace("{memory_id}", &id)
             .replace("{document_id}", &id)
+            .replace("{hold_id}", &id)
             .replace("{alias}", "no-such-alias")
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");

@@ -34,7 +34,7 @@ pub mod names {
 }
 
 /// Background jobs, named as in the `job` label.
-pub const JOBS: &[&str] = &["budget_reconcile", "reembed"];
+pub const JOBS: &[&str] = &["budget_reconcile", "reembed", "retention"];
 
 /// Budget scopes, named as in the `scope` label.
 pub const BUDGET_SCOPES: &[&str] = &["tenant", "user", "api_key"];

@@ -94,3 +94,29 @@ pub async fn run(
     }
     Ok(reports)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert!(RetentionConfig::default().problems().is_empty());
+        let below = RetentionConfig {
+            audit_days: Some(30),
+            ..RetentionConfig::default()
+        };
+        let problems = below.problems().join("\n");
+        assert!(problems.contains("retention.audit_days"), "{problems}");
+        assert!(problems.contains("365"), "{problems}");
+        let zero = RetentionConfig {
+            memories_days: Some(0),
+            ..RetentionConfig::default()
+        };
+        assert!(
+            zero.problems()
+                .join("\n")
+                .contains("retention.memories_days")
+        );
+    }
+}

@@ -26,6 +26,9 @@ pub(super) enum RetentionCommand {
 }
 
 pub(super) async fn run(config: &Config, command: RetentionCommand) -> anyhow::Result<ExitCode> {
+    // Deleting memories and documents writes the search indexes: the embedded
+    // ones belong to one process (refused while `karen serve` holds them).
+    let _indexes = karen::maintenance::IndexLock::acquire(config)?;
     let karen = Karen::open(config.clone(), Arc::new(SystemClock)).await?;
     let RetentionCommand::Run {
         tenant,

@@ -6,6 +6,7 @@ use karen_app::Services;
 use karen_app::retention::{RetentionReport, RetentionSettings};
 use karen_domain::TenantId;
 use karen_domain::retention::RetentionPolicy;
+use karen_domain::tenant::Tenant;
 use serde::{Deserialize, Serialize};
 
 /// `[retention]`
@@ -77,12 +78,12 @@ pub async fn run(
     services: &Services,
     only: Option<TenantId>,
     dry_run: bool,
-) -> anyhow::Result<Vec<RetentionReport>> {
+) -> anyhow::Result<Vec<(Tenant, RetentionReport)>> {
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for tenant in crate::audit::tenants(services, only).await? {
         match services.retention.enforce_tenant(tenant.id, dry_run).await {
-            Ok(report) => reports.push(report),
+            Ok(report) => reports.push((tenant, report)),
             Err(error) => {
                 tracing::warn!(tenant_id = %tenant.id, %error, "retention enforcement failed");
                 failures.push(format!("{}: {error}", tenant.slug));

@@ -40,7 +40,7 @@ pub(super) async fn run(config: &Config, command: RetentionCommand) -> anyhow::R
         None => None,
     };
     let reports = karen::retention::run(&karen.services, only, dry_run).await?;
-    for report in &reports {
+    for (tenant, report) in &reports {
         if json {
             println!("{}", serde_json::to_string(report)?);
             continue;
@@ -48,7 +48,7 @@ pub(super) async fn run(config: &Config, command: RetentionCommand) -> anyhow::R
         let c = &report.counts;
         println!(
             "{}{}: conversations {}, memories {}, documents {}, usage records {}, audit events {}, kept under legal hold {}{}",
-            report.tenant_id,
+            tenant.slug,
             if report.dry_run { " (dry run)" } else { "" },
             c.conversations,
             c.memories,

@@ -230,7 +230,7 @@ async fn enforce(
     let mut reports = karen::retention::run(&app.karen.services, Some(id), dry)
         .await
         .unwrap();
-    reports.pop().unwrap()
+    reports.pop().unwrap().1
 }
 
 async fn audit_prefix_goes_and_verify_still_passes(backend: karen_testkit::Backend) {

@@ -64,6 +64,19 @@ impl RetentionPolicy {
         Ok(())
     }
 
+    /// The content kinds with a maximum age, in deletion order.
+    pub fn content_ages(&self) -> Vec<(Expiring, u32)> {
+        [
+            (Expiring::Conversations, self.conversations_days),
+            (Expiring::Memories, self.memories_days),
+            (Expiring::Documents, self.documents_days),
+            (Expiring::Usage, self.usage_days),
+        ]
+        .into_iter()
+        .filter_map(|(kind, days)| days.map(|d| (kind, d)))
+        .collect()
+    }
+
     /// The audit age in effect: the policy's, never below `audit_min_days`.
     pub fn effective_audit_days(&self, audit_min_days: u32) -> Option<u32> {
         self.audit_days.map(|days| days.max(audit_min_days))
@@ -78,21 +91,6 @@ pub enum Expiring {
     Memories,
     Documents,
     Usage,
-}
-
-impl RetentionPolicy {
-    /// The content kinds with a maximum age, in deletion order.
-    pub fn content_ages(&self) -> Vec<(Expiring, u32)> {
-        [
-            (Expiring::Conversations, self.conversations_days),
-            (Expiring::Memories, self.memories_days),
-            (Expiring::Documents, self.documents_days),
-            (Expiring::Usage, self.usage_days),
-        ]
-        .into_iter()
-        .filter_map(|(kind, days)| days.map(|d| (kind, d)))
-        .collect()
-    }
 }
 
 /// The moment before which data `days` old is expired, at `now`.

@@ -25,6 +25,9 @@ pub enum Kind {
     Refresh,
     /// A platform operator key: key id + secret.
     Operator,
+    /// The pending second step of a login: tenant id + challenge id + secret.
+    /// Good for nothing but `POST /v1/auth/login/mfa[/enroll]`.
+    MfaChallenge,
 }
 
 impl Kind {
@@ -33,12 +36,13 @@ impl Kind {
             Kind::ApiKey => "krn_",
             Kind::Refresh => "krr_",
             Kind::Operator => "krn_op_",
+            Kind::MfaChallenge => "krm_",
         }
     }
 
     const fn id_count(self) -> usize {
         match self {
-            Kind::ApiKey | Kind::Refresh => 2,
+            Kind::ApiKey | Kind::Refresh | Kind::MfaChallenge => 2,
             Kind::Operator => 1,
         }
     }
@@ -65,7 +69,8 @@ impl Presented {
     }
 }
 
-fn hash(text: &str) -> SecretHash {
+/// The SHA-256 digest under which a high-entropy secret is stored.
+pub fn hash(text: &str) -> SecretHash {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest(&SHA256, text.as_bytes()).as_ref());
     SecretHash(out)
@@ -132,6 +137,8 @@ pub fn kind_of(text: &str) -> Option<Kind> {
         Some(Kind::ApiKey)
     } else if text.starts_with(Kind::Refresh.prefix()) {
         Some(Kind::Refresh)
+    } else if text.starts_with(Kind::MfaChallenge.prefix()) {
+        Some(Kind::MfaChallenge)
     } else {
         None
     }
@@ -185,5 +192,15 @@ mod tests {
         assert_eq!(kind_of(&text), Some(Kind::Operator));
         assert!(parse(Kind::ApiKey, &text).is_err());
         assert!(parse(Kind::Operator, &text).unwrap().matches(&minted.hash));
+    }
+
+    #[test]
+    fn mfa_challenges_are_no_other_credential() {
+        let minted = mint(Kind::MfaChallenge, &[Uuid::now_v7(), Uuid::now_v7()]).unwrap();
+        let text = reveal(&minted.text);
+        assert_eq!(kind_of(&text), Some(Kind::MfaChallenge));
+        for other in [Kind::ApiKey, Kind::Refresh, Kind::Operator] {
+            assert!(parse(other, &text).is_err());
+        }
     }
 }

@@ -84,7 +84,11 @@ async fn existing(tx: &mut dyn TenantTx, id: UserId) -> Result<User> {
         .ok_or(Error::NotFound("user"))
 }
 
-async fn permissions_of_user(tx: &mut dyn TenantTx, user: &User) -> Result<PermissionSet> {
+/// The permissions a user holds through their roles.
+pub(crate) async fn permissions_of_user(
+    tx: &mut dyn TenantTx,
+    user: &User,
+) -> Result<PermissionSet> {
     let custom = tx.roles().list_custom_roles().await?;
     Ok(permissions_of(&user.roles, &custom))
 }
@@ -340,6 +344,22 @@ impl UserService {
         tx.commit().await?;
         tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "login lockout lifted");
         Ok(user)
+    }
+
+    /// Removes a user's authenticator and recovery codes (a lost device), so
+    /// that they sign in with the password alone, or enroll again where the
+    /// tenant requires it.
+    pub async fn reset_mfa(&self, authority: Authority<'_>, id: UserId) -> Result<()> {
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        self.managed_user(authority, &mut *tx, id).await?;
+        let had_authenticator = tx.mfa().delete_mfa(id).await?;
+        let audit = Record::new("user.mfa.reset")
+            .target("user", id)
+            .after(&serde_json::json!({ "had_authenticator": had_authenticator }));
+        self.deps.audit(&mut *tx, authority.actor(), audit).await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, had_authenticator, "multi-factor authentication reset");
+        Ok(())
     }
 
     /// A user's effective permissions (from their roles).

@@ -21,6 +21,8 @@ pub enum AuthFailure {
     Expired,
     /// Email or password is wrong (or the account does not exist).
     BadCredentials,
+    /// A second-factor code (TOTP or recovery code) is wrong, expired or already used.
+    BadMfaCode,
 }
 
 /// Karen's error.
@@ -128,6 +130,9 @@ fn auth_message(failure: AuthFailure) -> &'static str {
         AuthFailure::Invalid => "the credential is invalid or has been revoked",
         AuthFailure::Expired => "the access token has expired; refresh it or log in again",
         AuthFailure::BadCredentials => "email or password is incorrect",
+        AuthFailure::BadMfaCode => {
+            "the verification code is incorrect or was already used; enter the current code from your authenticator app, or an unused recovery code"
+        }
     }
 }
 
@@ -154,6 +159,7 @@ impl Error {
             Self::Unauthenticated(AuthFailure::Invalid) => "invalid_token",
             Self::Unauthenticated(AuthFailure::Expired) => "token_expired",
             Self::Unauthenticated(AuthFailure::BadCredentials) => "invalid_credentials",
+            Self::Unauthenticated(AuthFailure::BadMfaCode) => "invalid_mfa_code",
             Self::PermissionDenied(_) => "permission_denied",
             Self::Forbidden(_) => "forbidden",
             Self::TenantSuspended => "tenant_suspended",

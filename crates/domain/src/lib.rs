@@ -14,6 +14,7 @@ pub mod extraction;
 pub mod ids;
 pub mod library;
 pub mod memory;
+pub mod mfa;
 pub mod page;
 pub mod permission;
 pub mod ports;
@@ -30,6 +31,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
     ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, LegalHoldId, MemoryId, MessageId,
+    MfaChallengeId,
     OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId, SigningKeyId,
     TenantId, UsageId, UserId,
 };

@@ -56,6 +56,8 @@ pub struct TenantSettings {
     pub embedding_model: Option<String>,
     /// Whether chat turns write new memories back (extraction after each turn).
     pub memory_extraction: bool,
+    /// Who must sign in with a second factor (TOTP).
+    pub mfa_required: crate::mfa::MfaRequirement,
 }
 
 impl Default for TenantSettings {
@@ -65,6 +67,7 @@ impl Default for TenantSettings {
             allowed_email_domains: Vec::new(),
             embedding_model: None,
             memory_extraction: true,
+            mfa_required: crate::mfa::MfaRequirement::Off,
         }
     }
 }

@@ -377,7 +377,8 @@ impl TestApp {
     /// an API key, a rotated refresh token (sessions and refresh tokens), a
     /// persona, a conversation with one turn (messages, usage), a budget, the
     /// reservation of a call in flight, a model provider and an alias, a
-    /// retention policy, a legal hold and a retention run.
+    /// retention policy, a legal hold and a retention run, and the member's
+    /// second factor (authenticator, recovery codes, a login challenge).
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
         let (user, token) = self.create_user(tenant, &email, &["member"]).await;
@@ -454,6 +455,17 @@ impl TestApp {
         self.post("/v1/tenant/retention/run", &tenant.owner_token, json!({}))
             .await
             .expect(200);
+        // Second factors: the member enrolls an authenticator (recovery codes),
+        // then a password login leaves a pending challenge.
+        let enrollment = self.post("/v1/auth/mfa/totp", &token, json!({})).await;
+        let secret = enrollment.expect(200).str("secret").to_owned();
+        let now = karen_domain::Clock::now(self.clock.as_ref());
+        let code = json!({"code": totp_code(&secret, now)});
+        self.post("/v1/auth/mfa/totp/confirm", &token, code)
+            .await
+            .expect(200);
+        let challenge = self.login(&tenant.slug, &email, PASSWORD).await;
+        assert_eq!(challenge.expect(200).str("status"), "mfa_required");
         // The audit trail has events by now; sign a checkpoint of them.
         self.post("/v1/audit/checkpoints", &tenant.owner_token, json!({}))
             .await
@@ -593,4 +605,16 @@ impl Drop for TestApp {
         })
         .join();
     }
+}
+
+/// The code an authenticator app with the base32 `secret` shows at `at`.
+pub fn totp_code(secret: &str, at: time::OffsetDateTime) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret).expect("a base32 TOTP secret");
+    let authenticator = totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .expect("RFC 6238 parameters");
+    authenticator
+        .generate(u64::try_from(at.unix_timestamp()).expect("a time after 1970"))
+        .to_string()
 }

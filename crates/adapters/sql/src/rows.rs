@@ -34,7 +34,7 @@ fn stored<T>(column: &str, parsed: Result<T, Error>) -> Result<T, Error> {
     parsed.map_err(|e| Error::internal(format!("stored {column} is invalid: {e}")))
 }
 
-fn hash(row: &Row, column: &str) -> Result<SecretHash, Error> {
+pub(crate) fn hash(row: &Row, column: &str) -> Result<SecretHash, Error> {
     let bytes: Vec<u8> = row.get(column)?;
     let array: [u8; 32] = bytes
         .try_into()

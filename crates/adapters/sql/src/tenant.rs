@@ -52,6 +52,9 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "document_chunks" => "DELETE FROM document_chunks WHERE tenant_id = $1",
         "documents" => "DELETE FROM documents WHERE tenant_id = $1",
         "memories" => "DELETE FROM memories WHERE tenant_id = $1",
+        "mfa_challenges" => "DELETE FROM mfa_challenges WHERE tenant_id = $1",
+        "mfa_recovery_codes" => "DELETE FROM mfa_recovery_codes WHERE tenant_id = $1",
+        "mfa_totp" => "DELETE FROM mfa_totp WHERE tenant_id = $1",
         "refresh_tokens" => "DELETE FROM refresh_tokens WHERE tenant_id = $1",
         "sessions" => "DELETE FROM sessions WHERE tenant_id = $1",
         "api_keys" => "DELETE FROM api_keys WHERE tenant_id = $1",
@@ -134,6 +137,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn retention(&mut self) -> &mut dyn RetentionRepo {
+        self
+    }
+
+    fn mfa(&mut self) -> &mut dyn karen_domain::ports::MfaRepo {
         self
     }
 

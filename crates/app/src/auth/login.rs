@@ -13,14 +13,14 @@ use karen_domain::audit::Outcome;
 use karen_domain::clock::{from_millis, to_millis};
 use karen_domain::credentials::SessionRecord;
 use karen_domain::error::AuthFailure;
-use karen_domain::ports::CacheKey;
+use karen_domain::ports::{CacheKey, TenantTx};
 use karen_domain::tenant::TenantStatus;
 use karen_domain::user::{LoginFailures, Password, UserStatus};
 use karen_domain::values::{Email, Slug};
-use karen_domain::{Actor, Error, Result, SessionId, SystemReason, TenantId, TenantScope};
+use karen_domain::{Actor, Error, Result, SessionId, SystemReason, TenantId, TenantScope, UserId};
 use time::OffsetDateTime;
 
-use super::{AuthService, ClientInfo, TokenPair};
+use super::{AuthService, ClientInfo, LoginOutcome, TokenPair};
 use crate::audit::Record;
 
 /// A login attempt.
@@ -61,15 +61,35 @@ impl PhantomAccount {
     }
 }
 
+/// The counter of failed sign-ins from the client's address.
+pub(super) fn ip_key(client: &ClientInfo) -> Option<CacheKey> {
+    client
+        .ip
+        .as_deref()
+        .map(|ip| CacheKey::global("login_ip", ip))
+}
+
 impl AuthService {
     /// Records a refused sign-in (of `user`, when the account exists) in `tx`.
-    async fn record_refusal(
+    pub(super) async fn record_refusal(
         &self,
-        tx: &mut dyn karen_domain::ports::TenantTx,
-        user: Option<karen_domain::UserId>,
+        tx: &mut dyn TenantTx,
+        user: Option<UserId>,
         outcome: Outcome,
     ) -> Result<()> {
-        let mut record = Record::new("auth.login.failed").outcome(outcome);
+        self.record_refusal_as(tx, "auth.login.failed", user, outcome)
+            .await
+    }
+
+    /// Records a refused sign-in step named `action`.
+    pub(super) async fn record_refusal_as(
+        &self,
+        tx: &mut dyn TenantTx,
+        action: &'static str,
+        user: Option<UserId>,
+        outcome: Outcome,
+    ) -> Result<()> {
+        let mut record = Record::new(action).outcome(outcome);
         if let Some(user) = user {
             record = record.target("user", user);
         }
@@ -79,7 +99,7 @@ impl AuthService {
     }
 
     /// Refuses the attempt if the account must still wait or is locked.
-    fn wait_before_next_attempt(
+    pub(super) fn wait_before_next_attempt(
         &self,
         failures: &LoginFailures,
         now: OffsetDateTime,
@@ -106,7 +126,7 @@ impl AuthService {
 
     /// How long failed logins count: long enough to cover a lockout and the
     /// longest wait, the same for real accounts and non-accounts.
-    fn decay_window(&self) -> Duration {
+    pub(super) fn decay_window(&self) -> Duration {
         let policy = &self.deps.policy;
         policy.lockout_duration + policy.max_delay + Duration::from_secs(60)
     }
@@ -159,7 +179,7 @@ impl AuthService {
         Ok(None)
     }
 
-    async fn note_ip_failure(&self, ip_key: Option<&CacheKey>) {
+    pub(super) async fn note_ip_failure(&self, ip_key: Option<&CacheKey>) {
         if let Some(key) = ip_key
             && let Err(error) = self
                 .deps
@@ -172,7 +192,7 @@ impl AuthService {
     }
 
     /// Refuses an address with too many recent failures.
-    async fn check_ip(&self, ip_key: Option<&CacheKey>) -> Result<()> {
+    pub(super) async fn check_ip(&self, ip_key: Option<&CacheKey>) -> Result<()> {
         let Some(key) = ip_key else { return Ok(()) };
         let policy = &self.deps.policy;
         match self.deps.counters.count(key).await {
@@ -230,13 +250,46 @@ impl AuthService {
         }
     }
 
-    /// Checks email and password and opens a session.
-    pub async fn login(&self, request: LoginRequest, client: &ClientInfo) -> Result<TokenPair> {
+    /// Counts a failed sign-in step (wrong password or wrong code) against the
+    /// account and the address, records `action` and commits `tx`. Returns the
+    /// lockout, if this failure caused one.
+    pub(super) async fn refuse_failed_attempt(
+        &self,
+        mut tx: Box<dyn TenantTx>,
+        action: &'static str,
+        user: UserId,
+        ip_key: Option<&CacheKey>,
+        now: OffsetDateTime,
+    ) -> Result<Option<Error>> {
         let policy = &self.deps.policy;
-        let ip_key = client
-            .ip
-            .as_deref()
-            .map(|ip| CacheKey::global("login_ip", ip));
+        let tenant_id = tx.tenant_id();
+        let lock_until = now + policy.lockout_duration;
+        let failures = tx
+            .users()
+            .record_login_failure(
+                user,
+                now,
+                policy.lockout_after_failures,
+                lock_until,
+                now - self.decay_window(),
+            )
+            .await?;
+        self.record_refusal_as(&mut *tx, action, Some(user), Outcome::Failure)
+            .await?;
+        tx.commit().await?;
+        self.note_ip_failure(ip_key).await;
+        if failures.locked_until.is_some_and(|at| at > now) {
+            tracing::warn!(tenant_id = %tenant_id, user_id = %user, "account locked after repeated failed sign-in attempts");
+            return Ok(Some(Error::AccountLocked {
+                retry_after: until(now, lock_until),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Checks email and password and opens a session, or asks for a second factor.
+    pub async fn login(&self, request: LoginRequest, client: &ClientInfo) -> Result<LoginOutcome> {
+        let ip_key = ip_key(client);
         self.check_ip(ip_key.as_ref()).await?;
         // Malformed tenant or email cannot be an account: answer like a wrong password.
         let (Ok(slug), Ok(email)) = (
@@ -285,28 +338,10 @@ impl AuthService {
             .verify(&request.password, user.password_hash.as_ref())
             .await?
         {
-            let lock_until = now + policy.lockout_duration;
-            let failures = tx
-                .users()
-                .record_login_failure(
-                    user.id,
-                    now,
-                    policy.lockout_after_failures,
-                    lock_until,
-                    now - self.decay_window(),
-                )
-                .await?;
-            self.record_refusal(&mut *tx, Some(user.id), Outcome::Failure)
-                .await?;
-            tx.commit().await?;
-            self.note_ip_failure(ip_key.as_ref()).await;
-            if failures.locked_until.is_some_and(|at| at > now) {
-                tracing::warn!(tenant_id = %tenant.id, user_id = %user.id, "account locked after repeated failed logins");
-                return Err(Error::AccountLocked {
-                    retry_after: until(now, lock_until),
-                });
-            }
-            return Err(bad_credentials());
+            return Err(self
+                .refuse_failed_attempt(tx, "auth.login.failed", user.id, ip_key.as_ref(), now)
+                .await?
+                .unwrap_or_else(bad_credentials));
         }
         // The password is right: now it is safe to say why access is refused.
         tenant.ensure_usable()?;
@@ -316,13 +351,40 @@ impl AuthService {
             tx.commit().await?;
             return Err(Error::UserDisabled);
         }
-        tx.users().record_login_success(user.id, now).await?;
+        // With a second factor (or one the tenant requires), the password only
+        // earns a challenge; failures keep counting until the second step succeeds.
+        if let Some(purpose) = self.second_step(&mut *tx, &tenant, &user).await? {
+            let challenge = self
+                .issue_challenge(&mut *tx, tenant.id, user.id, purpose, now)
+                .await?;
+            tx.commit().await?;
+            return Ok(LoginOutcome::SecondFactor(challenge));
+        }
+        let pair = self
+            .open_session(&mut *tx, tenant.id, user.id, client, now, "password")
+            .await?;
+        tx.commit().await?;
+        Ok(LoginOutcome::Tokens(pair))
+    }
+
+    /// Opens a session for a user who has proven who they are: clears the
+    /// failure count, mints the tokens and records the login, inside `tx`.
+    pub(super) async fn open_session(
+        &self,
+        tx: &mut dyn TenantTx,
+        tenant: TenantId,
+        user: UserId,
+        client: &ClientInfo,
+        now: OffsetDateTime,
+        method: &'static str,
+    ) -> Result<TokenPair> {
+        tx.users().record_login_success(user, now).await?;
         let session = SessionRecord {
             id: SessionId::generate(),
-            tenant_id: tenant.id,
-            user_id: user.id,
+            tenant_id: tenant,
+            user_id: user,
             created_at: now,
-            expires_at: now + policy.session_ttl,
+            expires_at: now + self.deps.policy.session_ttl,
             revoked_at: None,
             ip: client.ip.clone(),
             user_agent: client
@@ -331,18 +393,12 @@ impl AuthService {
                 .map(|ua| ua.chars().take(300).collect()),
         };
         tx.sessions().insert_session(&session).await?;
-        let pair = self
-            .issue_tokens(&mut *tx, tenant.id, user.id, &session, now)
-            .await?;
-        self.deps
-            .audit(
-                &mut *tx,
-                Actor::User(user.id),
-                Record::new("auth.login").target("session", session.id),
-            )
-            .await?;
-        tx.commit().await?;
-        tracing::info!(tenant_id = %tenant.id, user_id = %user.id, session_id = %session.id, "login succeeded");
+        let pair = self.issue_tokens(tx, tenant, user, &session, now).await?;
+        let record = Record::new("auth.login")
+            .target("session", session.id)
+            .after(&serde_json::json!({ "method": method }));
+        self.deps.audit(tx, Actor::User(user), record).await?;
+        tracing::info!(tenant_id = %tenant, user_id = %user, session_id = %session.id, method, "login succeeded");
         Ok(pair)
     }
 }

@@ -2,7 +2,10 @@
 //! rotating refresh tokens, access tokens, API keys and operator keys.
 
 mod login;
+mod mfa;
+mod mfa_login;
 mod sessions;
+mod totp;
 mod verify;
 
 use std::sync::Arc;
@@ -19,6 +22,8 @@ use crate::cache::{EpochCache, Topic};
 use crate::credentials::{self, Kind};
 
 pub use login::LoginRequest;
+pub use mfa::{MfaOverview, TotpEnrollment};
+pub use mfa_login::{MfaChallenge, SecondFactor};
 pub use verify::KeyGrant;
 
 /// API keys remembered between calls (about 200 bytes each).
@@ -41,6 +46,14 @@ pub struct TokenPair {
     pub refresh_token: SecretString,
     pub expires_in_secs: u64,
     pub session_id: SessionId,
+}
+
+/// What a password login earns.
+pub enum LoginOutcome {
+    /// A session (the user has no second factor and needs none).
+    Tokens(TokenPair),
+    /// A challenge to finish with a second factor (or to enroll one first).
+    SecondFactor(MfaChallenge),
 }
 
 /// The authentication service.

@@ -71,8 +71,9 @@ impl AuthService {
         let bearer = bearer.trim();
         let ctx = match credentials::kind_of(bearer) {
             Some(Kind::ApiKey) => self.authenticate_api_key(bearer).await,
-            // Operator keys and refresh tokens are not access credentials for tenant routes.
-            Some(Kind::Operator | Kind::Refresh) => Err(invalid()),
+            // Operator keys, refresh tokens and MFA challenges are not access
+            // credentials for tenant routes.
+            Some(Kind::Operator | Kind::Refresh | Kind::MfaChallenge) => Err(invalid()),
             None => self.authenticate_access_token(bearer).await,
         }?;
         let principal = ctx.principal();

@@ -5,6 +5,7 @@ mod audit_sink;
 mod cache;
 mod index;
 mod llm;
+mod mfa;
 mod rate_limit;
 mod retention;
 mod security;
@@ -22,6 +23,7 @@ pub use llm::{
     OFFLINE_MODEL_ID, RoutedEmbeddings, RoutedModel, TokenUsage, ToolCall, ToolCallDelta,
     context_prompt,
 };
+pub use mfa::MfaRepo;
 pub use rate_limit::RateLimiter;
 pub use retention::{AuditPrefix, ExpiredRow, RetentionRepo};
 pub use security::{AccessClaims, AccessTokens, AuditSigner, PasswordHasher};

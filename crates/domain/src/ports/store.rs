@@ -117,6 +117,7 @@ pub trait TenantTx: Send {
     fn embedding_jobs(&mut self) -> &mut dyn EmbeddingJobRepo;
     fn audit(&mut self) -> &mut dyn AuditRepo;
     fn retention(&mut self) -> &mut dyn super::RetentionRepo;
+    fn mfa(&mut self) -> &mut dyn super::MfaRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;

@@ -3,9 +3,10 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use karen_app::auth::{LoginRequest, TokenPair};
+use karen_app::auth::{LoginOutcome, LoginRequest, MfaChallenge, TokenPair};
 use karen_app::tenants::NewTenant;
 use karen_domain::Subject;
+use karen_domain::mfa::ChallengePurpose;
 use karen_domain::user::Password;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,52 @@ pub(crate) struct LoginBody {
     password: String,
 }
 
+/// What a password login answers: a session's tokens, or a challenge to
+/// finish with a second factor.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum LoginResponse {
+    Tokens(TokenResponse),
+    SecondFactor(MfaChallengeResponse),
+}
+
+/// The password was right, and a second factor is needed. The challenge is
+/// good for nothing but the next step (not a bearer credential).
+#[derive(Serialize, ToSchema)]
+pub(crate) struct MfaChallengeResponse {
+    /// `mfa_required` (send a code from the authenticator app or a recovery
+    /// code) or `mfa_enrollment_required` (the organisation requires a second
+    /// factor this account lacks: enroll one first).
+    status: &'static str,
+    /// Send with the code to `POST /v1/auth/login/mfa`; usable once.
+    challenge: String,
+    /// Seconds the challenge stays valid.
+    expires_in: u64,
+    /// What to do next.
+    next: &'static str,
+}
+
+impl From<MfaChallenge> for MfaChallengeResponse {
+    fn from(challenge: MfaChallenge) -> Self {
+        let (status, next) = match challenge.purpose {
+            ChallengePurpose::Verify => (
+                "mfa_required",
+                "POST /v1/auth/login/mfa with the challenge and the current code of your authenticator app (or a recovery code)",
+            ),
+            ChallengePurpose::Enroll => (
+                "mfa_enrollment_required",
+                "your organisation requires multi-factor authentication: POST /v1/auth/login/mfa/enroll with the challenge, add the secret to an authenticator app, then POST /v1/auth/login/mfa with the challenge and its current code",
+            ),
+        };
+        Self {
+            status,
+            challenge: challenge.token.expose_secret().to_owned(),
+            expires_in: challenge.expires_in_secs,
+            next,
+        }
+    }
+}
+
 /// A new session's tokens.
 #[derive(Serialize, ToSchema)]
 pub(crate) struct TokenResponse {
@@ -66,14 +113,15 @@ impl From<TokenPair> for TokenResponse {
     }
 }
 
-/// Logs in with a password and opens a session.
+/// Logs in with a password and opens a session, or answers a challenge when
+/// the account has (or must enroll) a second factor.
 #[utoipa::path(
     post,
     path = "/v1/auth/login",
     tag = "auth",
     request_body = LoginBody,
     responses(
-        (status = 200, body = TokenResponse),
+        (status = 200, body = LoginResponse),
         (status = 401, body = crate::error::Problem, content_type = "application/problem+json", description = "wrong email or password"),
         (status = 403, body = crate::error::Problem, content_type = "application/problem+json", description = "tenant suspended or user disabled"),
         (status = 423, body = crate::error::Problem, content_type = "application/problem+json", description = "account locked after repeated failures"),
@@ -85,14 +133,18 @@ async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     ApiJson(body): ApiJson<LoginBody>,
-) -> ApiResult<Json<TokenResponse>> {
+) -> ApiResult<Json<LoginResponse>> {
     let request = LoginRequest {
         tenant: body.tenant,
         email: body.email,
         password: Password::presented(&body.password),
     };
-    let pair = state.services.auth.login(request, &client).await?;
-    Ok(Json(pair.into()))
+    Ok(Json(
+        match state.services.auth.login(request, &client).await? {
+            LoginOutcome::Tokens(pair) => LoginResponse::Tokens(pair.into()),
+            LoginOutcome::SecondFactor(challenge) => LoginResponse::SecondFactor(challenge.into()),
+        },
+    ))
 }
 
 /// A refresh token.

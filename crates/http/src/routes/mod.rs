@@ -9,6 +9,7 @@ mod compliance;
 mod conversations;
 mod insights;
 mod memory;
+mod mfa;
 mod openai;
 mod openai_embeddings;
 mod personas;
@@ -32,6 +33,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(system::routes())
         .merge(auth::routes())
+        .merge(mfa::routes())
         .merge(users::routes())
         .merge(roles::routes())
         .merge(api_keys::routes())

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use karen_app::tenants::ProfileChanges;
 use karen_domain::library::{EmbeddingJob, EmbeddingJobState};
+use karen_domain::mfa::MfaRequirement;
 use karen_domain::tenant::TenantSettings;
 use karen_domain::values::RoleName;
 use serde::{Deserialize, Serialize};
@@ -58,6 +59,7 @@ async fn update_tenant(
                 allowed_email_domains: s.allowed_email_domains,
                 embedding_model: s.embedding_model,
                 memory_extraction: s.memory_extraction,
+                mfa_required: MfaRequirement::parse(&s.mfa_required)?,
             })
         })
         .transpose()?;

@@ -26,6 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_user))
         .routes(routes!(enable_user))
         .routes(routes!(unlock_user))
+        .routes(routes!(reset_mfa))
 }
 
 /// Lists the tenant's users, oldest first.
@@ -252,4 +253,26 @@ async fn unlock_user(
             .await?
             .into(),
     ))
+}
+
+/// Removes a user's authenticator and recovery codes (a lost device); they then
+/// sign in with the password alone, or enroll again where the organisation
+/// requires a second factor.
+#[utoipa::path(delete, path = "/v1/users/{user_id}/mfa", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    security(("bearer" = ["users:manage"])),
+    responses((status = 204),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json", description = "missing users:manage, or the user holds rights you lack"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant")))]
+async fn reset_mfa(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    let id: UserId = path_id(&user_id)?;
+    state
+        .services
+        .users
+        .reset_mfa(Authority::Member(&auth.ctx), id)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

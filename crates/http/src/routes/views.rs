@@ -76,6 +76,14 @@ pub(crate) struct SettingsView {
     /// Whether chat turns write new memories back (default true).
     #[serde(default = "enabled")]
     pub memory_extraction: bool,
+    /// Who must sign in with a second factor: `off` (default), `admins` (users
+    /// holding users, roles, tenant or billing management) or `everyone`.
+    #[serde(default = "mfa_off")]
+    pub mfa_required: String,
+}
+
+fn mfa_off() -> String {
+    karen_domain::mfa::MfaRequirement::Off.as_str().to_owned()
 }
 
 fn enabled() -> bool {
@@ -89,6 +97,7 @@ impl From<TenantSettings> for SettingsView {
             allowed_email_domains: settings.allowed_email_domains,
             embedding_model: settings.embedding_model,
             memory_extraction: settings.memory_extraction,
+            mfa_required: settings.mfa_required.as_str().to_owned(),
         }
     }
 }

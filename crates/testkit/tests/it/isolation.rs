@@ -88,6 +88,10 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     let (b_key, b_key_secret) = app
         .create_api_key(&bravo.owner_token, json!({"name": "bravo key"}))
         .await;
+    // B's member has started enrolling an authenticator.
+    app.post("/v1/auth/mfa/totp", &b_user_token, json!({}))
+        .await
+        .expect(200);
     app.post(
         "/v1/roles",
         &bravo.owner_token,
@@ -446,6 +450,7 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             ("POST", "/v1/users/{user_id}/disable", None),
             ("POST", "/v1/users/{user_id}/enable", None),
             ("POST", "/v1/users/{user_id}/unlock", None),
+            ("DELETE", "/v1/users/{user_id}/mfa", None),
         ] {
             t.foreign_is_missing(method, template, "{user_id}", &b_user, token, body)
                 .await;
@@ -598,6 +603,38 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(200);
+    // MFA: A enrolling and removing its own authenticator leaves B's alone.
+    let status = t
+        .call("GET", "/v1/auth/mfa", "/v1/auth/mfa", owner, None)
+        .await;
+    assert_eq!(status.expect(200).str("totp"), "none");
+    t.call(
+        "POST",
+        "/v1/auth/mfa/totp",
+        "/v1/auth/mfa/totp",
+        owner,
+        None,
+    )
+    .await
+    .expect(200);
+    t.call(
+        "POST",
+        "/v1/auth/mfa/totp/confirm",
+        "/v1/auth/mfa/totp/confirm",
+        owner,
+        Some(json!({"code": "abcdef"})),
+    )
+    .await
+    .expect_problem(422, "validation_failed");
+    t.call(
+        "DELETE",
+        "/v1/auth/mfa/totp",
+        "/v1/auth/mfa/totp",
+        owner,
+        Some(json!({"password": PASSWORD})),
+    )
+    .await
+    .expect(204);
     // Sessions: A logging out (everywhere) and changing passwords leaves B alone.
     let second = app.token("alpha", &alpha.owner_email, PASSWORD).await;
     t.call(
@@ -881,6 +918,12 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     assert_eq!(b_persona_after.expect(200).str("name"), "Bravo");
     app.token("bravo", &bravo.owner_email, PASSWORD).await;
 
+    let b_mfa = app.get("/v1/auth/mfa", &b_user_token).await;
+    assert_eq!(
+        b_mfa.expect(200).str("totp"),
+        "pending",
+        "B's enrollment untouched"
+    );
     // Every bearer-secured operation of the API was exercised above.
     let document = app.call("GET", "/openapi.json", None, None).await;
     let mut secured = BTreeSet::new();

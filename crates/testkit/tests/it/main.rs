@@ -41,6 +41,7 @@ mod isolation;
 mod llm;
 mod memory;
 mod metrics;
+mod mfa;
 mod migrations;
 mod observability;
 mod openai_api;

@@ -7,6 +7,7 @@ mod conversations;
 mod embedding_jobs;
 mod library;
 mod memories;
+mod mfa;
 mod personas;
 mod providers;
 mod retention;

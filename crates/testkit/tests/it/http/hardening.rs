@@ -357,7 +357,9 @@ impl Fixture {
     fn token(&self, path: &str) -> Option<&str> {
         if path.starts_with("/v1/platform/") {
             Some(self.operator.as_str())
-        } else if path.starts_with("/v1/auth/") || path == "/v1/signup" {
+        } else if (path.starts_with("/v1/auth/") && !path.starts_with("/v1/auth/mfa"))
+            || path == "/v1/signup"
+        {
             None
         } else {
             Some(self.owner.as_str())
@@ -373,6 +375,12 @@ fn full_body(method: &str, path: &str) -> Value {
             json!({"tenant": "sweep", "email": "owner@sweep.test", "password": PASSWORD})
         }
         ("POST", "/v1/auth/refresh") => json!({"refresh_token": "krn_rt_x"}),
+        ("POST", "/v1/auth/login/mfa") => {
+            json!({"challenge": "krm_x", "code": "123456", "recovery_code": "abcd-efgh-ijkl-mnop"})
+        }
+        ("POST", "/v1/auth/login/mfa/enroll") => json!({"challenge": "krm_x"}),
+        ("POST", "/v1/auth/mfa/totp/confirm") => json!({"code": "123456"}),
+        ("DELETE", "/v1/auth/mfa/totp") => json!({"code": "123456", "password": PASSWORD}),
         ("POST", "/v1/signup") => json!({"tenant_slug": "newco", "tenant_name": "New Co",
             "email": "o@newco.test", "display_name": "O", "password": PASSWORD}),
         ("POST", "/v1/me/password") => {
@@ -419,7 +427,7 @@ fn full_body(method: &str, path: &str) -> Value {
         }
         ("PATCH", "/v1/roles/{name}") => json!({"description": "d", "permissions": ["chat:write"]}),
         ("PATCH", "/v1/tenant") => json!({"name": "Sweep", "settings": {"default_role": "member",
-            "allowed_email_domains": ["sweep.test"], "memory_extraction": true}}),
+            "allowed_email_domains": ["sweep.test"], "memory_extraction": true, "mfa_required": "off"}}),
         ("POST", "/v1/users") => json!({"email": "u@sweep.test", "display_name": "U",
             "password": PASSWORD, "roles": ["member"]}),
         ("PATCH", "/v1/users/{user_id}") => json!({"email": "m@sweep.test", "display_name": "M"}),

@@ -87,6 +87,13 @@ pub(super) enum UserCommand {
         tenant: String,
         user: String,
     },
+    /// Remove a user's MFA authenticator and recovery codes (a lost device,
+    /// when no administrator of the tenant can sign in to do it).
+    ResetMfa {
+        #[arg(long)]
+        tenant: String,
+        user: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -326,6 +333,17 @@ pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Resul
             let found = users.find(Authority::platform(scope), &user).await?;
             let enabled = users.enable(Authority::platform(scope), found.id).await?;
             println!("user {} enabled", enabled.email);
+        }
+        UserCommand::ResetMfa { tenant, user } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let found = users.find(Authority::platform(scope), &user).await?;
+            users
+                .reset_mfa(Authority::platform(scope), found.id)
+                .await?;
+            println!(
+                "user {}: authenticator and recovery codes removed",
+                found.email
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -295,6 +295,17 @@ impl TestApp {
         self.call("DELETE", path, Some(token), None).await
     }
 
+    /// Posts a JSON body without a credential, as if from `ip` behind one proxy
+    /// (`X-Forwarded-For`; needs `server.trusted_proxy_hops = 1`).
+    pub async fn post_from(&self, ip: &str, path: &str, body: Value) -> Reply {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header("x-forwarded-for", ip)
+            .json(&body);
+        Reply::read(request.send().await.expect("request reaches the server")).await
+    }
+
     /// Logs in; returns the token response body.
     pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Reply {
         self.call(

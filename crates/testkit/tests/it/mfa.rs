@@ -495,6 +495,50 @@ async fn failed_codes_are_throttled_and_audited(backend: Backend) {
     app.stop().await;
 }
 
+async fn failed_codes_count_toward_the_address_limits(backend: Backend) {
+    let Some(app) = spawn_with(backend, |c| {
+        c.server.trusted_proxy_hops = 1;
+        c.rate_limits.auth_ip = Some(karen_domain::rate_limit::Quota::new(5, 600).unwrap());
+        c.auth.ip_max_failures = 2;
+        c.auth.delay_after_failures = 10;
+        c.auth.lockout_after_failures = 20;
+    })
+    .await
+    else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let (secret, _) = enroll(&app, &acme.owner_token).await;
+    let from = |ip: &'static str, path: &'static str, body: Value| app.post_from(ip, path, body);
+    let password = json!({"tenant": "acme", "email": acme.owner_email, "password": PASSWORD});
+    let login = from("203.0.113.7", "/v1/auth/login", password.clone()).await;
+    let pending = login.expect(200).str("challenge").to_owned();
+    for _ in 0..2 {
+        let wrong = json!({"challenge": pending, "code": wrong_code(&app, &secret)});
+        from("203.0.113.7", "/v1/auth/login/mfa", wrong)
+            .await
+            .expect_problem(401, "invalid_mfa_code");
+    }
+    // The address has failed enough: its password logins and codes wait.
+    from("203.0.113.7", "/v1/auth/login", password.clone())
+        .await
+        .expect_problem(429, "login_throttled");
+    let right = json!({"challenge": pending, "code": current_code(&app, &secret)});
+    from("203.0.113.7", "/v1/auth/login/mfa", right.clone())
+        .await
+        .expect_problem(429, "login_throttled");
+    // Five sign-in requests used the address's quota: the sixth is refused
+    // before anything is looked at.
+    from("203.0.113.7", "/v1/auth/login/mfa", right.clone())
+        .await
+        .expect_problem(429, "rate_limited");
+    // The account itself is not held back: another address finishes the login.
+    from("198.51.100.4", "/v1/auth/login/mfa", right)
+        .await
+        .expect(200);
+    app.stop().await;
+}
+
 on_both_backends!(
     enrollment_and_two_step_login,
     recovery_code_works_once,
@@ -502,4 +546,5 @@ on_both_backends!(
     policy_admins_and_everyone,
     admin_reset_allowed_for_admin_denied_for_member_and_cross_tenant,
     failed_codes_are_throttled_and_audited,
+    failed_codes_count_toward_the_address_limits,
 );

@@ -310,13 +310,10 @@ async fn sign_in_routes_are_limited_per_address(backend: Backend) {
         return;
     };
     let acme = app.create_tenant("acme").await;
-    let send = |path: &str, ip: &str, body: serde_json::Value| {
-        let request = app
-            .http
-            .post(format!("{}{path}", app.base_url))
-            .header("x-forwarded-for", ip)
-            .json(&body);
-        async move { Reply::read_response(request.send().await.unwrap()).await }
+    let client = &app;
+    let send = move |path: &str, ip: &str, body: serde_json::Value| {
+        let (path, ip) = (path.to_owned(), ip.to_owned());
+        async move { client.post_from(&ip, &path, body).await }
     };
     let login = |ip: &str, password: &str| {
         let body = json!({"tenant": "acme", "email": acme.owner_email, "password": password});

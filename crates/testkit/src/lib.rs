@@ -12,6 +12,7 @@ mod clock;
 pub mod fake_llm;
 mod reply;
 mod services;
+mod totp;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use uuid::Uuid;
 pub use clock::TestClock;
 pub use reply::Reply;
 pub use services::{PgDatabase, delete_redis_prefix, redis_url};
+pub use totp::totp_code;
 
 /// Which stores a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -616,16 +618,4 @@ impl Drop for TestApp {
         })
         .join();
     }
-}
-
-/// The code an authenticator app with the base32 `secret` shows at `at`.
-pub fn totp_code(secret: &str, at: time::OffsetDateTime) -> String {
-    let secret = totp_rs::Secret::try_from_base32(secret).expect("a base32 TOTP secret");
-    let authenticator = totp_rs::Builder::new()
-        .with_secret(secret)
-        .build()
-        .expect("RFC 6238 parameters");
-    authenticator
-        .generate(u64::try_from(at.unix_timestamp()).expect("a time after 1970"))
-        .to_string()
 }

@@ -199,17 +199,22 @@ impl AuthService {
                 "your organisation requires multi-factor authentication for your account; an administrator can reset it (DELETE /v1/users/{id}/mfa)".into(),
             ));
         }
+        // Guessing codes or the password here counts like failed logins, so a
+        // stolen session cannot brute-force its way to removing the factor.
+        let user = tx
+            .users()
+            .user_by_id(user_id)
+            .await?
+            .ok_or(Error::NotFound("user"))?;
+        if let Some(wait) = self.wait_before_next_attempt(&user.login_failures, now) {
+            return Err(wait);
+        }
         let proven = match (code, password) {
             (Some(code), _) if record.state == TotpState::Active => {
                 self.accept_totp(&mut *tx, user_id, code, now).await?
             }
             (Some(code), _) => totp::verify(&record.secret, code, now)?.is_some(),
             (None, Some(password)) => {
-                let user = tx
-                    .users()
-                    .user_by_id(user_id)
-                    .await?
-                    .ok_or(Error::NotFound("user"))?;
                 self.deps
                     .hasher
                     .verify(password, user.password_hash.as_ref())
@@ -219,10 +224,14 @@ impl AuthService {
         };
         if !proven {
             let field = if code.is_some() { "code" } else { "password" };
-            return Err(Error::invalid(
+            let refused = Error::invalid(
                 Some(field),
                 "removing the authenticator needs a current, unused code from it or your password",
-            ));
+            );
+            let locked = self
+                .refuse_failed_attempt(tx, "auth.mfa.disable.failed", user_id, None, now)
+                .await?;
+            return Err(locked.unwrap_or(refused));
         }
         tx.mfa().delete_mfa(user_id).await?;
         let record = Record::new("auth.mfa.disable").target("user", user_id);

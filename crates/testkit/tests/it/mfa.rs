@@ -476,6 +476,27 @@ async fn failed_codes_are_throttled_and_audited(backend: Backend) {
     )
     .await
     .expect(200);
+    // Guessing codes to remove the authenticator is held back the same way.
+    for _ in 0..2 {
+        let guess = json!({"code": wrong_code(&app, &secret)});
+        app.call(
+            "DELETE",
+            "/v1/auth/mfa/totp",
+            Some(&acme.owner_token),
+            Some(guess),
+        )
+        .await
+        .expect_problem(422, "validation_failed");
+    }
+    let guess = json!({"code": current_code(&app, &secret)});
+    app.call(
+        "DELETE",
+        "/v1/auth/mfa/totp",
+        Some(&acme.owner_token),
+        Some(guess),
+    )
+    .await
+    .expect_problem(429, "login_throttled");
     let trail = app.get("/v1/audit?limit=200", &acme.owner_token).await;
     let events = actions(trail.expect(200));
     let owner = acme.owner_id.to_string();
@@ -485,6 +506,7 @@ async fn failed_codes_are_throttled_and_audited(backend: Backend) {
         ("auth.login.challenge", "success"),
         ("auth.mfa.failed", "failure"),
         ("auth.mfa.failed", "denied"),
+        ("auth.mfa.disable.failed", "failure"),
     ] {
         assert!(
             events.contains(&(action.into(), outcome.into(), owner.clone())),

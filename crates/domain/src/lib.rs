@@ -31,9 +31,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
     ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, LegalHoldId, MemoryId, MessageId,
-    MfaChallengeId,
-    OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId, SigningKeyId,
-    TenantId, UsageId, UserId,
+    MfaChallengeId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId,
+    SigningKeyId, TenantId, UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use karen_domain::audit::AuditFilter;
+use karen_domain::mfa::{MfaRequirement, TotpState};
 use karen_domain::page::PageRequest;
 use karen_domain::permission::Permission;
 use karen_domain::user::{UserStatus, permissions_of};
@@ -31,6 +32,8 @@ const INACTIVE_DAYS: i64 = 90;
 /// The window of the failed sign-in trend.
 const TREND_DAYS: i64 = 30;
 const PAGE: u32 = 200;
+/// Retention counts as enforced when it ran this recently.
+const RUN_WITHIN_DAYS: i64 = 7;
 
 /// What the composition root knows about the platform (not in the store).
 #[derive(Debug, Clone, Copy, Default)]
@@ -376,6 +379,20 @@ impl ComplianceService {
                 _ => break,
             }
         }
+        let mut enrolled = std::collections::BTreeSet::new();
+        for user in &users {
+            if tx
+                .mfa()
+                .totp(user.id)
+                .await?
+                .is_some_and(|t| t.state == TotpState::Active)
+            {
+                enrolled.insert(user.id);
+            }
+        }
+        let own_policy = tx.retention().retention_policy().await?;
+        let last_run = tx.retention().last_retention_run().await?;
+        let holds = tx.retention().active_holds().await?.len();
         tx.commit().await?;
 
         // Access review: who holds administrative rights, and when each last signed in.
@@ -385,19 +402,10 @@ impl ComplianceService {
             .collect();
         let admins: Vec<_> = active
             .iter()
-            .filter(|u| {
-                let granted = permissions_of(&u.roles, &custom);
-                [
-                    Permission::UsersManage,
-                    Permission::RolesManage,
-                    Permission::TenantManage,
-                ]
-                .iter()
-                .any(|p| granted.contains(*p))
-            })
+            .filter(|u| MfaRequirement::Admins.applies_to(permissions_of(&u.roles, &custom)))
             .collect();
         let mut evidence = vec![format!(
-            "{} active users ({} disabled), {} with administrative rights (users:manage, roles:manage or tenant:manage)",
+            "{} active users ({} disabled), {} with administrative rights (users, roles, tenant or billing management)",
             active.len(),
             users.len() - active.len(),
             admins.len()
@@ -516,7 +524,34 @@ impl ComplianceService {
         evidence.push("on PostgreSQL the application role may only insert and read audit rows; a trigger refuses changes".into());
         findings.insert(AuditTrail, finding(status, evidence, gaps));
 
-        findings.insert(Mfa, not_built("multi-factor authentication"));
+        // MFA: coverage of users and administrators, and the tenant's policy.
+        let policy = tenant.settings.mfa_required;
+        let admins_without: Vec<_> = admins
+            .iter()
+            .filter(|u| !enrolled.contains(&u.id))
+            .collect();
+        let users_with = active.iter().filter(|u| enrolled.contains(&u.id)).count();
+        let mut evidence = vec![
+            format!(
+                "{users_with} of {} active users and {} of {} administrators sign in with an authenticator (TOTP)",
+                active.len(),
+                admins.len() - admins_without.len(),
+                admins.len()
+            ),
+            format!("tenant policy settings.mfa_required = {}", policy.as_str()),
+        ];
+        evidence.extend(
+            admins_without
+                .iter()
+                .take(50)
+                .map(|u| format!("administrator without MFA: {}", u.email.as_str())),
+        );
+        let status = if policy == MfaRequirement::Off || !admins_without.is_empty() {
+            Status::Fail
+        } else {
+            Status::Pass
+        };
+        findings.insert(Mfa, finding(status, evidence, Vec::new()));
         findings.insert(
             Sso,
             not_built("single sign-on (OIDC, SAML) and its enforcement"),
@@ -525,10 +560,66 @@ impl ComplianceService {
             EncryptionAtRest,
             not_built("encryption at rest with per-tenant keys"),
         );
-        findings.insert(
-            Retention,
-            not_built("retention policies and their enforcement"),
-        );
+        // Retention: the policy in effect, and when it was last enforced.
+        let set_by_tenant = own_policy.is_some();
+        let in_effect = own_policy.unwrap_or_else(|| self.deps.retention.defaults.clone());
+        let age =
+            |days: Option<u32>| days.map_or("kept forever".to_owned(), |d| format!("{d} days"));
+        let mut evidence = vec![
+            format!(
+                "policy ({}): conversations {}, memories {}, documents {}, usage records {}, audit events {} (platform minimum {} days)",
+                if set_by_tenant {
+                    "set by the tenant"
+                } else {
+                    "platform default"
+                },
+                age(in_effect.conversations_days),
+                age(in_effect.memories_days),
+                age(in_effect.documents_days),
+                age(in_effect.usage_days),
+                age(in_effect.effective_audit_days(self.deps.retention.audit_min_days)),
+                self.deps.retention.audit_min_days
+            ),
+            format!("{holds} active legal holds"),
+        ];
+        let unbounded = [
+            in_effect.conversations_days,
+            in_effect.memories_days,
+            in_effect.documents_days,
+        ]
+        .iter()
+        .any(Option::is_none);
+        let recent = last_run
+            .as_ref()
+            .is_some_and(|run| run.at > now - time::Duration::days(RUN_WITHIN_DAYS));
+        match &last_run {
+            Some(run) => evidence.push(format!(
+                "last enforced {}: deleted {} conversations, {} memories, {} documents, {} usage records, {} audit events; kept {} under legal hold",
+                day(run.at),
+                run.counts.conversations,
+                run.counts.memories,
+                run.counts.documents,
+                run.counts.usage_records,
+                run.counts.audit_events,
+                run.counts.held
+            )),
+            None => evidence.push("never enforced".into()),
+        }
+        let mut gaps = Vec::new();
+        if unbounded {
+            gaps.push("conversations, memories or documents have no maximum age".into());
+        }
+        if !recent {
+            gaps.push(format!(
+                "no enforcement run in the last {RUN_WITHIN_DAYS} days"
+            ));
+        }
+        let status = if gaps.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        };
+        findings.insert(Retention, finding(status, evidence, gaps));
         findings.insert(
             DataSubjectRequests,
             not_built("export and erasure of one person's data"),

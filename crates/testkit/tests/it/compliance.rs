@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use karen_app::compliance::Framework;
-use karen_testkit::{Backend, PASSWORD, TestApp, spawn};
+use karen_domain::Clock as _;
+use karen_testkit::{Backend, PASSWORD, TestApp, spawn, totp_code};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -48,11 +49,32 @@ async fn reports_show_the_tenants_own_evidence(backend: Backend) {
     let globex = app.create_tenant("globex").await;
     app.create_user(&acme, "ann@acme.test", &["member"]).await;
     app.create_user(&acme, "ada@acme.test", &["admin"]).await;
-    app.create_api_key(&acme.owner_token, json!({"name": "forever"}))
+    app.create_api_key(&acme.owner_token, json!({"name": "acme-eternal"}))
         .await;
     app.login("acme", "ann@acme.test", "not the password")
         .await
         .expect(401);
+    // The owner signs in with an authenticator; ada does not.
+    let enrollment = app
+        .post("/v1/auth/mfa/totp", &acme.owner_token, json!({}))
+        .await;
+    let secret = enrollment.expect(200).str("secret").to_owned();
+    let code = totp_code(&secret, app.clock.now());
+    app.post(
+        "/v1/auth/mfa/totp/confirm",
+        &acme.owner_token,
+        json!({"code": code}),
+    )
+    .await
+    .expect(200);
+    // Retention: every content kind has a maximum age, enforced once.
+    let policy = json!({"conversations_days": 365, "memories_days": 365, "documents_days": 365});
+    app.put("/v1/tenant/retention", &acme.owner_token, policy)
+        .await
+        .expect(200);
+    app.post("/v1/tenant/retention/run", &acme.owner_token, json!({}))
+        .await
+        .expect(200);
 
     let soc2 = report(&app, &acme.owner_token, "soc2").await;
     assert_eq!(soc2["framework"], "soc2");
@@ -77,16 +99,26 @@ async fn reports_show_the_tenants_own_evidence(backend: Backend) {
         "pass",
         "nobody inactive yet"
     );
-    // A key without expiry fails CC6.1, which also says MFA and SSO are not evidenced.
+    // CC6.1 fails: a key without expiry, an administrator without MFA, and
+    // no MFA policy; SSO is not evidenced.
     let cc61 = control(&soc2, "CC6.1");
     assert_eq!(cc61["status"], "fail");
+    let text = evidence(cc61);
+    assert!(text.contains("no expiry: key 'acme-eternal'"), "{text}");
     assert!(
-        evidence(cc61).contains("no expiry: key 'forever'"),
-        "{cc61}"
+        text.contains(
+            "1 of 3 active users and 1 of 2 administrators sign in with an authenticator"
+        ),
+        "{text}"
     );
+    assert!(
+        text.contains("administrator without MFA: ada@acme.test"),
+        "{text}"
+    );
+    assert!(text.contains("settings.mfa_required = off"), "{text}");
     let gaps = cc61["gaps"].to_string();
     assert!(
-        gaps.contains("multi-factor authentication is not built"),
+        gaps.contains("single sign-on (OIDC, SAML) and its enforcement is not built"),
         "{gaps}"
     );
     // The failed sign-in is counted; the verified, signed audit chain passes.
@@ -97,14 +129,33 @@ async fn reports_show_the_tenants_own_evidence(backend: Backend) {
     );
     assert_eq!(cc72["status"], "pass", "{cc72}");
     assert!(evidence(cc72).contains("verified intact"), "{cc72}");
+    // Retention is set by the tenant and was just enforced.
+    let disposal = control(&soc2, "C1.2");
+    assert_eq!(disposal["status"], "pass", "{disposal}");
+    let text = evidence(disposal);
+    assert!(
+        text.contains("policy (set by the tenant): conversations 365 days"),
+        "{text}"
+    );
+    assert!(text.contains("last enforced"), "{text}");
     // Nothing is "pass" that Karen cannot see.
-    assert_eq!(control(&soc2, "C1.2")["status"], "not_evidenced");
     assert_eq!(control(&soc2, "CC6.7")["status"], "not_evidenced");
 
     // 91 days on, nobody has signed in: every account is inactive. The owner
     // logs in again and so is active once more.
     app.clock.advance(Duration::from_secs(91 * 86_400));
-    let owner = app.token("acme", &acme.owner_email, PASSWORD).await;
+    let challenge = app.login("acme", &acme.owner_email, PASSWORD).await;
+    let challenge = challenge.expect(200).str("challenge").to_owned();
+    let code = totp_code(&secret, app.clock.now());
+    let login = app
+        .call(
+            "POST",
+            "/v1/auth/login/mfa",
+            None,
+            Some(json!({"challenge": challenge, "code": code})),
+        )
+        .await;
+    let owner = login.expect(200).str("access_token").to_owned();
     let hipaa = report(&app, &owner, "hipaa").await;
     let termination = control(&hipaa, "164.308(a)(3)(ii)(C)");
     assert_eq!(termination["status"], "fail");
@@ -118,6 +169,14 @@ async fn reports_show_the_tenants_own_evidence(backend: Backend) {
         !text.contains(&format!("inactive: {}", acme.owner_email)),
         "{text}"
     );
+    // And retention has not run for 91 days.
+    let documentation = control(&hipaa, "164.316(b)(2)(i)");
+    assert_eq!(documentation["status"], "fail");
+    assert!(
+        documentation["gaps"]
+            .to_string()
+            .contains("no enforcement run in the last 7 days")
+    );
     let gdpr = report(&app, &owner, "gdpr").await;
     assert_eq!(control(&gdpr, "Art. 17")["status"], "not_evidenced");
 
@@ -127,7 +186,7 @@ async fn reports_show_the_tenants_own_evidence(backend: Backend) {
     for foreign in [
         "ann@acme.test",
         "ada@acme.test",
-        "forever",
+        "acme-eternal",
         acme.owner_email.as_str(),
     ] {
         assert!(!other.contains(foreign), "{foreign} in globex's report");

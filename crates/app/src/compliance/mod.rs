@@ -562,7 +562,7 @@ impl ComplianceService {
         );
         // Retention: the policy in effect, and when it was last enforced.
         let set_by_tenant = own_policy.is_some();
-        let in_effect = own_policy.unwrap_or_else(|| self.deps.retention.defaults.clone());
+        let in_effect = own_policy.unwrap_or(self.deps.retention.defaults);
         let age =
             |days: Option<u32>| days.map_or("kept forever".to_owned(), |d| format!("{d} days"));
         let mut evidence = vec![

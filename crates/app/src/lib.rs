@@ -15,6 +15,7 @@ pub mod csv;
 pub mod health;
 pub mod insights;
 pub mod memory;
+pub mod privacy;
 pub mod rate_limits;
 pub mod retention;
 pub mod roles;
@@ -154,6 +155,7 @@ pub struct Services {
     pub retention: retention::RetentionService,
     pub audit: Arc<audit::AuditTrail>,
     pub compliance: compliance::ComplianceService,
+    pub privacy: privacy::PrivacyService,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -186,6 +188,7 @@ impl Services {
             insights: insights::InsightService::new(deps.clone()),
             rate_limits: rate_limits::RateLimitService::new(deps.clone()),
             compliance: compliance::ComplianceService::new(deps.clone()),
+            privacy: privacy::PrivacyService::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
             retention: retention::RetentionService::new(deps.clone(), memory.indexer.clone()),
             memory,

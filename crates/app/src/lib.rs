@@ -12,6 +12,7 @@ pub mod cache;
 pub mod compliance;
 pub mod credentials;
 pub mod csv;
+pub mod encryption;
 pub mod health;
 pub mod insights;
 pub mod memory;

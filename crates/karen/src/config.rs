@@ -43,6 +43,7 @@ pub struct Config {
     pub rate_limits: crate::rate_limits::RateLimitConfig,
     pub audit: AuditConfig,
     pub retention: crate::retention::RetentionConfig,
+    pub encryption: crate::encryption::EncryptionConfig,
 }
 
 /// `[audit]`: checkpoints of the tamper-evident audit trail.
@@ -90,6 +91,7 @@ impl Default for Config {
             rate_limits: crate::rate_limits::RateLimitConfig::default(),
             audit: AuditConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
+            encryption: crate::encryption::EncryptionConfig::default(),
         }
     }
 }
@@ -468,10 +470,11 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
         Self::load_from(
             path,
-            // `KAREN_LOG` is a log filter (see `logging`), not the `[log]` section.
+            // `KAREN_LOG` is a log filter (see `logging`), not the `[log]` section;
+            // `KAREN_MASTER_KEY` is the master key itself (see `encryption`).
             Env::prefixed("KAREN_")
                 .split("__")
-                .ignore(&["config", "log"]),
+                .ignore(&["config", "log", "master_key"]),
         )
     }
 
@@ -541,6 +544,7 @@ impl Config {
         problems.extend(self.rate_limits.problems());
         problems.extend(self.audit.forward.problems());
         problems.extend(self.retention.problems());
+        problems.extend(self.encryption.problems());
         match self.mode {
             Mode::Minimal => {
                 if postgres {
@@ -757,7 +761,7 @@ impl Config {
         problems
     }
 
-    fn mode_name(&self) -> &'static str {
+    pub(crate) fn mode_name(&self) -> &'static str {
         match self.mode {
             Mode::Minimal => "minimal",
             Mode::Standard => "standard",

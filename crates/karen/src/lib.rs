@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod audit_forward;
 pub mod config;
+pub mod encryption;
 pub mod indexes;
 pub mod logging;
 pub mod maintenance;
@@ -99,7 +100,8 @@ impl Karen {
         let store = Arc::new(
             SqlStore::connect(&options)
                 .await
-                .context("connecting to the database")?,
+                .context("connecting to the database")?
+                .with_encryption(encryption::store_encryption(&config, clock.clone())?),
         );
         store.ensure_serving_role_is_confined().await?;
         store.ensure_schema_current().await?;

@@ -116,6 +116,10 @@ pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -
             karen_crypto::FileAuditSigner::load_or_create(&audit_key, true)
                 .expect("audit signing key");
             config.audit.signing_key_file = Some(audit_key);
+            // And one master key for encryption at rest.
+            let master_key = data_dir.join("master.key");
+            karen_crypto::LocalKeyProvider::generate_file(&master_key).expect("master key");
+            config.encryption.master_key_file = Some(master_key);
             postgres = Some(database);
             redis_prefix = Some(prefix);
         }

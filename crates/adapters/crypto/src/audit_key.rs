@@ -2,13 +2,14 @@
 //! Created on first start when allowed (embedded mode), with mode 0600; its
 //! content is never logged.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _};
 use karen_domain::audit::key_id_of;
 use karen_domain::ports::AuditSigner;
 use karen_domain::{Error, Result};
+
+use crate::key_file::write_private;
 
 /// A checkpoint signer backed by a key file.
 pub struct FileAuditSigner {
@@ -74,28 +75,6 @@ impl FileAuditSigner {
             key_id,
         })
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 impl AuditSigner for FileAuditSigner {

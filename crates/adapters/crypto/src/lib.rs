@@ -1,11 +1,15 @@
 //! Karen's cryptography adapters: argon2id password hashing and Ed25519-signed
-//! access tokens (JWT) with persisted, rotatable signing keys.
+//! access tokens (JWT) with persisted, rotatable signing keys, and envelope
+//! encryption (AES-256-GCM data keys wrapped under a master key).
 
 mod audit_key;
+mod envelope;
+mod key_file;
 mod password;
 mod tokens;
 
 pub use audit_key::{FileAuditSigner, verify_ed25519};
+pub use envelope::{AesGcmCipher, LocalKeyProvider, MASTER_KEY_ENV};
 pub use password::{Argon2Hasher, Argon2Params};
 pub use tokens::{JwtConfig, JwtTokens};
 

@@ -5,6 +5,7 @@
 
 mod conn;
 mod content;
+mod encryption;
 mod migrate;
 mod platform;
 mod repos;
@@ -14,6 +15,7 @@ mod tenant;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +26,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 
 pub use crate::conn::PoolStats;
 use crate::conn::{Pool, TxScope, map_sqlx};
+pub use crate::encryption::Encryption;
 pub use crate::migrate::{MigrationState, VerifyReport};
 
 /// How to connect.
@@ -75,6 +78,8 @@ impl Backend {
 #[derive(Clone, Debug)]
 pub struct SqlStore {
     pool: Pool,
+    /// Encryption at rest of tenant content (`None`: written plain).
+    encryption: Option<Arc<Encryption>>,
 }
 
 impl SqlStore {
@@ -135,7 +140,22 @@ impl SqlStore {
                 Pool::Postgres(pool)
             }
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            encryption: None,
+        })
+    }
+
+    /// Seals tenant content with per-tenant data keys under `encryption`
+    /// (`None`: plain; encrypted rows then fail to read with a clear error).
+    pub fn with_encryption(mut self, encryption: Option<Arc<Encryption>>) -> Self {
+        self.encryption = encryption;
+        self
+    }
+
+    /// The configured encryption, if any.
+    pub fn encryption(&self) -> Option<&Arc<Encryption>> {
+        self.encryption.as_ref()
     }
 
     /// Applies pending migrations (connect with the owner role on PostgreSQL).
@@ -225,6 +245,7 @@ impl SqlStore {
                     Ok(pool) => {
                         let store = Self {
                             pool: Pool::Postgres(pool),
+                            encryption: None,
                         };
                         let report = store.verify_migrations().await;
                         store.close().await;
@@ -315,7 +336,11 @@ impl SqlStore {
     async fn open_tenant(&self, scope: TenantScope, write: bool) -> Result<Box<dyn TenantTx>> {
         let tenant: TenantId = scope.tenant_id();
         let tx = self.pool.begin(TxScope::Tenant(tenant), write).await?;
-        Ok(Box::new(tenant::SqlTenantTx::new(tx, tenant)))
+        Ok(Box::new(tenant::SqlTenantTx::new(
+            tx,
+            tenant,
+            self.encryption.clone(),
+        )))
     }
 }
 

@@ -41,6 +41,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "user_roles",
     "users",
     "custom_roles",
+    "tenant_keys",
 ];
 
 /// Tenant tables that exist on PostgreSQL only: derived data of a scale-out

@@ -2,12 +2,14 @@
 //! tenant id as `$1`, and every tenant statement filters on `tenant_id = $1`;
 //! on PostgreSQL row-level security enforces the same boundary again.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
     ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
     EmbeddingRepo, MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RetentionRepo, RoleRepo,
-    SessionRepo, TenantTx, UsageRepo, UserRepo,
+    SessionRepo, TenantKeyRepo, TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
@@ -16,17 +18,28 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use crate::conn::{Query, Tx};
+use crate::content::KeyRing;
+use crate::encryption::Encryption;
 use crate::rows;
 use crate::schema::TENANT_TABLES;
 
 pub(crate) struct SqlTenantTx {
     pub(crate) tx: Tx,
     tenant: TenantId,
+    /// The store's encryption (`None`: content is written plain).
+    pub(crate) encryption: Option<Arc<Encryption>>,
+    /// The tenant's keys, loaded at the first sealed read or write.
+    pub(crate) ring: Option<Arc<KeyRing>>,
 }
 
 impl SqlTenantTx {
-    pub(crate) fn new(tx: Tx, tenant: TenantId) -> Self {
-        Self { tx, tenant }
+    pub(crate) fn new(tx: Tx, tenant: TenantId, encryption: Option<Arc<Encryption>>) -> Self {
+        Self {
+            tx,
+            tenant,
+            encryption,
+            ring: None,
+        }
     }
 
     /// The tenant of this transaction.
@@ -70,6 +83,7 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "user_roles" => "DELETE FROM user_roles WHERE tenant_id = $1",
         "users" => "DELETE FROM users WHERE tenant_id = $1",
         "custom_roles" => "DELETE FROM custom_roles WHERE tenant_id = $1",
+        "tenant_keys" => "DELETE FROM tenant_keys WHERE tenant_id = $1",
         _ => return None,
     })
 }
@@ -144,6 +158,10 @@ impl TenantTx for SqlTenantTx {
         self
     }
 
+    fn tenant_keys(&mut self) -> &mut dyn TenantKeyRepo {
+        self
+    }
+
     async fn tenant(&mut self) -> Result<Tenant> {
         let q = self.q("SELECT * FROM tenants WHERE id = $1");
         let row = self
@@ -191,6 +209,12 @@ impl TenantTx for SqlTenantTx {
             };
             report.rows_by_table.push((table, deleted));
         }
+        // Crypto-shredding: the key rows are gone with the rest; so is any
+        // clear copy of them in memory.
+        if let Some(encryption) = &self.encryption {
+            encryption.forget(self.tenant);
+        }
+        self.ring = None;
         Ok(report)
     }
 

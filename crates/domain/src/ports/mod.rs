@@ -26,7 +26,10 @@ pub use llm::{
 pub use mfa::MfaRepo;
 pub use rate_limit::RateLimiter;
 pub use retention::{AuditPrefix, ExpiredRow, RetentionRepo};
-pub use security::{AccessClaims, AccessTokens, AuditSigner, PasswordHasher};
+pub use security::{
+    AccessClaims, AccessTokens, AuditSigner, DataCipher, DataKey, KeyProvider, PasswordHasher,
+    ResealBatch, ResealCursor, TenantKeyInfo, TenantKeyRepo,
+};
 pub use store::{
     ActivityCursor, ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo,
     EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx,

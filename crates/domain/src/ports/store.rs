@@ -118,6 +118,8 @@ pub trait TenantTx: Send {
     fn audit(&mut self) -> &mut dyn AuditRepo;
     fn retention(&mut self) -> &mut dyn super::RetentionRepo;
     fn mfa(&mut self) -> &mut dyn super::MfaRepo;
+    /// The tenant's data keys (encryption at rest).
+    fn tenant_keys(&mut self) -> &mut dyn super::TenantKeyRepo;
 
     /// The tenant's own registry row.
     async fn tenant(&mut self) -> Result<Tenant>;

@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod index;
 mod insights;
+mod keys;
 mod ops;
 mod report;
 mod retention;
@@ -58,9 +59,10 @@ enum Command {
     /// Enforce retention policies now (`run [--tenant T] [--dry-run]`).
     #[command(subcommand)]
     Retention(retention::RetentionCommand),
-    /// Rotate the access-token signing key.
+    /// Rotate the access-token signing key; manage the keys of encryption at rest
+    /// (generate or rotate the master key, rotate a tenant's data key, status).
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(keys::KeysCommand),
     /// Check the configuration and print it with secrets redacted.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -89,12 +91,6 @@ enum MigrateCommand {
 }
 
 #[derive(Subcommand, Debug)]
-enum KeysCommand {
-    /// Make a new signing key current; tokens signed by older keys stay valid until they expire.
-    Rotate,
-}
-
-#[derive(Subcommand, Debug)]
 enum ConfigCommand {
     /// Validate the effective configuration and print it (passwords redacted); non-zero exit if invalid.
     Check,
@@ -116,7 +112,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate(MigrateCommand::Status) => ops::migrate_status(&ops::load(path)?).await,
         Command::Migrate(MigrateCommand::Verify) => ops::migrate_verify(&ops::load(path)?).await,
-        Command::Keys(KeysCommand::Rotate) => ops::rotate_keys(&ops::load(path)?).await,
+        Command::Keys(command @ keys::KeysCommand::GenerateMaster { .. }) => {
+            keys::run(None, command).await
+        }
+        Command::Keys(command) => keys::run(Some(ops::load(path)?), command).await,
         Command::Tenant(command) => admin::tenant(&ops::load(path)?, command).await,
         Command::User(command) => admin::user(&ops::load(path)?, command).await,
         Command::Apikey(command) => admin::api_key(&ops::load(path)?, command).await,

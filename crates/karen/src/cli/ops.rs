@@ -1,4 +1,4 @@
-//! Server and database operations: serve, migrate, keys, config check.
+//! Server and database operations: serve, migrate, config check.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -166,14 +166,4 @@ pub(super) async fn migrate_verify(config: &Config) -> anyhow::Result<ExitCode> 
         }
         Ok(ExitCode::FAILURE)
     }
-}
-
-/// `karen keys rotate`
-pub(super) async fn rotate_keys(config: &Config) -> anyhow::Result<ExitCode> {
-    let karen = Karen::open(config.clone(), Arc::new(SystemClock)).await?;
-    let kid = karen.services.auth.rotate_signing_key().await?;
-    println!(
-        "new signing key {kid} is current; tokens signed by earlier keys remain valid until they expire"
-    );
-    Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,7 @@ mod contract;
 mod doc_import;
 mod embedding_models;
 mod embeddings;
+mod encryption;
 mod http;
 mod indexes;
 mod insights;

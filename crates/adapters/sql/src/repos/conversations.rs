@@ -10,7 +10,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use crate::conn::Row;
-use crate::content;
+use crate::content::{KeyRing, Slot};
 use crate::rows;
 use crate::tenant::SqlTenantTx;
 
@@ -48,14 +48,18 @@ fn tokens(row: &Row, column: &str) -> Result<u32> {
     Ok(u32::try_from(row.get::<i32>(column)?).unwrap_or(0))
 }
 
-fn message(row: &Row) -> Result<StoredMessage> {
+fn message(row: &Row, keys: &KeyRing) -> Result<StoredMessage> {
     let tenant_id = TenantId::from_uuid(row.get("tenant_id")?);
+    let id: Uuid = row.get("id")?;
     Ok(StoredMessage {
-        id: MessageId::from_uuid(row.get("id")?),
+        id: MessageId::from_uuid(id),
         tenant_id,
         conversation_id: ConversationId::from_uuid(row.get("conversation_id")?),
         role: role(&row.get::<String>("role")?)?,
-        content: content::open(tenant_id, &row.get::<Vec<u8>>("content")?)?,
+        content: keys.open(
+            Slot::new("messages", "content", id),
+            &row.get::<Vec<u8>>("content")?,
+        )?,
         tool_calls: row
             .get::<Option<Json<Vec<ToolCall>>>>("tool_calls")?
             .map(|j| j.0)
@@ -162,7 +166,8 @@ impl ConversationRepo for SqlTenantTx {
     }
 
     async fn insert_message(&mut self, m: &StoredMessage) -> Result<()> {
-        let sealed = content::seal(m.tenant_id, &m.content);
+        let keys = self.sealing_keys().await?;
+        let sealed = keys.seal(Slot::new("messages", "content", m.id.as_uuid()), &m.content)?;
         let tool_calls = (!m.tool_calls.is_empty()).then(|| Json(m.tool_calls.clone()));
         let citations = (!m.citations.is_empty()).then(|| Json(m.citations.clone()));
         let q = self
@@ -196,7 +201,13 @@ impl ConversationRepo for SqlTenantTx {
             .bind(conversation.as_uuid())
             .bind(after)
             .bind(limit);
-        self.tx.fetch_all(q).await?.iter().map(message).collect()
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| message(row, &keys))
+            .collect()
     }
 
     async fn recent_messages(
@@ -208,12 +219,13 @@ impl ConversationRepo for SqlTenantTx {
             .q("SELECT * FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id DESC LIMIT $3")
             .bind(conversation.as_uuid())
             .bind(limit);
+        let keys = self.keys().await?;
         let mut messages: Vec<StoredMessage> = self
             .tx
             .fetch_all(q)
             .await?
             .iter()
-            .map(message)
+            .map(|row| message(row, &keys))
             .collect::<Result<_>>()?;
         messages.reverse();
         Ok(messages)

@@ -11,8 +11,9 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::conn::Row;
+use crate::content::{KeyRing, Slot};
+use crate::rows;
 use crate::tenant::SqlTenantTx;
-use crate::{content, rows};
 
 fn document(row: &Row) -> Result<Document> {
     let roles: Vec<String> = serde_json::from_str(&row.get::<String>("access_roles")?)
@@ -38,18 +39,22 @@ fn document(row: &Row) -> Result<Document> {
     })
 }
 
-fn chunk(row: &Row) -> Result<StoredChunk> {
+fn chunk(row: &Row, keys: &KeyRing) -> Result<StoredChunk> {
     let tenant_id = TenantId::from_uuid(row.get("tenant_id")?);
+    let id: Uuid = row.get("id")?;
     Ok(StoredChunk {
-        id: ChunkId::from_uuid(row.get("id")?),
+        id: ChunkId::from_uuid(id),
         tenant_id,
         document_id: DocumentId::from_uuid(row.get("document_id")?),
         ordinal: u32::try_from(row.get::<i32>("ordinal")?).unwrap_or(0),
         heading: row
             .get::<Option<Vec<u8>>>("heading")?
-            .map(|bytes| content::open(tenant_id, &bytes))
+            .map(|bytes| keys.open(Slot::new("document_chunks", "heading", id), &bytes))
             .transpose()?,
-        text: content::open(tenant_id, &row.get::<Vec<u8>>("content")?)?,
+        text: keys.open(
+            Slot::new("document_chunks", "content", id),
+            &row.get::<Vec<u8>>("content")?,
+        )?,
         content_hash: row.get("content_hash")?,
     })
 }
@@ -82,14 +87,22 @@ impl DocumentRepo for SqlTenantTx {
     }
 
     async fn insert_chunk(&mut self, c: &StoredChunk) -> Result<()> {
+        let keys = self.sealing_keys().await?;
+        let id = c.id.as_uuid();
+        let heading = c
+            .heading
+            .as_deref()
+            .map(|h| keys.seal(Slot::new("document_chunks", "heading", id), h))
+            .transpose()?;
+        let text = keys.seal(Slot::new("document_chunks", "content", id), &c.text)?;
         let q = self
             .q("INSERT INTO document_chunks (tenant_id, id, document_id, ordinal, heading, content, content_hash) \
                 VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(c.id.as_uuid())
             .bind(c.document_id.as_uuid())
             .bind(i32_of(c.ordinal))
-            .bind(c.heading.as_deref().map(|h| content::seal(c.tenant_id, h)))
-            .bind(content::seal(c.tenant_id, &c.text))
+            .bind(heading)
+            .bind(text)
             .bind(c.content_hash.clone());
         self.tx.execute(q).await.map(drop)
     }
@@ -134,11 +147,12 @@ impl DocumentRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
+        let keys = self.keys().await?;
         self.tx
             .fetch_optional(q)
             .await?
             .as_ref()
-            .map(chunk)
+            .map(|row| chunk(row, &keys))
             .transpose()
     }
 
@@ -146,7 +160,13 @@ impl DocumentRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal")
             .bind(document.as_uuid());
-        self.tx.fetch_all(q).await?.iter().map(chunk).collect()
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| chunk(row, &keys))
+            .collect()
     }
 
     async fn list_chunks(
@@ -158,7 +178,13 @@ impl DocumentRepo for SqlTenantTx {
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3")
             .bind(after.map(|id| id.as_uuid()))
             .bind(limit);
-        self.tx.fetch_all(q).await?.iter().map(chunk).collect()
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| chunk(row, &keys))
+            .collect()
     }
 }
 

@@ -9,16 +9,21 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::conn::Row;
+use crate::content::{KeyRing, Slot};
+use crate::rows;
 use crate::tenant::SqlTenantTx;
-use crate::{content, rows};
 
 fn stored(column: &str, error: Error) -> Error {
     Error::internal(format!("stored memory {column} is invalid: {error}"))
 }
 
-fn memory(row: &Row) -> Result<Memory> {
+fn memory(row: &Row, keys: &KeyRing) -> Result<Memory> {
     let tenant_id = TenantId::from_uuid(row.get("tenant_id")?);
-    let text = content::open(tenant_id, &row.get::<Vec<u8>>("content")?)?;
+    let id: Uuid = row.get("id")?;
+    let text = keys.open(
+        Slot::new("memories", "content", id),
+        &row.get::<Vec<u8>>("content")?,
+    )?;
     let importance = u8::try_from(row.get::<i32>("importance")?).unwrap_or(Importance::MIN);
     let provenance = row
         .get::<Option<Uuid>>("source_conversation_id")?
@@ -32,7 +37,7 @@ fn memory(row: &Row) -> Result<Memory> {
         })
         .transpose()?;
     Ok(Memory {
-        id: MemoryId::from_uuid(row.get("id")?),
+        id: MemoryId::from_uuid(id),
         tenant_id,
         owner: row
             .get::<Option<Uuid>>("owner_user_id")?
@@ -52,6 +57,11 @@ fn memory(row: &Row) -> Result<Memory> {
 #[async_trait]
 impl MemoryRepo for SqlTenantTx {
     async fn insert_memory(&mut self, m: &Memory) -> Result<bool> {
+        let keys = self.sealing_keys().await?;
+        let sealed = keys.seal(
+            Slot::new("memories", "content", m.id.as_uuid()),
+            m.content.as_str(),
+        )?;
         let q = self
             .q("INSERT INTO memories (tenant_id, id, owner_user_id, kind, content, content_hash, importance, \
                 tier, source_conversation_id, source_message_id, created_at, updated_at, last_recalled_at) \
@@ -60,7 +70,7 @@ impl MemoryRepo for SqlTenantTx {
             .bind(m.id.as_uuid())
             .bind(m.owner.map(|u| u.as_uuid()))
             .bind(m.kind.as_str())
-            .bind(content::seal(m.tenant_id, m.content.as_str()))
+            .bind(sealed)
             .bind(m.content_hash.clone())
             .bind(i32::from(m.importance.get()))
             .bind(m.tier.as_str())
@@ -76,11 +86,12 @@ impl MemoryRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM memories WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
+        let keys = self.keys().await?;
         self.tx
             .fetch_optional(q)
             .await?
             .as_ref()
-            .map(memory)
+            .map(|row| memory(row, &keys))
             .transpose()
     }
 
@@ -88,11 +99,12 @@ impl MemoryRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM memories WHERE tenant_id = $1 AND content_hash = $2")
             .bind(content_hash.to_owned());
+        let keys = self.keys().await?;
         self.tx
             .fetch_optional(q)
             .await?
             .as_ref()
-            .map(memory)
+            .map(|row| memory(row, &keys))
             .transpose()
     }
 
@@ -132,16 +144,27 @@ impl MemoryRepo for SqlTenantTx {
                 .bind(after)
                 .bind(limit),
         };
-        self.tx.fetch_all(q).await?.iter().map(memory).collect()
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| memory(row, &keys))
+            .collect()
     }
 
     async fn update_memory(&mut self, m: &Memory) -> Result<()> {
+        let keys = self.sealing_keys().await?;
+        let sealed = keys.seal(
+            Slot::new("memories", "content", m.id.as_uuid()),
+            m.content.as_str(),
+        )?;
         let q = self
             .q("UPDATE memories SET kind = $3, content = $4, content_hash = $5, importance = $6, tier = $7, \
                 updated_at = $8, last_recalled_at = $9 WHERE tenant_id = $1 AND id = $2")
             .bind(m.id.as_uuid())
             .bind(m.kind.as_str())
-            .bind(content::seal(m.tenant_id, m.content.as_str()))
+            .bind(sealed)
             .bind(m.content_hash.clone())
             .bind(i32::from(m.importance.get()))
             .bind(m.tier.as_str())

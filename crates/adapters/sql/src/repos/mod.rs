@@ -13,5 +13,6 @@ mod providers;
 mod retention;
 mod roles;
 mod sessions;
+mod tenant_keys;
 mod usage;
 mod users;

@@ -7,20 +7,25 @@ use karen_domain::providers::{ModelAlias, TenantProvider};
 use karen_domain::{ProviderId, Result, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::types::Json;
+use uuid::Uuid;
 
 use crate::conn::Row;
-use crate::content;
+use crate::content::{KeyRing, Slot};
 use crate::rows;
 use crate::tenant::SqlTenantTx;
 
-fn provider(row: &Row) -> Result<TenantProvider> {
+fn provider(row: &Row, keys: &KeyRing) -> Result<TenantProvider> {
     let tenant_id = TenantId::from_uuid(row.get("tenant_id")?);
+    let id: Uuid = row.get("id")?;
     let api_key = row
         .get::<Option<Vec<u8>>>("api_key")?
-        .map(|sealed| content::open(tenant_id, &sealed).map(SecretString::from))
+        .map(|sealed| {
+            keys.open(Slot::new("tenant_providers", "api_key", id), &sealed)
+                .map(SecretString::from)
+        })
         .transpose()?;
     Ok(TenantProvider {
-        id: ProviderId::from_uuid(row.get("id")?),
+        id: ProviderId::from_uuid(id),
         tenant_id,
         name: row.get("name")?,
         kind: row.get("kind")?,
@@ -42,10 +47,16 @@ fn alias(row: &Row) -> Result<ModelAlias> {
     })
 }
 
-fn sealed_key(p: &TenantProvider) -> Option<Vec<u8>> {
+fn sealed_key(keys: &KeyRing, p: &TenantProvider) -> Result<Option<Vec<u8>>> {
     p.api_key
         .as_ref()
-        .map(|key| content::seal(p.tenant_id, key.expose_secret()))
+        .map(|key| {
+            keys.seal(
+                Slot::new("tenant_providers", "api_key", p.id.as_uuid()),
+                key.expose_secret(),
+            )
+        })
+        .transpose()
 }
 
 #[async_trait]
@@ -53,22 +64,31 @@ impl ProviderRepo for SqlTenantTx {
     async fn list_providers(&mut self) -> Result<Vec<TenantProvider>> {
         let q =
             self.q("SELECT * FROM tenant_providers WHERE tenant_id = $1 ORDER BY position, name");
-        self.tx.fetch_all(q).await?.iter().map(provider).collect()
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| provider(row, &keys))
+            .collect()
     }
 
     async fn provider(&mut self, id: ProviderId) -> Result<Option<TenantProvider>> {
         let q = self
             .q("SELECT * FROM tenant_providers WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
+        let keys = self.keys().await?;
         self.tx
             .fetch_optional(q)
             .await?
             .as_ref()
-            .map(provider)
+            .map(|row| provider(row, &keys))
             .transpose()
     }
 
     async fn insert_provider(&mut self, p: &TenantProvider) -> Result<()> {
+        let keys = self.sealing_keys().await?;
+        let api_key = sealed_key(&keys, p)?;
         let q = self
             .q("INSERT INTO tenant_providers (tenant_id, id, name, kind, base_url, api_key, models, position, \
                 created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)")
@@ -76,7 +96,7 @@ impl ProviderRepo for SqlTenantTx {
             .bind(p.name.as_str())
             .bind(p.kind.as_str())
             .bind(p.base_url.as_str())
-            .bind(sealed_key(p))
+            .bind(api_key)
             .bind(Json(&p.models))
             .bind(p.position)
             .bind(to_millis(p.created_at))
@@ -86,6 +106,8 @@ impl ProviderRepo for SqlTenantTx {
     }
 
     async fn update_provider(&mut self, p: &TenantProvider) -> Result<()> {
+        let keys = self.sealing_keys().await?;
+        let api_key = sealed_key(&keys, p)?;
         let q = self
             .q("UPDATE tenant_providers SET name = $3, kind = $4, base_url = $5, api_key = $6, models = $7, \
                 position = $8, updated_at = $9 WHERE tenant_id = $1 AND id = $2")
@@ -93,7 +115,7 @@ impl ProviderRepo for SqlTenantTx {
             .bind(p.name.as_str())
             .bind(p.kind.as_str())
             .bind(p.base_url.as_str())
-            .bind(sealed_key(p))
+            .bind(api_key)
             .bind(Json(&p.models))
             .bind(p.position)
             .bind(to_millis(p.updated_at));

@@ -1,0 +1,114 @@
+//! `[encryption]`: encryption at rest of tenant content. Where the master key
+//! comes from (`KAREN_MASTER_KEY`, `encryption.master_key_file`, or in minimal
+//! mode a key file made in the data dir on first start) and the store's
+//! [`Encryption`] component built on it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use karen_crypto::{AesGcmCipher, LocalKeyProvider, MASTER_KEY_ENV};
+use karen_domain::Clock;
+use karen_domain::ports::KeyProvider;
+use karen_sql::Encryption;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Mode};
+
+/// `[encryption]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionConfig {
+    /// Encrypt message and memory content, document text and provider
+    /// credentials with per-tenant data keys (default on; `false` writes new
+    /// content plain, and already encrypted content can then not be read).
+    pub enabled: bool,
+    /// The master key: a file holding base64 of 32 bytes (`karen keys
+    /// generate-master`). Default `<data_dir>/master.key`, created (mode 0600)
+    /// on first start in minimal mode. `KAREN_MASTER_KEY` may hold the key
+    /// itself instead. Scale-out modes need one of them, the same on every replica.
+    pub master_key_file: Option<PathBuf>,
+    /// Rows re-encrypted per transaction by `karen keys rotate-tenant`.
+    pub rotation_batch: u32,
+}
+
+impl Default for EncryptionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            master_key_file: None,
+            rotation_batch: 500,
+        }
+    }
+}
+
+impl EncryptionConfig {
+    /// Problems with these settings, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !(1..=10_000).contains(&self.rotation_batch) {
+            problems.push(format!(
+                "encryption.rotation_batch: between 1 and 10000 (got {})",
+                self.rotation_batch
+            ));
+        }
+        problems
+    }
+}
+
+/// The configured master key, or `None` when encryption is switched off.
+pub fn master_key(config: &Config) -> anyhow::Result<Option<Arc<dyn KeyProvider>>> {
+    let settings = &config.encryption;
+    if !settings.enabled {
+        tracing::warn!(
+            "encryption at rest is switched off (encryption.enabled = false): new content is stored in the clear"
+        );
+        return Ok(None);
+    }
+    let from_env = std::env::var(MASTER_KEY_ENV)
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let provider = match (from_env, &settings.master_key_file) {
+        (Some(_), Some(_)) => anyhow::bail!(
+            "encryption.master_key_file and {MASTER_KEY_ENV} are both set: keep one source of the master key"
+        ),
+        (Some(text), None) => LocalKeyProvider::from_base64(&text, MASTER_KEY_ENV)?,
+        (None, Some(path)) => LocalKeyProvider::from_file(path)
+            .with_context(|| "encryption.master_key_file: cannot load the master key")?,
+        (None, None) if config.mode == Mode::Minimal => {
+            let path = config.data_dir.join("master.key");
+            if path.exists() {
+                LocalKeyProvider::from_file(&path)?
+            } else {
+                let provider = LocalKeyProvider::generate_file(&path)
+                    .context("creating the master key for encryption at rest")?;
+                tracing::warn!(
+                    path = %path.display(),
+                    master_key_id = provider.key_id(),
+                    "created the master key for encryption at rest; back it up apart from the data: without it the encrypted content cannot be read"
+                );
+                provider
+            }
+        }
+        (None, None) => anyhow::bail!(
+            "encryption.master_key_file: mode '{}' needs a master key shared by every replica; make one with \
+             `karen keys generate-master --out FILE` and set encryption.master_key_file (or {MASTER_KEY_ENV}), \
+             or set encryption.enabled = false",
+            config.mode_name()
+        ),
+    };
+    tracing::info!(
+        master_key_id = provider.key_id(),
+        "encryption at rest is on"
+    );
+    Ok(Some(Arc::new(provider)))
+}
+
+/// The store's encryption component over the configured master key.
+pub fn store_encryption(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<Arc<Encryption>>> {
+    Ok(master_key(config)?
+        .map(|provider| Arc::new(Encryption::new(provider, Arc::new(AesGcmCipher), clock))))
+}

@@ -11,6 +11,7 @@ use karen_domain::ports::{DataCipher, DataKey, KeyProvider};
 use karen_domain::{Error, Result, TenantId};
 use time::OffsetDateTime;
 
+use crate::conn::{Query, Row};
 use crate::content::KeyRing;
 use crate::tenant::SqlTenantTx;
 
@@ -218,5 +219,40 @@ impl SqlTenantTx {
         self.tx.execute(q).await?;
         self.ring = None;
         Ok(())
+    }
+}
+
+/// Decodes one row of sealed content with the tenant's keys.
+pub(crate) type Decode<T> = fn(&Row, &KeyRing) -> Result<T>;
+
+impl SqlTenantTx {
+    /// Runs `query` and decodes every row with the tenant's keys.
+    pub(crate) async fn fetch_all_sealed<T>(
+        &mut self,
+        query: Query,
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_all(query)
+            .await?
+            .iter()
+            .map(|row| decode(row, &keys))
+            .collect()
+    }
+
+    /// Runs `query` and decodes the row, if any, with the tenant's keys.
+    pub(crate) async fn fetch_optional_sealed<T>(
+        &mut self,
+        query: Query,
+        decode: Decode<T>,
+    ) -> Result<Option<T>> {
+        let keys = self.keys().await?;
+        self.tx
+            .fetch_optional(query)
+            .await?
+            .as_ref()
+            .map(|row| decode(row, &keys))
+            .transpose()
     }
 }

@@ -167,6 +167,36 @@ async fn found_in_raw_database(app: &TestApp, needles: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The first column of the rows `sql` returns for `id` (bound as `$1`),
+/// read past row-level security (the owner on PostgreSQL).
+async fn raw_column<T>(app: &TestApp, sql: &'static str, id: Uuid) -> Vec<T>
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres>
+        + sqlx::Type<sqlx::Postgres>
+        + for<'r> sqlx::Decode<'r, sqlx::Sqlite>
+        + sqlx::Type<sqlx::Sqlite>
+        + Send
+        + Unpin,
+{
+    match &app.postgres {
+        Some(database) => {
+            let mut owner = sqlx::PgConnection::connect(&database.owner_url)
+                .await
+                .unwrap();
+            sqlx::query_scalar(sql)
+                .bind(id)
+                .fetch_all(&mut owner)
+                .await
+                .unwrap()
+        }
+        None => sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_all(app.karen.store.sqlite_pool().unwrap())
+            .await
+            .unwrap(),
+    }
+}
+
 /// The data key version each sealed value of `tenant` carries (format byte 1
 /// then the version), from the raw rows; 0 for plain values.
 async fn stored_versions(app: &TestApp, tenant: Uuid) -> Vec<u32> {
@@ -174,24 +204,8 @@ async fn stored_versions(app: &TestApp, tenant: Uuid) -> Vec<u32> {
                UNION ALL SELECT content FROM memories WHERE tenant_id = $1 \
                UNION ALL SELECT content FROM document_chunks WHERE tenant_id = $1 \
                UNION ALL SELECT api_key FROM tenant_providers WHERE tenant_id = $1";
-    let values: Vec<Vec<u8>> = match &app.postgres {
-        Some(database) => {
-            let mut owner = sqlx::PgConnection::connect(&database.owner_url)
-                .await
-                .unwrap();
-            sqlx::query_scalar(sql)
-                .bind(tenant)
-                .fetch_all(&mut owner)
-                .await
-                .unwrap()
-        }
-        None => sqlx::query_scalar(sql)
-            .bind(tenant)
-            .fetch_all(app.karen.store.sqlite_pool().unwrap())
-            .await
-            .unwrap(),
-    };
-    values
+    raw_column::<Vec<u8>>(app, sql, tenant)
+        .await
         .iter()
         .map(|v| match v.as_slice() {
             [1, a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]),
@@ -418,26 +432,9 @@ async fn ciphertext_moved_to_another_row_or_tenant_does_not_decrypt(backend: Bac
         async move { app.get(&path, &token).await }
     };
     read(&alpha, ids[1]).await.expect(200);
-    let sealed: Vec<u8> = {
-        let sql = "SELECT content FROM memories WHERE id = $1";
-        match &app.postgres {
-            Some(database) => {
-                let mut owner = sqlx::PgConnection::connect(&database.owner_url)
-                    .await
-                    .unwrap();
-                sqlx::query_scalar(sql)
-                    .bind(ids[0])
-                    .fetch_one(&mut owner)
-                    .await
-                    .unwrap()
-            }
-            None => sqlx::query_scalar(sql)
-                .bind(ids[0])
-                .fetch_one(app.karen.store.sqlite_pool().unwrap())
-                .await
-                .unwrap(),
-        }
-    };
+    let sealed: Vec<u8> = raw_column(&app, "SELECT content FROM memories WHERE id = $1", ids[0])
+        .await
+        .remove(0);
     let update = "UPDATE memories SET content = $1 WHERE tenant_id = $2 AND id = $3";
     // Into another row of the same tenant, and into another tenant's row.
     raw_execute(&app, update, (sealed.clone(), alpha.id, ids[1])).await;
@@ -487,25 +484,13 @@ async fn deleting_a_tenant_destroys_its_keys(backend: Backend) {
     .expect(200);
     assert_eq!(count("doomed").await, 0);
     assert_eq!(count("kept").await, 1);
-    let sql = "SELECT count(*) FROM tenant_keys WHERE tenant_id = $1";
-    let left: i64 = match &app.postgres {
-        Some(database) => {
-            let mut owner = sqlx::PgConnection::connect(&database.owner_url)
-                .await
-                .unwrap();
-            sqlx::query_scalar(sql)
-                .bind(doomed.id)
-                .fetch_one(&mut owner)
-                .await
-                .unwrap()
-        }
-        None => sqlx::query_scalar(sql)
-            .bind(doomed.id)
-            .fetch_one(app.karen.store.sqlite_pool().unwrap())
-            .await
-            .unwrap(),
-    };
-    assert_eq!(left, 0);
+    let left: Vec<i64> = raw_column(
+        &app,
+        "SELECT count(*) FROM tenant_keys WHERE tenant_id = $1",
+        doomed.id,
+    )
+    .await;
+    assert_eq!(left, [0]);
     app.stop().await;
 }
 

@@ -201,13 +201,7 @@ impl ConversationRepo for SqlTenantTx {
             .bind(conversation.as_uuid())
             .bind(after)
             .bind(limit);
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| message(row, &keys))
-            .collect()
+        self.fetch_all_sealed(q, message).await
     }
 
     async fn recent_messages(
@@ -219,14 +213,7 @@ impl ConversationRepo for SqlTenantTx {
             .q("SELECT * FROM messages WHERE tenant_id = $1 AND conversation_id = $2 ORDER BY id DESC LIMIT $3")
             .bind(conversation.as_uuid())
             .bind(limit);
-        let keys = self.keys().await?;
-        let mut messages: Vec<StoredMessage> = self
-            .tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| message(row, &keys))
-            .collect::<Result<_>>()?;
+        let mut messages = self.fetch_all_sealed(q, message).await?;
         messages.reverse();
         Ok(messages)
     }

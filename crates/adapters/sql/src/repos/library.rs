@@ -147,26 +147,14 @@ impl DocumentRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_optional(q)
-            .await?
-            .as_ref()
-            .map(|row| chunk(row, &keys))
-            .transpose()
+        self.fetch_optional_sealed(q, chunk).await
     }
 
     async fn chunks_of(&mut self, document: DocumentId) -> Result<Vec<StoredChunk>> {
         let q = self
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND document_id = $2 ORDER BY ordinal")
             .bind(document.as_uuid());
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| chunk(row, &keys))
-            .collect()
+        self.fetch_all_sealed(q, chunk).await
     }
 
     async fn list_chunks(
@@ -178,13 +166,7 @@ impl DocumentRepo for SqlTenantTx {
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3")
             .bind(after.map(|id| id.as_uuid()))
             .bind(limit);
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| chunk(row, &keys))
-            .collect()
+        self.fetch_all_sealed(q, chunk).await
     }
 }
 

@@ -86,26 +86,14 @@ impl MemoryRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM memories WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_optional(q)
-            .await?
-            .as_ref()
-            .map(|row| memory(row, &keys))
-            .transpose()
+        self.fetch_optional_sealed(q, memory).await
     }
 
     async fn memory_by_hash(&mut self, content_hash: &str) -> Result<Option<Memory>> {
         let q = self
             .q("SELECT * FROM memories WHERE tenant_id = $1 AND content_hash = $2")
             .bind(content_hash.to_owned());
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_optional(q)
-            .await?
-            .as_ref()
-            .map(|row| memory(row, &keys))
-            .transpose()
+        self.fetch_optional_sealed(q, memory).await
     }
 
     async fn list_memories(
@@ -144,13 +132,7 @@ impl MemoryRepo for SqlTenantTx {
                 .bind(after)
                 .bind(limit),
         };
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| memory(row, &keys))
-            .collect()
+        self.fetch_all_sealed(q, memory).await
     }
 
     async fn update_memory(&mut self, m: &Memory) -> Result<()> {

@@ -64,26 +64,14 @@ impl ProviderRepo for SqlTenantTx {
     async fn list_providers(&mut self) -> Result<Vec<TenantProvider>> {
         let q =
             self.q("SELECT * FROM tenant_providers WHERE tenant_id = $1 ORDER BY position, name");
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_all(q)
-            .await?
-            .iter()
-            .map(|row| provider(row, &keys))
-            .collect()
+        self.fetch_all_sealed(q, provider).await
     }
 
     async fn provider(&mut self, id: ProviderId) -> Result<Option<TenantProvider>> {
         let q = self
             .q("SELECT * FROM tenant_providers WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
-        let keys = self.keys().await?;
-        self.tx
-            .fetch_optional(q)
-            .await?
-            .as_ref()
-            .map(|row| provider(row, &keys))
-            .transpose()
+        self.fetch_optional_sealed(q, provider).await
     }
 
     async fn insert_provider(&mut self, p: &TenantProvider) -> Result<()> {

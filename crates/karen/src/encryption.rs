@@ -112,3 +112,63 @@ pub fn store_encryption(
     Ok(master_key(config)?
         .map(|provider| Arc::new(Encryption::new(provider, Arc::new(AesGcmCipher), clock))))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config_in(mode: Mode) -> (Config, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("karen-enc-{}", uuid::Uuid::now_v7()));
+        let config = Config {
+            mode,
+            data_dir: dir.clone(),
+            ..Config::default()
+        };
+        (config, dir)
+    }
+
+    #[test]
+    fn embedded_mode_makes_a_private_master_key_once_and_keeps_it() {
+        if std::env::var(MASTER_KEY_ENV).is_ok() {
+            return;
+        }
+        let (config, dir) = config_in(Mode::Minimal);
+        let first = master_key(&config).unwrap().unwrap();
+        let path = dir.join("master.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = master_key(&config).unwrap().unwrap();
+        assert_eq!(first.key_id(), again.key_id());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn encryption_is_off_only_when_asked_and_scale_out_needs_a_key() {
+        if std::env::var(MASTER_KEY_ENV).is_ok() {
+            return;
+        }
+        let (mut config, dir) = config_in(Mode::Minimal);
+        config.encryption.enabled = false;
+        assert!(master_key(&config).unwrap().is_none());
+        assert!(!dir.join("master.key").exists());
+
+        let (config, _) = config_in(Mode::Standard);
+        let error = master_key(&config).err().unwrap().to_string();
+        assert!(error.contains("encryption.master_key_file"), "{error}");
+
+        let (mut config, dir) = config_in(Mode::Standard);
+        let path = dir.join("given.key");
+        let made = LocalKeyProvider::generate_file(&path).unwrap();
+        config.encryption.master_key_file = Some(path);
+        assert_eq!(
+            master_key(&config).unwrap().unwrap().key_id(),
+            made.key_id()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -98,10 +98,13 @@ pub(super) async fn run(config: Option<Config>, command: KeysCommand) -> anyhow:
         }
         KeysCommand::Status => {
             let now = clock.now();
-            if let Some(encryption) = karen.store.encryption() {
-                println!("master key: {}", encryption.master_key_id());
-            } else {
-                println!("encryption at rest is switched off");
+            let configured = karen
+                .store
+                .encryption()
+                .map(|e| e.master_key_id().to_owned());
+            match &configured {
+                Some(id) => println!("master key: {id}"),
+                None => println!("encryption at rest is switched off"),
             }
             for entry in keys.status().await? {
                 if entry.versions.is_empty() {
@@ -112,8 +115,13 @@ pub(super) async fn run(config: Option<Config>, command: KeysCommand) -> anyhow:
                         Some(at) => format!("retired {} ago", age(now, at)),
                         None => "current".to_owned(),
                     };
+                    let elsewhere = if configured.as_deref() == Some(key.master_key_id.as_str()) {
+                        ""
+                    } else {
+                        "  (not under the configured master key)"
+                    };
                     println!(
-                        "{}  v{}  {state}  master {}  created {} ago",
+                        "{}  v{}  {state}  master {}{elsewhere}  created {} ago",
                         entry.tenant.slug,
                         key.version,
                         key.master_key_id,

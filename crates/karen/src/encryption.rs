@@ -28,6 +28,10 @@ pub struct EncryptionConfig {
     /// on first start in minimal mode. `KAREN_MASTER_KEY` may hold the key
     /// itself instead. Scale-out modes need one of them, the same on every replica.
     pub master_key_file: Option<PathBuf>,
+    /// Earlier master key files, used only to unwrap data keys not yet
+    /// re-wrapped: configure the new master with the old one here on every
+    /// replica, then run `karen keys rotate-master`, then drop the old one.
+    pub previous_master_key_files: Vec<PathBuf>,
     /// Rows re-encrypted per transaction by `karen keys rotate-tenant`.
     pub rotation_batch: u32,
 }
@@ -37,6 +41,7 @@ impl Default for EncryptionConfig {
         Self {
             enabled: true,
             master_key_file: None,
+            previous_master_key_files: Vec::new(),
             rotation_batch: 500,
         }
     }
@@ -109,8 +114,18 @@ pub fn store_encryption(
     config: &Config,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Option<Arc<Encryption>>> {
-    Ok(master_key(config)?
-        .map(|provider| Arc::new(Encryption::new(provider, Arc::new(AesGcmCipher), clock))))
+    let Some(provider) = master_key(config)? else {
+        return Ok(None);
+    };
+    let mut previous: Vec<Arc<dyn KeyProvider>> = Vec::new();
+    for path in &config.encryption.previous_master_key_files {
+        let key = LocalKeyProvider::from_file(path)
+            .context("encryption.previous_master_key_files: cannot load a master key")?;
+        previous.push(Arc::new(key));
+    }
+    Ok(Some(Arc::new(
+        Encryption::new(provider, Arc::new(AesGcmCipher), clock).with_previous(previous),
+    )))
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ type CachedKey = (Vec<u8>, Arc<DataKey>);
 /// Encrypts tenant content with per-tenant data keys wrapped under a master key.
 pub struct Encryption {
     provider: Arc<dyn KeyProvider>,
+    /// Earlier master keys, only to unwrap keys not yet re-wrapped (so replicas
+    /// can move to a new master before `karen keys rotate-master` runs).
+    previous: Vec<Arc<dyn KeyProvider>>,
     cipher: Arc<dyn DataCipher>,
     /// Dates the data keys made at a tenant's first encrypted write.
     clock: Arc<dyn Clock>,
@@ -56,10 +59,17 @@ impl Encryption {
     ) -> Self {
         Self {
             provider,
+            previous: Vec::new(),
             cipher,
             clock,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also unwraps data keys still wrapped under one of `previous` master keys.
+    pub fn with_previous(mut self, previous: Vec<Arc<dyn KeyProvider>>) -> Self {
+        self.previous = previous;
+        self
     }
 
     /// The configured master key's id.
@@ -75,8 +85,10 @@ impl Encryption {
         {
             return Ok(key.clone());
         }
-        if row.master_key_id != self.provider.key_id() {
-            return Err(Error::Unavailable {
+        let provider = std::iter::once(&self.provider)
+            .chain(&self.previous)
+            .find(|p| p.key_id() == row.master_key_id)
+            .ok_or_else(|| Error::Unavailable {
                 component: "encryption",
                 detail: format!(
                     "data key version {} of tenant {tenant} is wrapped under master key {}, but the configured master key is {}: \
@@ -85,10 +97,9 @@ impl Encryption {
                     row.master_key_id,
                     self.provider.key_id()
                 ),
-            });
-        }
+            })?;
         let key = Arc::new(
-            self.provider
+            provider
                 .unwrap(&row.wrapped, &wrap_context(tenant, row.version))
                 .await?,
         );

@@ -1,4 +1,5 @@
-//! Second factors: TOTP authenticators (secret sealed by [`content::seal`]),
+//! Second factors: TOTP authenticators (secret sealed with the tenant's data
+//! key, see `content.rs`),
 //! recovery-code digests and pending login steps.
 
 use async_trait::async_trait;
@@ -11,15 +12,20 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use crate::conn::Row;
+use crate::content::{KeyRing, Slot};
+use crate::rows;
 use crate::tenant::SqlTenantTx;
-use crate::{content, rows};
 
-fn totp(row: &Row) -> Result<TotpRecord> {
+fn totp(row: &Row, keys: &KeyRing) -> Result<TotpRecord> {
     let tenant_id = TenantId::from_uuid(row.get("tenant_id")?);
-    let secret = content::open(tenant_id, &row.get::<Vec<u8>>("secret")?)?;
+    let user_id: uuid::Uuid = row.get("user_id")?;
+    let secret = keys.open(
+        Slot::new("mfa_totp", "secret", user_id),
+        &row.get::<Vec<u8>>("secret")?,
+    )?;
     Ok(TotpRecord {
         tenant_id,
-        user_id: UserId::from_uuid(row.get("user_id")?),
+        user_id: UserId::from_uuid(user_id),
         secret: SecretString::from(secret),
         state: TotpState::parse(&row.get::<String>("state")?)?,
         last_used_step: row.get("last_used_step")?,
@@ -47,16 +53,15 @@ impl MfaRepo for SqlTenantTx {
         let q = self
             .q("SELECT * FROM mfa_totp WHERE tenant_id = $1 AND user_id = $2")
             .bind(user.as_uuid());
-        self.tx
-            .fetch_optional(q)
-            .await?
-            .as_ref()
-            .map(totp)
-            .transpose()
+        self.fetch_optional_sealed(q, totp).await
     }
 
     async fn put_pending_totp(&mut self, t: &TotpRecord) -> Result<bool> {
-        let sealed = content::seal(t.tenant_id, t.secret.expose_secret());
+        let keys = self.sealing_keys().await?;
+        let sealed = keys.seal(
+            Slot::new("mfa_totp", "secret", t.user_id.as_uuid()),
+            t.secret.expose_secret(),
+        )?;
         let q = self
             .q("INSERT INTO mfa_totp (tenant_id, user_id, secret, state, last_used_step, created_at, activated_at) \
                 VALUES ($1, $2, $3, 'pending', NULL, $4, NULL) \

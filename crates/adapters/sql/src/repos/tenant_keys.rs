@@ -57,6 +57,13 @@ const SEALED_COLUMNS: &[SealedColumn] = &[
                  AND api_key IS NOT NULL AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
         update: "UPDATE tenant_providers SET api_key = $3 WHERE tenant_id = $1 AND id = $2",
     },
+    SealedColumn {
+        table: "mfa_totp",
+        column: "secret",
+        select: "SELECT user_id AS id, secret AS value FROM mfa_totp WHERE tenant_id = $1 \
+                 AND ($2 IS NULL OR user_id > $2) ORDER BY user_id LIMIT $3",
+        update: "UPDATE mfa_totp SET secret = $3 WHERE tenant_id = $1 AND user_id = $2",
+    },
 ];
 
 fn switched_off() -> Error {

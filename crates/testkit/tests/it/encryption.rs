@@ -271,7 +271,18 @@ async fn content_is_not_stored_in_the_clear(backend: Backend) {
     let secrets = Secrets::new();
     let chat = write_content(&app, &alpha, &secrets).await;
     read_content(&app, &alpha, &chat, &secrets).await;
-    let found = found_in_raw_database(&app, &secrets.all()).await;
+    // The owner's TOTP seed is sealed too.
+    let enrollment = app
+        .post(
+            "/v1/auth/mfa/totp",
+            &alpha.owner_token,
+            serde_json::json!({}),
+        )
+        .await;
+    let seed = enrollment.expect(200).str("secret").to_owned();
+    let mut all = secrets.all().to_vec();
+    all.push(&seed);
+    let found = found_in_raw_database(&app, &all).await;
     assert!(found.is_empty(), "found in the clear: {found:?}");
     // The scan does find what is stored in the clear (metadata such as titles).
     let title = found_in_raw_database(&app, &["secret.md"]).await;

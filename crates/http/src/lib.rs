@@ -9,6 +9,7 @@ pub mod rate_limit;
 mod routes;
 
 pub use routes::audit::audit_event_json;
+pub use routes::privacy::user_export_json;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -241,6 +241,7 @@ impl Karen {
             audit,
             compliance: karen_app::compliance::PlatformFacts {
                 transport_tls: config.server.tls_enabled(),
+                encryption_at_rest: config.encryption.enabled,
             },
             retention: config.retention.settings(),
             assistant: AssistantPolicy {

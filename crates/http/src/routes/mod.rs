@@ -14,6 +14,7 @@ mod openai;
 mod openai_embeddings;
 mod personas;
 mod platform;
+pub(crate) mod privacy;
 mod providers;
 mod rate_limits;
 mod retention;
@@ -50,5 +51,6 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(rate_limits::routes())
         .merge(audit::routes())
         .merge(compliance::routes())
+        .merge(privacy::routes())
         .merge(retention::routes())
 }

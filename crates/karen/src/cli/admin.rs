@@ -94,6 +94,17 @@ pub(super) enum UserCommand {
         tenant: String,
         user: String,
     },
+    /// Write everything Karen holds about a user (a data subject access
+    /// request) as one JSON document.
+    Export {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id or email.
+        user: String,
+        /// Write to this file (created with mode 0600) instead of standard output.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,6 +356,20 @@ pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Resul
                 found.email
             );
         }
+        UserCommand::Export { tenant, user, out } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let found = users.find(Authority::platform(scope), &user).await?;
+            let export = karen.services.privacy.export(scope, found.id).await?;
+            let now = karen.services.clock().now();
+            let text = serde_json::to_string_pretty(&karen_http::user_export_json(export, now))?;
+            match out {
+                Some(path) => {
+                    write_private(&path, text.as_bytes())?;
+                    eprintln!("wrote {} (user {})", path.display(), found.email);
+                }
+                None => println!("{text}"),
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -454,4 +479,19 @@ pub(super) async fn operator_key(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `bytes` to a new file readable by its owner only (personal data).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist)", path.display()))?;
+    file.write_all(bytes)?;
+    Ok(())
 }

@@ -169,6 +169,13 @@ async fn reports_show_the_tenants_own_evidence(backend: Backend) {
         !text.contains(&format!("inactive: {}", acme.owner_email)),
         "{text}"
     );
+    // Content is sealed under a data key made 91 days ago.
+    let encryption = control(&hipaa, "164.312(a)(2)(iv)");
+    assert_eq!(encryption["status"], "pass", "{encryption}");
+    assert!(
+        evidence(encryption).contains("current data key version 1 created"),
+        "{encryption}"
+    );
     // And retention has not run for 91 days.
     let documentation = control(&hipaa, "164.316(b)(2)(i)");
     assert_eq!(documentation["status"], "fail");

@@ -827,7 +827,26 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         !report.text.contains(&bravo.owner_email),
         "B's administrator in A's compliance report"
     );
-    for reply in [&trail, &export, &checkpoints, &report] {
+    // A's owner cannot export B's user; A's own export holds nothing of B.
+    t.call(
+        "GET",
+        "/v1/users/{user_id}/export",
+        &format!("/v1/users/{b_user}/export"),
+        a_owner,
+        None,
+    )
+    .await
+    .expect(404);
+    let own_export = t
+        .call(
+            "GET",
+            "/v1/users/{user_id}/export",
+            &format!("/v1/users/{}/export", alpha.owner_id),
+            a_owner,
+            None,
+        )
+        .await;
+    for reply in [&trail, &export, &checkpoints, &report, &own_export] {
         reply.expect(200);
         for foreign in [bravo.id.to_string(), bravo.owner_id.to_string()] {
             assert!(!reply.text.contains(&foreign), "B's id in A's audit trail");

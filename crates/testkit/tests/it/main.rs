@@ -46,6 +46,7 @@ mod mfa;
 mod migrations;
 mod observability;
 mod openai_api;
+mod privacy;
 mod providers;
 mod ratelimit;
 mod rbac;

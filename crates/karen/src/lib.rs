@@ -436,22 +436,9 @@ impl Karen {
         let Some(period) = services.audit.policy().checkpoint_interval else {
             return tokio::spawn(async {});
         };
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(period);
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let started = std::time::Instant::now();
-                let result = audit::checkpoint_all(&services, None).await;
-                karen_app::telemetry::job_finished(
-                    "audit_checkpoint",
-                    result.is_ok(),
-                    started.elapsed(),
-                );
-                if let Err(error) = result {
-                    tracing::warn!(%error, "signing audit checkpoints failed");
-                }
-            }
+        spawn_periodic("audit_checkpoint", period, false, move || {
+            let services = services.clone();
+            async move { audit::checkpoint_all(&services, None).await.map(drop) }
         })
     }
 
@@ -463,26 +450,9 @@ impl Karen {
         if period == 0 {
             return tokio::spawn(async {});
         }
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(period));
-            every.tick().await;
-            loop {
-                every.tick().await;
-                let started = std::time::Instant::now();
-                let span = tracing::info_span!(
-                    parent: None,
-                    "job",
-                    otel.name = "job retention",
-                    job.name = "retention"
-                );
-                let result = retention::run(&services, None, false)
-                    .instrument(span)
-                    .await;
-                karen_app::telemetry::job_finished("retention", result.is_ok(), started.elapsed());
-                if let Err(error) = result {
-                    tracing::warn!(%error, "retention enforcement failed");
-                }
-            }
+        spawn_periodic("retention", Duration::from_secs(period), false, move || {
+            let services = services.clone();
+            async move { retention::run(&services, None, false).await.map(drop) }
         })
     }
 
@@ -490,34 +460,62 @@ impl Karen {
     /// finished (a crash mid-call): each becomes an `interrupted` usage record.
     fn spawn_reconciler(&self) -> tokio::task::JoinHandle<()> {
         let budgets = self.services.assistant.budgets.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                every.tick().await;
-                let started = std::time::Instant::now();
-                // Each run is a trace of its own (no request is its parent).
-                let span = tracing::info_span!(
-                    parent: None,
-                    "job",
-                    otel.name = "job budget_reconcile",
-                    job.name = "budget_reconcile"
-                );
-                let result = budgets.reconcile_all().instrument(span).await;
-                karen_app::telemetry::job_finished(
-                    "budget_reconcile",
-                    result.is_ok(),
-                    started.elapsed(),
-                );
-                match result {
-                    Ok(0) => {}
-                    Ok(settled) => {
-                        tracing::warn!(settled, "settled reservations of calls that never finished")
+        spawn_periodic(
+            "budget_reconcile",
+            Duration::from_secs(60),
+            true,
+            move || {
+                let budgets = budgets.clone();
+                async move {
+                    let settled = budgets.reconcile_all().await?;
+                    if settled > 0 {
+                        tracing::warn!(
+                            settled,
+                            "settled reservations of calls that never finished"
+                        );
                     }
-                    Err(error) => tracing::warn!(%error, "reconciling reservations failed"),
+                    Ok::<_, karen_domain::Error>(())
                 }
-            }
-        })
+            },
+        )
     }
+}
+
+/// Runs `job` every `period` (at once first when `first_at_once`, otherwise
+/// one period after the start), each run a trace of its own (no request is
+/// its parent), counted in the job metrics, its failure logged.
+fn spawn_periodic<F, Fut, E>(
+    name: &'static str,
+    period: Duration,
+    first_at_once: bool,
+    job: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send,
+    E: std::fmt::Display,
+{
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(period);
+        if !first_at_once {
+            every.tick().await;
+        }
+        loop {
+            every.tick().await;
+            let started = std::time::Instant::now();
+            let span = tracing::info_span!(
+                parent: None,
+                "job",
+                otel.name = %format_args!("job {name}"),
+                job.name = name
+            );
+            let result = job().instrument(span).await;
+            karen_app::telemetry::job_finished(name, result.is_ok(), started.elapsed());
+            if let Err(error) = result {
+                tracing::warn!(job = name, %error, "background job failed");
+            }
+        }
+    })
 }
 
 /// `url` with `database.ssl_mode` and `database.ssl_root_cert` applied as the

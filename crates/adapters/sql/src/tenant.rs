@@ -30,6 +30,9 @@ pub(crate) struct SqlTenantTx {
     pub(crate) encryption: Option<Arc<Encryption>>,
     /// The tenant's keys, loaded at the first sealed read or write.
     pub(crate) ring: Option<Arc<KeyRing>>,
+    /// The audit chain's head after this transaction's appends, written to
+    /// `audit_heads` at commit (see `repos/audit.rs`).
+    pub(crate) audit_head: Option<(i64, karen_domain::audit::ChainHash)>,
 }
 
 impl SqlTenantTx {
@@ -39,6 +42,7 @@ impl SqlTenantTx {
             tenant,
             encryption,
             ring: None,
+            audit_head: None,
         }
     }
 
@@ -218,7 +222,8 @@ impl TenantTx for SqlTenantTx {
         Ok(report)
     }
 
-    async fn commit(self: Box<Self>) -> Result<()> {
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.flush_audit_head().await?;
         self.tx.commit().await
     }
 }

@@ -59,27 +59,46 @@ fn checkpoint(row: &Row) -> Result<Checkpoint> {
 }
 
 impl SqlTenantTx {
-    /// Takes the chain lock and returns the head before this append. The
-    /// UPDATE locks the head row on PostgreSQL until the transaction ends;
-    /// SQLite's single writer serialises appends by itself.
-    async fn lock_head(&mut self) -> Result<(i64, ChainHash)> {
-        let bump = "UPDATE audit_heads SET seq = seq + 1 WHERE tenant_id = $1 RETURNING seq, hash";
-        if let Some(row) = self.tx.fetch_optional(self.q(bump)).await? {
-            return Ok((row.get::<i64>("seq")? - 1, chain_hash(&row, "hash")?));
+    /// The chain's head before this append. The first append of a
+    /// transaction takes the chain lock (the UPDATE locks the head row on
+    /// PostgreSQL until the transaction ends; SQLite's single writer
+    /// serialises appends by itself) and reads the head; later appends of the
+    /// same transaction continue from the head it keeps, which
+    /// [`SqlTenantTx::flush_audit_head`] writes back once, before commit.
+    async fn head_for_append(&mut self) -> Result<(i64, ChainHash)> {
+        if let Some(head) = self.audit_head {
+            return Ok(head);
         }
-        let start = self
-            .q("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 1, $2) ON CONFLICT (tenant_id) DO NOTHING")
-            .bind(GENESIS_HASH.to_vec());
-        if self.tx.execute(start).await? == 1 {
-            return Ok((0, GENESIS_HASH));
-        }
-        // A concurrent first append created the head (and has committed by now).
-        let row = self
-            .tx
-            .fetch_optional(self.q(bump))
-            .await?
-            .ok_or_else(|| Error::internal("the audit chain head vanished"))?;
-        Ok((row.get::<i64>("seq")? - 1, chain_hash(&row, "hash")?))
+        let lock = "UPDATE audit_heads SET seq = seq WHERE tenant_id = $1 RETURNING seq, hash";
+        let row = match self.tx.fetch_optional(self.q(lock)).await? {
+            Some(row) => row,
+            None => {
+                let start = self
+                    .q("INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING")
+                    .bind(GENESIS_HASH.to_vec());
+                if self.tx.execute(start).await? == 1 {
+                    return Ok((0, GENESIS_HASH));
+                }
+                // A concurrent first append created the head (and has committed by now).
+                self.tx
+                    .fetch_optional(self.q(lock))
+                    .await?
+                    .ok_or_else(|| Error::internal("the audit chain head vanished"))?
+            }
+        };
+        Ok((row.get::<i64>("seq")?, chain_hash(&row, "hash")?))
+    }
+
+    /// Writes the head of this transaction's appends (if any) to the head row.
+    pub(crate) async fn flush_audit_head(&mut self) -> Result<()> {
+        let Some((seq, hash)) = self.audit_head.take() else {
+            return Ok(());
+        };
+        let head = self
+            .q("UPDATE audit_heads SET seq = $2, hash = $3 WHERE tenant_id = $1")
+            .bind(seq)
+            .bind(hash.to_vec());
+        self.tx.execute(head).await.map(drop)
     }
 
     /// Removes the tenant's audit rows during a tenant purge: through the
@@ -90,6 +109,7 @@ impl SqlTenantTx {
         let postgres = matches!(self.tx, Tx::Postgres(..));
         let removed = match (table, postgres) {
             ("audit_heads", _) => {
+                self.audit_head = None;
                 return self
                     .tx
                     .execute(self.q("DELETE FROM audit_heads WHERE tenant_id = $1"))
@@ -129,7 +149,7 @@ impl SqlTenantTx {
 #[async_trait]
 impl AuditRepo for SqlTenantTx {
     async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditEvent> {
-        let (prev_seq, prev_hash) = self.lock_head().await?;
+        let (prev_seq, prev_hash) = self.head_for_append().await?;
         let event = entry.seal(self.tenant_id_value(), prev_seq, prev_hash);
         let e = &event.entry;
         let insert = self
@@ -152,10 +172,7 @@ impl AuditRepo for SqlTenantTx {
             .bind(event.prev_hash.to_vec())
             .bind(event.hash.to_vec());
         self.tx.execute(insert).await?;
-        let head = self
-            .q("UPDATE audit_heads SET hash = $2 WHERE tenant_id = $1")
-            .bind(event.hash.to_vec());
-        self.tx.execute(head).await?;
+        self.audit_head = Some((event.seq, event.hash));
         Ok(event)
     }
 

@@ -76,14 +76,23 @@ impl AuditForwarder {
     }
 
     /// Delivers what `sink` has not accepted yet of one tenant's trail;
-    /// returns how many events it accepted. Stops at the first failure,
-    /// keeping what was accepted before it.
-    pub async fn forward_tenant(&self, tenant: TenantId, sink: &dyn AuditSink) -> Result<u64> {
+    /// returns how many events it accepted, and leaves in `waiting` how many
+    /// it has still to accept (read with each batch, so a round costs no
+    /// extra query). Stops at the first failure, keeping what was accepted
+    /// before it.
+    async fn forward_tenant(
+        &self,
+        tenant: TenantId,
+        sink: &dyn AuditSink,
+        waiting: &mut u64,
+    ) -> Result<u64> {
         let limit = i64::from(self.policy.batch.max(1));
         let mut delivered = 0;
         loop {
             let mut tx = self.store.tenant_read(scope(tenant)).await?;
             let after = tx.audit().forwarded_up_to(sink.name()).await?;
+            let head = tx.audit().audit_head().await?.map_or(0, |(seq, _)| seq);
+            *waiting = u64::try_from(head - after).unwrap_or(0);
             let events = tx
                 .audit()
                 .list_audit(&AuditFilter::default(), after, limit)
@@ -100,20 +109,12 @@ impl AuditForwarder {
             tx.commit().await?;
             let count = events.len() as u64;
             delivered += count;
+            *waiting = waiting.saturating_sub(count);
             metrics::counter!(FORWARDED_METRIC, "sink" => sink.name()).increment(count);
             if events.len() < self.policy.batch.max(1) as usize {
                 return Ok(delivered);
             }
         }
-    }
-
-    /// Events of `tenant` that `sink` has not accepted.
-    async fn lag(&self, tenant: TenantId, sink: &dyn AuditSink) -> Result<u64> {
-        let mut tx = self.store.tenant_read(scope(tenant)).await?;
-        let head = tx.audit().audit_head().await?.map_or(0, |(seq, _)| seq);
-        let done = tx.audit().forwarded_up_to(sink.name()).await?;
-        tx.commit().await?;
-        Ok(u64::try_from(head - done).unwrap_or(0))
     }
 
     /// One round over every tenant and collector.
@@ -129,7 +130,11 @@ impl AuditForwarder {
             metrics::counter!(FORWARDED_METRIC, "sink" => sink.name()).increment(0);
             let mut lag = 0;
             for &tenant in &tenants {
-                match self.forward_tenant(tenant, sink.as_ref()).await {
+                let mut waiting = 0;
+                match self
+                    .forward_tenant(tenant, sink.as_ref(), &mut waiting)
+                    .await
+                {
                     Ok(delivered) => round.delivered += delivered,
                     Err(error) => {
                         failures.increment(1);
@@ -138,7 +143,7 @@ impl AuditForwarder {
                             .push((tenant, sink.name(), error.to_string()));
                     }
                 }
-                lag += self.lag(tenant, sink.as_ref()).await.unwrap_or(0);
+                lag += waiting;
             }
             metrics::gauge!(FORWARD_LAG_METRIC, "sink" => sink.name()).set(lag as f64);
             round.lag += lag;

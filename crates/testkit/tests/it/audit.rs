@@ -384,21 +384,34 @@ async fn checkpoints_are_signed_and_published(backend: Backend) {
     app.stop().await;
 }
 
+/// Tampers with a fresh tenant's checkpointed trail (`statements` get the
+/// tenant as a SQL literal and the checkpoint's seq) and returns the first
+/// problem verification finds, with that seq.
+async fn problem_after(
+    app: &TestApp,
+    slug: &str,
+    statements: impl FnOnce(&str, i64) -> Vec<String>,
+) -> (karen_app::audit::VerifyProblem, i64) {
+    let (tenant, seq) = tenant_with_checkpoint(app, slug).await;
+    let t = tenant_literal(app, &tenant);
+    tamper(app, &statements(&t, seq)).await;
+    let report = verify(app, &tenant).await;
+    let problem = report
+        .problem
+        .unwrap_or_else(|| panic!("tampering in {slug} went unnoticed"));
+    (problem, seq)
+}
+
 async fn verify_catches_a_changed_byte(backend: Backend) {
     let Some(app) = spawn(backend).await else {
         return;
     };
-    let (tenant, _) = tenant_with_checkpoint(&app, "byte").await;
-    let t = tenant_literal(&app, &tenant);
-    tamper(
-        &app,
-        &[format!(
+    let (problem, _) = problem_after(&app, "byte", |t, _| {
+        vec![format!(
             "UPDATE audit_events SET ip = '10.6.6.6' WHERE tenant_id = {t} AND seq = 3"
-        )],
-    )
+        )]
+    })
     .await;
-    let report = verify(&app, &tenant).await;
-    let problem = report.problem.expect("a changed byte is caught");
     assert_eq!((problem.seq, problem.kind), (3, "hash_mismatch"));
     app.stop().await;
 }
@@ -407,17 +420,12 @@ async fn verify_catches_a_deleted_event(backend: Backend) {
     let Some(app) = spawn(backend).await else {
         return;
     };
-    let (tenant, _) = tenant_with_checkpoint(&app, "deleted").await;
-    let t = tenant_literal(&app, &tenant);
-    tamper(
-        &app,
-        &[format!(
+    let (problem, _) = problem_after(&app, "deleted", |t, _| {
+        vec![format!(
             "DELETE FROM audit_events WHERE tenant_id = {t} AND seq = 2"
-        )],
-    )
+        )]
+    })
     .await;
-    let report = verify(&app, &tenant).await;
-    let problem = report.problem.expect("a deleted event is caught");
     assert_eq!((problem.seq, problem.kind), (2, "missing_event"));
     app.stop().await;
 }
@@ -426,19 +434,14 @@ async fn verify_catches_a_reordering(backend: Backend) {
     let Some(app) = spawn(backend).await else {
         return;
     };
-    let (tenant, _) = tenant_with_checkpoint(&app, "reorder").await;
-    let t = tenant_literal(&app, &tenant);
-    tamper(
-        &app,
-        &[
+    let (problem, _) = problem_after(&app, "reorder", |t, _| {
+        vec![
             format!("UPDATE audit_events SET seq = 1000000 WHERE tenant_id = {t} AND seq = 3"),
             format!("UPDATE audit_events SET seq = 3 WHERE tenant_id = {t} AND seq = 4"),
             format!("UPDATE audit_events SET seq = 4 WHERE tenant_id = {t} AND seq = 1000000"),
-        ],
-    )
+        ]
+    })
     .await;
-    let report = verify(&app, &tenant).await;
-    let problem = report.problem.expect("a reordering is caught");
     assert_eq!(problem.seq, 3, "{problem:?}");
     app.stop().await;
 }
@@ -447,12 +450,9 @@ async fn verify_catches_a_truncated_tail(backend: Backend) {
     let Some(app) = spawn(backend).await else {
         return;
     };
-    let (tenant, seq) = tenant_with_checkpoint(&app, "truncated").await;
-    let t = tenant_literal(&app, &tenant);
     // The tail is cut consistently (the chain that is left verifies by itself).
-    tamper(
-        &app,
-        &[
+    let (problem, seq) = problem_after(&app, "truncated", |t, seq| {
+        vec![
             format!(
                 "DELETE FROM audit_events WHERE tenant_id = {t} AND seq >= {}",
                 seq - 1
@@ -461,11 +461,9 @@ async fn verify_catches_a_truncated_tail(backend: Backend) {
                 "UPDATE audit_heads SET seq = {} WHERE tenant_id = {t}",
                 seq - 2
             ),
-        ],
-    )
+        ]
+    })
     .await;
-    let report = verify(&app, &tenant).await;
-    let problem = report.problem.expect("a truncated tail is caught");
     assert_eq!((problem.seq, problem.kind), (seq - 1, "truncated"));
     // And the CLI exits non-zero on it (the library function it prints).
     let all = karen::audit::verify(&app.karen.services, None)

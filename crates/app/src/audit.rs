@@ -2,10 +2,12 @@
 //! they describe, writes signed checkpoints, serves reads and exports (each
 //! itself audited), and verifies a tenant's chain.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use karen_domain::audit::personal::{ErasureDeclaration, ErasureLedger};
 use karen_domain::audit::{
     ActorRecord, AuditEntry, AuditEvent, AuditFilter, Checkpoint, GENESIS_HASH, Outcome,
     checkpoint_message, diff_text, event_hash,
@@ -134,7 +136,8 @@ pub struct VerifyProblem {
     /// The first sequence number that does not verify.
     pub seq: i64,
     /// `hash_mismatch`, `broken_link`, `missing_event`, `missing_prefix`,
-    /// `checkpoint_mismatch`, `bad_signature`, `unknown_key` or `truncated`.
+    /// `checkpoint_mismatch`, `bad_signature`, `unknown_key`, `truncated` or
+    /// `undeclared_erasure`.
     pub kind: &'static str,
     pub detail: String,
 }
@@ -164,6 +167,46 @@ fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool
 }
 
 const VERIFY_BATCH: i64 = 10_000;
+
+/// The first erased field no erasure event accounts for: every erased field
+/// must belong to an erasure whose `user.erase` event declares exactly the
+/// fields found (or, when retention removed the start of the erasure's
+/// fields, no more than it declared).
+fn undeclared_erasure(
+    found: &BTreeMap<String, ErasureLedger>,
+    declared: &BTreeMap<String, ErasureDeclaration>,
+    chain_start: Option<i64>,
+) -> Option<VerifyProblem> {
+    for (pseudonym, ledger) in found {
+        let problem = |detail: String| VerifyProblem {
+            seq: ledger.first_seq,
+            kind: "undeclared_erasure",
+            detail,
+        };
+        let Some(declaration) = declared.get(pseudonym) else {
+            return Some(problem(format!(
+                "event {} has fields erased as {pseudonym}, which no erasure event records",
+                ledger.first_seq
+            )));
+        };
+        let whole = chain_start.is_some_and(|start| start <= declaration.first_seq);
+        let consistent = if whole {
+            ledger.fields == declaration.fields
+                && ledger.first_seq == declaration.first_seq
+                && ledger.digest() == declaration.digest
+        } else {
+            ledger.fields <= declaration.fields
+        };
+        if !consistent {
+            return Some(problem(format!(
+                "the fields erased as {pseudonym} differ from what its erasure event records \
+                 ({} found, {} recorded)",
+                ledger.fields, declaration.fields
+            )));
+        }
+    }
+    None
+}
 
 impl AuditTrail {
     /// A trail over `store`; without a signer no checkpoints are written.
@@ -430,6 +473,8 @@ impl AuditTrail {
             }
         }
         let mut buffer = Vec::with_capacity(512);
+        let mut erasures: BTreeMap<String, ErasureLedger> = BTreeMap::new();
+        let mut declarations: BTreeMap<String, ErasureDeclaration> = BTreeMap::new();
         let mut expected: Option<(i64, [u8; 32])> = None;
         let mut next_checkpoint = 0usize;
         let mut after = 0;
@@ -486,7 +531,14 @@ impl AuditTrail {
                     ));
                     break 'scan;
                 }
-                let hash = event_hash(&mut buffer, tenant, event.seq, &want_prev, &event.entry);
+                let hash = event_hash(
+                    &mut buffer,
+                    tenant,
+                    event.seq,
+                    &want_prev,
+                    &event.entry,
+                    &event.personal,
+                );
                 if hash != event.hash {
                     note(problem(
                         event.seq,
@@ -509,10 +561,22 @@ impl AuditTrail {
                     }
                     next_checkpoint += 1;
                 }
+                for (index, by) in event.personal.erased_by() {
+                    erasures
+                        .entry(by.to_owned())
+                        .or_default()
+                        .add(event.seq, index);
+                }
+                if let Some(declared) = ErasureDeclaration::of(&event.entry) {
+                    declarations.insert(declared.pseudonym.clone(), declared);
+                }
                 expected = Some((event.seq + 1, hash));
             }
         }
         tx.commit().await?;
+        if let Some(p) = undeclared_erasure(&erasures, &declarations, report.first_seq) {
+            note(p);
+        }
         let last_seq = report.last_seq.unwrap_or(0);
         if let Some(newest) = checkpoints.last()
             && newest.seq > last_seq

@@ -189,7 +189,7 @@ impl Services {
             insights: insights::InsightService::new(deps.clone()),
             rate_limits: rate_limits::RateLimitService::new(deps.clone()),
             compliance: compliance::ComplianceService::new(deps.clone()),
-            privacy: privacy::PrivacyService::new(deps.clone()),
+            privacy: privacy::PrivacyService::new(deps.clone(), memory.indexer.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
             retention: retention::RetentionService::new(deps.clone(), memory.indexer.clone()),
             memory,

@@ -6,6 +6,7 @@
 //! uploaded with their text, their usage records, and the audit events they
 //! caused (as themselves or through one of their API keys). It is read in
 //! one read transaction, so it is consistent, and recorded as `user.export`.
+//! Erasure (article 17) is in [`erasure`].
 
 use std::sync::Arc;
 
@@ -22,6 +23,10 @@ use karen_domain::{Error, Result, TenantContext, TenantScope, UserId};
 
 use crate::Deps;
 use crate::audit::Record;
+use crate::memory::Indexer;
+
+mod erasure;
+pub use erasure::{ErasureReport, UploadedDocuments};
 
 const BATCH: i64 = 200;
 
@@ -45,6 +50,7 @@ pub struct UserExport {
 #[derive(Clone)]
 pub struct PrivacyService {
     deps: Arc<Deps>,
+    indexer: Indexer,
 }
 
 async fn all_audit(tx: &mut dyn TenantTx, filter: &AuditFilter) -> Result<Vec<AuditEvent>> {
@@ -61,8 +67,8 @@ async fn all_audit(tx: &mut dyn TenantTx, filter: &AuditFilter) -> Result<Vec<Au
 }
 
 impl PrivacyService {
-    pub(crate) fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+    pub(crate) fn new(deps: Arc<Deps>, indexer: Indexer) -> Self {
+        Self { deps, indexer }
     }
 
     /// Everything about `user`: for the user themself, or for a holder of

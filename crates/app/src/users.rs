@@ -97,6 +97,20 @@ fn owner_role() -> Result<RoleName> {
     RoleName::parse(BuiltinRole::Owner.name())
 }
 
+/// Refuses a change that would leave the organisation without an active owner.
+pub(crate) async fn ensure_not_last_owner(tx: &mut dyn TenantTx, user: &User) -> Result<()> {
+    let owner = owner_role()?;
+    if user.status == UserStatus::Active
+        && user.roles.contains(&owner)
+        && tx.users().count_active_with_role(&owner).await? <= 1
+    {
+        return Err(Error::Conflict(
+            "this is the organisation's last active owner; make someone else owner first".into(),
+        ));
+    }
+    Ok(())
+}
+
 impl UserService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
         Self { deps }
@@ -214,20 +228,6 @@ impl UserService {
         Ok(user)
     }
 
-    async fn ensure_not_last_owner(&self, tx: &mut dyn TenantTx, user: &User) -> Result<()> {
-        let owner = owner_role()?;
-        if user.status == UserStatus::Active
-            && user.roles.contains(&owner)
-            && tx.users().count_active_with_role(&owner).await? <= 1
-        {
-            return Err(Error::Conflict(
-                "this is the organisation's last active owner; make someone else owner first"
-                    .into(),
-            ));
-        }
-        Ok(())
-    }
-
     /// Changes email or display name.
     pub async fn update(
         &self,
@@ -278,7 +278,7 @@ impl UserService {
         let (roles, granted) = resolve_roles(&mut *tx, names).await?;
         authority.ensure_within(granted, "assigning these roles")?;
         if !roles.contains(&owner_role()?) {
-            self.ensure_not_last_owner(&mut *tx, &user).await?;
+            ensure_not_last_owner(&mut *tx, &user).await?;
         }
         tx.users().set_roles(id, &roles).await?;
         let before = user_json(&user);
@@ -304,7 +304,7 @@ impl UserService {
         }
         let mut tx = self.deps.store.tenant(authority.scope()).await?;
         let mut user = self.managed_user(authority, &mut *tx, id).await?;
-        self.ensure_not_last_owner(&mut *tx, &user).await?;
+        ensure_not_last_owner(&mut *tx, &user).await?;
         let now = self.deps.clock.now();
         end_all_sessions(&mut *tx, id, now).await?;
         user = existing(&mut *tx, id).await?;

@@ -19,6 +19,15 @@
 //! Ids are written as lowercase hyphenated UUID text; `diff` is the exact JSON
 //! text stored (never re-serialised), so the bytes hashed are the bytes kept.
 //!
+//! # Version 2
+//!
+//! Events written since erasure support use the domain `karen-audit-v2\0\0`
+//! and, after the time, the text fields `actor_kind`, `action`,
+//! `target_type`, `outcome` and `request_id` encoded as above, then a 32-byte
+//! salted commitment to each personal field (`actor_id`, `actor_user_id`,
+//! `target_id`, `ip`, `user_agent`, `diff`): see [`personal`], which also
+//! explains how an erasure removes them without breaking the chain.
+//!
 //! A checkpoint signs, with Ed25519, the 16 bytes `karen-audit-ckpt`, the
 //! tenant id (16 bytes), the sequence number (8 bytes, big-endian), the hash
 //! of the event at that sequence number (32 bytes) and the signing time in
@@ -32,13 +41,17 @@ use crate::clock::to_millis;
 use crate::principal::{Actor, SystemReason};
 use crate::{Error, Result, TenantId};
 
+pub mod personal;
+pub use personal::PersonalSeal;
+
 /// A SHA-256 hash of the chain.
 pub type ChainHash = [u8; 32];
 
 /// The "previous hash" of the first event of a chain.
 pub const GENESIS_HASH: ChainHash = [0; 32];
 
-const EVENT_DOMAIN: &[u8; 16] = b"karen-audit-v1\0\0";
+const EVENT_DOMAIN_V1: &[u8; 16] = b"karen-audit-v1\0\0";
+const EVENT_DOMAIN_V2: &[u8; 16] = b"karen-audit-v2\0\0";
 const CHECKPOINT_DOMAIN: &[u8; 16] = b"karen-audit-ckpt";
 
 /// How an audited action ended.
@@ -205,6 +218,8 @@ pub struct AuditEvent {
     pub entry: AuditEntry,
     pub prev_hash: ChainHash,
     pub hash: ChainHash,
+    /// How the personal fields are bound into the hash.
+    pub personal: PersonalSeal,
 }
 
 fn field(out: &mut Vec<u8>, value: Option<&str>) {
@@ -227,13 +242,28 @@ pub fn encode_event(
     seq: i64,
     prev_hash: &ChainHash,
     entry: &AuditEntry,
+    personal: &PersonalSeal,
 ) {
     out.clear();
-    out.extend_from_slice(EVENT_DOMAIN);
+    let clear = matches!(personal, PersonalSeal::Clear);
+    out.extend_from_slice(if clear {
+        EVENT_DOMAIN_V1
+    } else {
+        EVENT_DOMAIN_V2
+    });
     out.extend_from_slice(&u64::try_from(seq).unwrap_or(0).to_be_bytes());
     out.extend_from_slice(prev_hash);
     out.extend_from_slice(tenant.as_uuid().as_bytes());
     out.extend_from_slice(&to_millis(entry.at).to_be_bytes());
+    if !clear {
+        field(out, Some(entry.actor.kind));
+        field(out, Some(&entry.action));
+        field(out, entry.target_type.as_deref());
+        field(out, Some(entry.outcome.as_str()));
+        field(out, entry.request_id.as_deref());
+        personal.write_commitments(entry, out);
+        return;
+    }
     field(out, Some(entry.actor.kind));
     field(out, Some(&entry.actor.id));
     field(out, entry.actor.user_id.as_deref());
@@ -259,23 +289,33 @@ pub fn event_hash(
     seq: i64,
     prev_hash: &ChainHash,
     entry: &AuditEntry,
+    personal: &PersonalSeal,
 ) -> ChainHash {
-    encode_event(buffer, tenant, seq, prev_hash, entry);
+    encode_event(buffer, tenant, seq, prev_hash, entry, personal);
     sha256(buffer)
 }
 
 impl AuditEntry {
-    /// Places the entry after `(prev_seq, prev_hash)` in `tenant`'s chain.
-    pub fn seal(self, tenant: TenantId, prev_seq: i64, prev_hash: ChainHash) -> AuditEvent {
+    /// Places the entry after `(prev_seq, prev_hash)` in `tenant`'s chain,
+    /// its personal fields bound by `personal` (a fresh random salt for new
+    /// events).
+    pub fn seal(
+        self,
+        tenant: TenantId,
+        prev_seq: i64,
+        prev_hash: ChainHash,
+        personal: PersonalSeal,
+    ) -> AuditEvent {
         let seq = prev_seq + 1;
         let mut buffer = Vec::with_capacity(256);
-        let hash = event_hash(&mut buffer, tenant, seq, &prev_hash, &self);
+        let hash = event_hash(&mut buffer, tenant, seq, &prev_hash, &self, &personal);
         AuditEvent {
             tenant_id: tenant,
             seq,
             entry: self,
             prev_hash,
             hash,
+            personal,
         }
     }
 }
@@ -422,22 +462,37 @@ mod tests {
     #[test]
     fn the_chain_links_and_any_change_alters_the_hash() {
         let tenant = TenantId::generate();
-        let first = entry("user.create").seal(tenant, 0, GENESIS_HASH);
-        let second = entry("user.update").seal(tenant, first.seq, first.hash);
+        let first = entry("user.create").seal(tenant, 0, GENESIS_HASH, PersonalSeal::Clear);
+        let second =
+            entry("user.update").seal(tenant, first.seq, first.hash, PersonalSeal::Salted([1; 16]));
         assert_eq!(second.seq, 2);
         assert_eq!(second.prev_hash, first.hash);
         let mut changed = first.entry.clone();
         changed.action = "user.creatf".into();
         let mut buffer = Vec::new();
         assert_ne!(
-            event_hash(&mut buffer, tenant, 1, &GENESIS_HASH, &changed),
+            event_hash(
+                &mut buffer,
+                tenant,
+                1,
+                &GENESIS_HASH,
+                &changed,
+                &PersonalSeal::Clear
+            ),
             first.hash
         );
         // Absent and empty are different.
         let mut empty = first.entry.clone();
         empty.target_id = Some(String::new());
         assert_ne!(
-            event_hash(&mut buffer, tenant, 1, &GENESIS_HASH, &empty),
+            event_hash(
+                &mut buffer,
+                tenant,
+                1,
+                &GENESIS_HASH,
+                &empty,
+                &PersonalSeal::Clear
+            ),
             first.hash
         );
     }

@@ -255,6 +255,7 @@ mod tests {
             },
             prev_hash: GENESIS_HASH,
             hash: GENESIS_HASH,
+            personal: karen_domain::audit::PersonalSeal::Salted([0; 16]),
         }
     }
 

@@ -188,6 +188,20 @@ impl Pool {
         .map_err(map_sqlx)
     }
 
+    /// SQLite: moves the write-ahead log into the database and truncates it,
+    /// so no frame written before a deletion keeps the deleted bytes.
+    /// PostgreSQL: nothing (dead tuples are the server's to reclaim).
+    pub(crate) async fn flush_deleted(&self) -> Result<(), Error> {
+        match self {
+            Pool::Sqlite(pools) => sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&pools.writer)
+                .await
+                .map(drop)
+                .map_err(map_sqlx),
+            Pool::Postgres(_) => Ok(()),
+        }
+    }
+
     /// Closes every connection.
     pub(crate) async fn close(&self) {
         match self {

@@ -98,7 +98,10 @@ impl SqlStore {
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
-                    .foreign_keys(true);
+                    .foreign_keys(true)
+                    // Deleted content is overwritten with zeros, not left in
+                    // free pages (an erased user's messages must not linger).
+                    .pragma("secure_delete", "ON");
                 if let Some(parent) = Path::new(connect.get_filename()).parent()
                     && !parent.as_os_str().is_empty()
                 {
@@ -361,6 +364,10 @@ impl Store for SqlStore {
 
     async fn ping(&self) -> Result<()> {
         self.pool.ping().await
+    }
+
+    async fn flush_deleted(&self) -> Result<()> {
+        self.pool.flush_deleted().await
     }
 
     fn backend(&self) -> &'static str {

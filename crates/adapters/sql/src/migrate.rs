@@ -176,7 +176,8 @@ pub(crate) async fn grant_app_role(pool: &sqlx::PgPool, role: &str) -> Result<()
         // Migration 0015 revokes these from PUBLIC: only this role may call them.
         format!(
             "GRANT EXECUTE ON FUNCTION karen_audit_drop_prefix(UUID, BIGINT), \
-             karen_audit_purge_tenant(UUID, TEXT) TO {quoted}"
+             karen_audit_purge_tenant(UUID, TEXT), \
+             karen_audit_redact(UUID, BIGINT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT, TEXT) TO {quoted}"
         ),
     ];
     for grant in grants {

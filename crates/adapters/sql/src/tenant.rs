@@ -162,6 +162,10 @@ impl TenantTx for SqlTenantTx {
         self
     }
 
+    fn erasure(&mut self) -> &mut dyn karen_domain::ports::ErasureRepo {
+        self
+    }
+
     fn tenant_keys(&mut self) -> &mut dyn TenantKeyRepo {
         self
     }

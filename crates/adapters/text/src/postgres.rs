@@ -207,6 +207,12 @@ impl TextIndex for PostgresTextIndex {
         tx.commit().await.map_err(map_sqlx)
     }
 
+    async fn compact(&self, _tenant: TenantId) -> Result<()> {
+        // The entries are rows, deleted in their own statements; the server
+        // reclaims dead tuples (VACUUM), as for every other table.
+        Ok(())
+    }
+
     async fn search(
         &self,
         tenant: TenantId,

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use karen_domain::audit::AuditFilter;
+use karen_domain::audit::personal::ERASURE_ACTION;
 use karen_domain::mfa::{MfaRequirement, TotpState};
 use karen_domain::page::PageRequest;
 use karen_domain::permission::Permission;
@@ -440,6 +441,17 @@ impl ComplianceService {
                 enrolled.insert(user.id);
             }
         }
+        let erasures = tx
+            .audit()
+            .list_audit(
+                &AuditFilter {
+                    action: Some(ERASURE_ACTION.into()),
+                    ..AuditFilter::default()
+                },
+                0,
+                100_000,
+            )
+            .await?;
         let own_policy = tx.retention().retention_policy().await?;
         let last_run = tx.retention().last_retention_run().await?;
         let holds = tx.retention().active_holds().await?.len();
@@ -679,7 +691,21 @@ impl ComplianceService {
                 vec!["answering the request within the legal deadline is a process outside Karen".into()],
             ),
         );
-        findings.insert(DataErasure, not_built("erasure of one person's data"));
+        let mut erasure_evidence = vec![
+            "a user is erased by POST /v1/users/{id}/erase or karen user erase: content deleted from every store and index, usage kept without naming them, audit events kept with the person pseudonymised (the chain still verifies), each recorded as user.erase".into(),
+            format!("{} erasure(s) recorded in this tenant's audit trail", erasures.len()),
+        ];
+        if let Some(last) = erasures.last() {
+            erasure_evidence.push(format!("the newest on {}", day(last.entry.at)));
+        }
+        findings.insert(
+            DataErasure,
+            finding(
+                Status::Pass,
+                erasure_evidence,
+                vec!["copies outside Karen (backups, forwarded audit events) are the operator's to erase".into()],
+            ),
+        );
         let transport = if self.deps.compliance.transport_tls {
             finding(
                 Status::Pass,

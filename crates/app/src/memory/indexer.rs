@@ -237,6 +237,12 @@ impl Indexer {
     }
 
     /// Removes entries from both indexes (every vector space).
+    /// Rewrites the tenant's index files so removed entries leave no trace.
+    pub async fn compact(&self, tenant: TenantId) -> Result<()> {
+        self.deps.search.vector.compact(tenant).await?;
+        self.deps.search.text.compact(tenant).await
+    }
+
     pub async fn remove(&self, tenant: TenantId, keys: &[EntryKey]) -> Result<()> {
         if keys.is_empty() {
             return Ok(());

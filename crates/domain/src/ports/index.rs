@@ -166,6 +166,9 @@ pub trait VectorIndex: Send + Sync + 'static {
     ) -> Result<()>;
     /// Removes entries from every space of the tenant; unknown keys are ignored.
     async fn remove(&self, tenant: TenantId, keys: &[EntryKey]) -> Result<()>;
+    /// Rewrites what the index keeps of the tenant so that removed entries
+    /// leave nothing behind in its own files or logs (after an erasure).
+    async fn compact(&self, tenant: TenantId) -> Result<()>;
     /// The entries nearest to `query` that `filter` admits, best first, at most `limit`.
     async fn search(
         &self,
@@ -204,6 +207,9 @@ pub trait TextIndex: Send + Sync + 'static {
     async fn upsert(&self, tenant: TenantId, entries: Vec<TextEntry>) -> Result<()>;
     /// Removes entries; unknown keys are ignored.
     async fn remove(&self, tenant: TenantId, keys: &[EntryKey]) -> Result<()>;
+    /// Rewrites what the index keeps of the tenant so that removed entries
+    /// leave nothing behind in its own files (after an erasure).
+    async fn compact(&self, tenant: TenantId) -> Result<()>;
     /// The entries matching the words of `query` (plain text a user typed:
     /// never interpreted as query syntax) that `filter` admits, best first.
     async fn search(

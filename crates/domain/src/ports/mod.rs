@@ -3,6 +3,7 @@
 
 mod audit_sink;
 mod cache;
+mod erasure;
 mod index;
 mod llm;
 mod mfa;
@@ -13,6 +14,7 @@ mod store;
 
 pub use audit_sink::AuditSink;
 pub use cache::{CacheKey, Counters, TenantNamespace};
+pub use erasure::{ErasedRows, ErasureRepo};
 pub use index::{
     EntryAccess, EntryKey, EntryKind, Hit, IndexStatus, SearchFilter, TextEntry, TextIndex,
     VectorEntry, VectorIndex, VectorSpace,

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::audit::{AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint};
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, PersonalSeal};
 use crate::budget::{Budget, BudgetMetric, BudgetScope};
 use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
@@ -44,6 +44,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<()>;
+
+    /// After an erasure: makes deleted rows unrecoverable from the store's
+    /// own files where the store can (SQLite: the write-ahead log is
+    /// checkpointed and truncated; deleted cells are zeroed as they go).
+    async fn flush_deleted(&self) -> Result<()>;
 
     /// `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
@@ -118,6 +123,8 @@ pub trait TenantTx: Send {
     fn audit(&mut self) -> &mut dyn AuditRepo;
     fn retention(&mut self) -> &mut dyn super::RetentionRepo;
     fn mfa(&mut self) -> &mut dyn super::MfaRepo;
+    /// A user's remaining rows, for erasure.
+    fn erasure(&mut self) -> &mut dyn super::ErasureRepo;
     /// The tenant's data keys (encryption at rest).
     fn tenant_keys(&mut self) -> &mut dyn super::TenantKeyRepo;
 
@@ -532,4 +539,13 @@ pub trait AuditRepo: Send {
     /// Records that the collector `sink` accepted every event up to `seq`.
     async fn set_forwarded_up_to(&mut self, sink: &str, seq: i64, at: OffsetDateTime)
     -> Result<()>;
+    /// Replaces event `seq`'s personal fields with those of `erased` and its
+    /// seal with `personal` (an erasure; see `audit::personal`). The store
+    /// refuses any other change to an audit row.
+    async fn redact_audit(
+        &mut self,
+        seq: i64,
+        erased: &AuditEntry,
+        personal: &PersonalSeal,
+    ) -> Result<()>;
 }

@@ -105,6 +105,22 @@ pub(super) enum UserCommand {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
+    /// Erase a user (GDPR article 17): their content goes from every store,
+    /// the audit trail keeps its events with the user pseudonymised. Cannot
+    /// be undone.
+    Erase {
+        #[arg(long)]
+        tenant: String,
+        /// The user's id or email.
+        user: String,
+        /// Keep the documents the user uploaded (for the organisation)
+        /// instead of deleting them.
+        #[arg(long)]
+        keep_documents: bool,
+        /// Confirms the erasure (required: it cannot be undone).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -354,6 +370,33 @@ pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Resul
             println!(
                 "user {}: authenticator and recovery codes removed",
                 found.email
+            );
+        }
+        UserCommand::Erase {
+            tenant,
+            user,
+            keep_documents,
+            yes,
+        } => {
+            if !yes {
+                anyhow::bail!("an erasure cannot be undone: add --yes to confirm");
+            }
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let found = users.find(Authority::platform(scope), &user).await?;
+            let documents = if keep_documents {
+                karen_app::privacy::UploadedDocuments::Keep
+            } else {
+                karen_app::privacy::UploadedDocuments::Delete
+            };
+            let report = karen
+                .services
+                .privacy
+                .erase(Authority::platform(scope), found.id, None, documents)
+                .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            eprintln!(
+                "user {} erased; the audit trail now calls them {}",
+                found.email, report.pseudonym
             );
         }
         UserCommand::Export { tenant, user, out } => {

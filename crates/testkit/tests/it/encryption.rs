@@ -127,38 +127,7 @@ fn hex(text: &str) -> String {
 /// or every PostgreSQL table (as the owner, past row-level security) except
 /// the full-text index, which is derived search data and not encrypted.
 async fn found_in_raw_database(app: &TestApp, needles: &[&str]) -> Vec<String> {
-    let mut haystack = Vec::new();
-    match &app.postgres {
-        None => {
-            for name in ["karen.db", "karen.db-wal"] {
-                if let Ok(bytes) = std::fs::read(app.data_dir.join(name)) {
-                    haystack.extend(bytes);
-                }
-            }
-        }
-        Some(database) => {
-            let mut owner = sqlx::PgConnection::connect(&database.owner_url)
-                .await
-                .unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' \
-                 AND tablename NOT IN ('text_entries', '_sqlx_migrations')",
-            )
-            .fetch_all(&mut owner)
-            .await
-            .unwrap();
-            for table in tables {
-                let sql = format!("SELECT t::text FROM {table} t");
-                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-                    .fetch_all(&mut owner)
-                    .await
-                    .unwrap();
-                for row in rows {
-                    haystack.extend(row.into_bytes());
-                }
-            }
-        }
-    }
+    let haystack = crate::raw_store::raw_database(app, false).await;
     let haystack = String::from_utf8_lossy(&haystack).to_lowercase();
     needles
         .iter()

@@ -837,6 +837,16 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(404);
+    // Nor erase B's user (B's user is still there at the end: "B is untouched").
+    t.call(
+        "POST",
+        "/v1/users/{user_id}/erase",
+        &format!("/v1/users/{b_user}/erase"),
+        a_owner,
+        Some(json!({"confirm_email": "member@bravo.test"})),
+    )
+    .await
+    .expect(404);
     let own_export = t
         .call(
             "GET",

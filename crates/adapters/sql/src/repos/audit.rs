@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use karen_domain::audit::{
     ActorRecord, AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, Outcome,
+    PersonalSeal,
 };
 use karen_domain::clock::to_millis;
 use karen_domain::ports::AuditRepo;
@@ -44,6 +45,10 @@ fn event(row: &Row) -> Result<AuditEvent> {
         },
         prev_hash: chain_hash(row, "prev_hash")?,
         hash: chain_hash(row, "hash")?,
+        personal: PersonalSeal::from_stored(
+            row.get("pii_salt")?,
+            row.get::<Option<String>>("redactions")?.as_deref(),
+        )?,
     })
 }
 
@@ -150,12 +155,16 @@ impl SqlTenantTx {
 impl AuditRepo for SqlTenantTx {
     async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditEvent> {
         let (prev_seq, prev_hash) = self.head_for_append().await?;
-        let event = entry.seal(self.tenant_id_value(), prev_seq, prev_hash);
+        // A fresh random salt per event (see audit::personal): 16 bytes from
+        // the operating system's generator, through uuid's v4.
+        let salt = PersonalSeal::Salted(*uuid::Uuid::new_v4().as_bytes());
+        let event = entry.seal(self.tenant_id_value(), prev_seq, prev_hash, salt);
         let e = &event.entry;
+        let (pii_salt, _) = event.personal.stored();
         let insert = self
             .q("INSERT INTO audit_events (tenant_id, seq, at, actor_kind, actor_id, actor_user_id, action, \
-                target_type, target_id, outcome, ip, user_agent, request_id, diff, prev_hash, hash) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
+                target_type, target_id, outcome, ip, user_agent, request_id, diff, prev_hash, hash, pii_salt) \
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
             .bind(event.seq)
             .bind(to_millis(e.at))
             .bind(e.actor.kind)
@@ -170,7 +179,8 @@ impl AuditRepo for SqlTenantTx {
             .bind(e.request_id.clone())
             .bind(e.diff.clone())
             .bind(event.prev_hash.to_vec())
-            .bind(event.hash.to_vec());
+            .bind(event.hash.to_vec())
+            .bind(pii_salt);
         self.tx.execute(insert).await?;
         self.audit_head = Some((event.seq, event.hash));
         Ok(event)
@@ -256,6 +266,45 @@ impl AuditRepo for SqlTenantTx {
             .bind(seq)
             .bind(to_millis(at));
         self.tx.execute(q).await.map(drop)
+    }
+
+    async fn redact_audit(
+        &mut self,
+        seq: i64,
+        erased: &AuditEntry,
+        personal: &PersonalSeal,
+    ) -> Result<()> {
+        let (salt, redactions) = personal.stored();
+        if salt.is_some() || redactions.is_none() {
+            return Err(Error::internal(
+                "an erased audit event must carry its redactions",
+            ));
+        }
+        // PostgreSQL: the owner's guarded function (the application role may
+        // not update audit rows). SQLite: the update trigger lets through only
+        // a change of the personal fields that ends the row's salt.
+        let sql = if matches!(self.tx, Tx::Postgres(..)) {
+            "SELECT karen_audit_redact($1, $2, $3, $4, $5, $6, $7, $8, $9) AS redacted"
+        } else {
+            "UPDATE audit_events SET actor_id = $3, actor_user_id = $4, target_id = $5, ip = $6, \
+             user_agent = $7, diff = $8, redactions = $9, pii_salt = NULL \
+             WHERE tenant_id = $1 AND seq = $2 RETURNING 1 AS redacted"
+        };
+        let q = self
+            .q(sql)
+            .bind(seq)
+            .bind(erased.actor.id.clone())
+            .bind(erased.actor.user_id.clone())
+            .bind(erased.target_id.clone())
+            .bind(erased.ip.clone())
+            .bind(erased.user_agent.clone())
+            .bind(erased.diff.clone())
+            .bind(redactions);
+        self.tx
+            .fetch_optional(q)
+            .await?
+            .map(drop)
+            .ok_or_else(|| Error::internal(format!("audit event {seq} is missing")))
     }
 
     async fn last_checkpoint(&mut self) -> Result<Option<Checkpoint>> {

@@ -5,6 +5,7 @@ mod audit;
 mod budgets;
 mod conversations;
 mod embedding_jobs;
+mod erasure;
 mod library;
 mod memories;
 mod mfa;

@@ -235,6 +235,28 @@ impl TextIndex for EmbeddedTextIndex {
         .await
     }
 
+    async fn compact(&self, tenant: TenantId) -> Result<()> {
+        let shared = self.shared.clone();
+        blocking(move || {
+            if shared.slot(tenant).current(false)?.is_none() {
+                return Ok(());
+            }
+            // Merging rewrites the segments without their deleted documents;
+            // collecting then removes the old segment files.
+            shared.write(tenant, |writer, open| {
+                let segments = open.index.searchable_segment_ids()?;
+                if !segments.is_empty() {
+                    writer.merge(&segments).wait()?;
+                }
+                Ok(())
+            })?;
+            shared.write(tenant, |writer, _| {
+                writer.garbage_collect_files().wait().map(drop)
+            })
+        })
+        .await
+    }
+
     async fn search(
         &self,
         tenant: TenantId,

@@ -319,6 +319,15 @@ impl VectorIndex for EmbeddedVectorIndex {
         Ok(())
     }
 
+    async fn compact(&self, tenant: TenantId) -> Result<()> {
+        for space in self.spaces(tenant).await? {
+            if let Some(handle) = self.handle(tenant, &space, false).await? {
+                blocking(move || handle.index.compact()).await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn search(
         &self,
         tenant: TenantId,

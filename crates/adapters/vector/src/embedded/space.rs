@@ -372,6 +372,24 @@ impl SpaceIndex {
         if state.log_records < due || state.poisoned {
             return;
         }
+        if let Err(error) = self.snapshot(state) {
+            tracing::warn!(index = %self.dir.display(), %error, "vector index snapshot failed; the write-ahead log keeps every change");
+        }
+    }
+
+    /// Folds the log into a new snapshot now, so that nothing removed stays
+    /// in a log record on disk (after an erasure).
+    pub fn compact(&self) -> Result<()> {
+        let state = self.state.write();
+        if state.log_records == 0 || state.poisoned {
+            return Ok(());
+        }
+        self.snapshot(state)
+    }
+
+    /// Writes a snapshot of the next generation and its empty log, then
+    /// switches to them and removes the old log.
+    fn snapshot(&self, state: RwLockWriteGuard<'_, State>) -> Result<()> {
         let state = RwLockWriteGuard::downgrade_to_upgradable(state);
         let generation = state.generation + 1;
         let written = (|| -> Result<File> {
@@ -391,15 +409,12 @@ impl SpaceIndex {
                 state.generation = generation;
                 state.log_len = 0;
                 state.log_records = 0;
-                if let Err(error) =
-                    storage::remove_if_exists(&self.dir.join(storage::log_name(old)))
-                {
-                    tracing::warn!(index = %self.dir.display(), %error, "cannot remove an old write-ahead log");
-                }
+                storage::remove_if_exists(&self.dir.join(storage::log_name(old)))
+                    .map_err(|e| io_error(&self.dir, e))
             }
             Err(error) => {
                 let _ = storage::remove_if_exists(&self.dir.join(storage::log_name(generation)));
-                tracing::warn!(index = %self.dir.display(), %error, "vector index snapshot failed; the write-ahead log keeps every change");
+                Err(error)
             }
         }
     }

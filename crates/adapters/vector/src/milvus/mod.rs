@@ -541,6 +541,12 @@ impl VectorIndex for MilvusVectorIndex {
         Ok(())
     }
 
+    async fn compact(&self, _tenant: TenantId) -> Result<()> {
+        // A delete takes effect for search at once; Milvus drops the deleted
+        // entities from its segments at its own (automatic) compaction.
+        Ok(())
+    }
+
     async fn search(
         &self,
         tenant: TenantId,

@@ -432,6 +432,9 @@ fn full_body(method: &str, path: &str) -> Value {
             "password": PASSWORD, "roles": ["member"]}),
         ("PATCH", "/v1/users/{user_id}") => json!({"email": "m@sweep.test", "display_name": "M"}),
         ("PUT", "/v1/users/{user_id}/roles") => json!({"roles": ["member"]}),
+        ("POST", "/v1/users/{user_id}/erase") => {
+            json!({"confirm_email": "m@sweep.test", "documents": "keep"})
+        }
         _ => panic!("no sample body for {method} {path}: add one to full_body"),
     }
 }

@@ -65,6 +65,12 @@ pub enum Error {
     /// The request conflicts with existing state (duplicate email, slug taken…).
     #[error("{0}")]
     Conflict(String),
+    /// A SCIM request the protocol refuses (RFC 7644 §3.12), with its `scimType`.
+    #[error("{message}")]
+    Scim {
+        scim_type: crate::scim::ScimErrorType,
+        message: String,
+    },
     /// Too many failed logins; retry later.
     #[error(
         "too many failed login attempts; try again in {} seconds",
@@ -145,6 +151,14 @@ impl Error {
         }
     }
 
+    /// A SCIM protocol error of type `scim_type`.
+    pub fn scim(scim_type: crate::scim::ScimErrorType, message: impl Into<String>) -> Self {
+        Self::Scim {
+            scim_type,
+            message: message.into(),
+        }
+    }
+
     /// An unexpected failure; `detail` is logged, never shown to clients.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         Self::Internal(detail.to_string())
@@ -167,6 +181,7 @@ impl Error {
             Self::NotFound(_) => "not_found",
             Self::ModelNotFound(_) => "model_not_found",
             Self::Conflict(_) => "conflict",
+            Self::Scim { scim_type, .. } => scim_type.code(),
             Self::LoginThrottled { .. } => "login_throttled",
             Self::AccountLocked { .. } => "account_locked",
             Self::RateLimited { .. } => "rate_limited",

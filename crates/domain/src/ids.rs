@@ -136,6 +136,10 @@ id_type!(
     ChunkId, "chunk id"
 );
 id_type!(
+    /// A group provisioned through SCIM.
+    ScimGroupId, "group id"
+);
+id_type!(
     /// A legal hold (keeps a tenant's, a user's or a conversation's data from retention).
     LegalHoldId, "legal hold id"
 );

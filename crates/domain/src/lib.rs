@@ -22,6 +22,7 @@ pub mod principal;
 pub mod providers;
 pub mod rate_limit;
 pub mod retention;
+pub mod scim;
 pub mod tenant;
 pub mod user;
 pub mod values;
@@ -31,8 +32,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
     ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, LegalHoldId, MemoryId, MessageId,
-    MfaChallengeId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId, SessionId,
-    SigningKeyId, TenantId, UsageId, UserId,
+    MfaChallengeId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId,
+    ScimGroupId, SessionId, SigningKeyId, TenantId, UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

@@ -86,6 +86,8 @@ permissions! {
     BillingManage = "billing:manage",
     /// Configure single sign-on, SCIM and MFA policy.
     SsoManage = "sso:manage",
+    /// Provision users and groups through SCIM 2.0 (`/scim/v2`): the scope of an identity provider's API key; never carried by a key made without `scopes`.
+    ScimProvision = "scim:provision",
 }
 
 impl fmt::Display for Permission {

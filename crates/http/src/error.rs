@@ -109,6 +109,9 @@ pub fn status_of(error: &Error) -> StatusCode {
             StatusCode::NOT_FOUND
         }
         Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::Scim { scim_type, .. } => {
+            StatusCode::from_u16(scim_type.status()).unwrap_or(StatusCode::BAD_REQUEST)
+        }
         Error::LoginThrottled { .. } | Error::BudgetExceeded { .. } | Error::RateLimited { .. } => {
             StatusCode::TOO_MANY_REQUESTS
         }

@@ -69,6 +69,10 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "document_chunks" => "DELETE FROM document_chunks WHERE tenant_id = $1",
         "documents" => "DELETE FROM documents WHERE tenant_id = $1",
         "memories" => "DELETE FROM memories WHERE tenant_id = $1",
+        "scim_role_grants" => "DELETE FROM scim_role_grants WHERE tenant_id = $1",
+        "scim_group_members" => "DELETE FROM scim_group_members WHERE tenant_id = $1",
+        "scim_groups" => "DELETE FROM scim_groups WHERE tenant_id = $1",
+        "scim_users" => "DELETE FROM scim_users WHERE tenant_id = $1",
         "mfa_challenges" => "DELETE FROM mfa_challenges WHERE tenant_id = $1",
         "mfa_recovery_codes" => "DELETE FROM mfa_recovery_codes WHERE tenant_id = $1",
         "mfa_totp" => "DELETE FROM mfa_totp WHERE tenant_id = $1",
@@ -163,6 +167,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn erasure(&mut self) -> &mut dyn karen_domain::ports::ErasureRepo {
+        self
+    }
+
+    fn scim(&mut self) -> &mut dyn karen_domain::ports::ScimRepo {
         self
     }
 

@@ -125,6 +125,8 @@ pub trait TenantTx: Send {
     fn mfa(&mut self) -> &mut dyn super::MfaRepo;
     /// A user's remaining rows, for erasure.
     fn erasure(&mut self) -> &mut dyn super::ErasureRepo;
+    /// SCIM provisioning state (provider attributes, groups, granted roles).
+    fn scim(&mut self) -> &mut dyn super::ScimRepo;
     /// The tenant's data keys (encryption at rest).
     fn tenant_keys(&mut self) -> &mut dyn super::TenantKeyRepo;
 

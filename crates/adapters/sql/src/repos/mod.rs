@@ -13,6 +13,7 @@ mod personas;
 mod providers;
 mod retention;
 mod roles;
+mod scim;
 mod sessions;
 mod tenant_keys;
 mod usage;

@@ -80,8 +80,11 @@ impl ApiKeyService {
             .intersection(authority.permissions());
         let scopes = match request.scopes {
             Some(names) => PermissionSet::parse_names(&names)?,
-            // Recall changes what completions send upstream: only on request.
-            None => ceiling.without(Permission::ChatRecall),
+            // Recall changes what completions send upstream, and a SCIM key
+            // provisions users for an identity provider: only on request.
+            None => ceiling
+                .without(Permission::ChatRecall)
+                .without(Permission::ScimProvision),
         };
         if !scopes.is_subset_of(ceiling) {
             let missing: Vec<&str> = scopes

@@ -20,6 +20,7 @@ pub mod privacy;
 pub mod rate_limits;
 pub mod retention;
 pub mod roles;
+pub mod scim;
 pub mod telemetry;
 pub mod tenants;
 pub mod users;
@@ -157,6 +158,7 @@ pub struct Services {
     pub audit: Arc<audit::AuditTrail>,
     pub compliance: compliance::ComplianceService,
     pub privacy: privacy::PrivacyService,
+    pub scim: scim::ScimService,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -190,6 +192,7 @@ impl Services {
             rate_limits: rate_limits::RateLimitService::new(deps.clone()),
             compliance: compliance::ComplianceService::new(deps.clone()),
             privacy: privacy::PrivacyService::new(deps.clone(), memory.indexer.clone()),
+            scim: scim::ScimService::new(deps.clone()),
             assistant: assistant::AssistantServices::new(deps.clone(), &memory),
             retention: retention::RetentionService::new(deps.clone(), memory.indexer.clone()),
             memory,

@@ -207,6 +207,7 @@ route_permissions! {
     DocumentsWrite => Some(Permission::DocumentsWrite);
     BillingManage => Some(Permission::BillingManage);
     AuditRead => Some(Permission::AuditRead);
+    ScimProvision => Some(Permission::ScimProvision);
 }
 
 /// The platform operator (operator key).

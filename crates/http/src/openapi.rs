@@ -21,6 +21,19 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
+/// The SCIM routes answer errors in SCIM's shape (RFC 7644 §3.12).
+fn scim_error_response(description: &str) -> utoipa::openapi::Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/scim+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ScimError")))
+                .build(),
+        )
+        .build()
+}
+
 /// Adds the document's metadata, the security schemes and common errors.
 pub(crate) fn finish(mut document: OpenApi) -> OpenApi {
     document.info.title = "Karen API".into();
@@ -56,7 +69,8 @@ pub(crate) fn finish(mut document: OpenApi) -> OpenApi {
         )
         .into(),
     );
-    for item in document.paths.paths.values_mut() {
+    for (path, item) in document.paths.paths.iter_mut() {
+        let scim = path.starts_with("/scim/");
         let operations = [
             &mut item.get,
             &mut item.post,
@@ -69,9 +83,13 @@ pub(crate) fn finish(mut document: OpenApi) -> OpenApi {
             let has_body = operation.request_body.is_some();
             let responses = &mut operation.responses.responses;
             let mut add = |status: &str, description: &str| {
-                responses
-                    .entry(status.to_owned())
-                    .or_insert_with(|| problem_response(description).into());
+                responses.entry(status.to_owned()).or_insert_with(|| {
+                    if scim {
+                        scim_error_response(description).into()
+                    } else {
+                        problem_response(description).into()
+                    }
+                });
             };
             add(
                 "400",
@@ -80,7 +98,9 @@ pub(crate) fn finish(mut document: OpenApi) -> OpenApi {
             if has_body {
                 add("413", "Request body too large");
                 add("415", "Body is not application/json");
-                add("422", "A field has an unacceptable value");
+                if !scim {
+                    add("422", "A field has an unacceptable value");
+                }
             }
             if secured {
                 add("401", "Missing, invalid, expired or revoked credential");

@@ -394,8 +394,9 @@ impl TestApp {
     /// an API key, a rotated refresh token (sessions and refresh tokens), a
     /// persona, a conversation with one turn (messages, usage), a budget, the
     /// reservation of a call in flight, a model provider and an alias, a
-    /// retention policy, a legal hold and a retention run, and the member's
-    /// second factor (authenticator, recovery codes, a login challenge).
+    /// retention policy, a legal hold and a retention run, the member's
+    /// second factor (authenticator, recovery codes, a login challenge), and a
+    /// SCIM-provisioned user in a group that grants it a role.
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
         let (user, token) = self.create_user(tenant, &email, &["member"]).await;
@@ -483,6 +484,16 @@ impl TestApp {
             .expect(200);
         let challenge = self.login(&tenant.slug, &email, PASSWORD).await;
         assert_eq!(challenge.expect(200).str("status"), "mfa_required");
+        // SCIM: a provisioned user in a group named like a role (which grants it).
+        let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": format!("scim@{}.test", tenant.slug), "externalId": "idp-1"});
+        let user = self.post("/scim/v2/Users", &tenant.owner_token, user).await;
+        let user = user.expect(201).str("id").to_owned();
+        let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+            "displayName": "viewer", "members": [{"value": user}]});
+        self.post("/scim/v2/Groups", &tenant.owner_token, group)
+            .await
+            .expect(201);
         // The audit trail has events by now; sign a checkpoint of them.
         self.post("/v1/audit/checkpoints", &tenant.owner_token, json!({}))
             .await

@@ -19,6 +19,9 @@ mod providers;
 mod rate_limits;
 mod retention;
 mod roles;
+mod scim;
+mod scim_discovery;
+mod scim_model;
 pub(crate) mod system;
 mod tenant;
 mod usage;
@@ -53,4 +56,5 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(compliance::routes())
         .merge(privacy::routes())
         .merge(retention::routes())
+        .merge(scim::routes())
 }

@@ -7,6 +7,8 @@
 use std::collections::BTreeSet;
 
 use karen_testkit::{Backend, PASSWORD, Reply, TestApp, spawn};
+
+mod scim;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -193,6 +195,7 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         .create_api_key(&alpha.owner_token, json!({"name": "alpha key"}))
         .await;
 
+    let scim_seed = scim::seed(&app, &alpha, &bravo).await;
     let mut t = Tracker {
         app: &app,
         covered: BTreeSet::new(),
@@ -635,6 +638,8 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(204);
+    scim::sweep(&mut t, &app, &alpha, &bravo, &scim_seed).await;
+
     // Sessions: A logging out (everywhere) and changing passwords leaves B alone.
     let second = app.token("alpha", &alpha.owner_email, PASSWORD).await;
     t.call(

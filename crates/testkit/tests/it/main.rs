@@ -55,5 +55,6 @@ mod rbac;
 mod recall;
 mod retention;
 mod rls;
+mod scim;
 mod tenants;
 mod tls;

@@ -175,7 +175,12 @@ const DECLARED_ROUTES: &str = "
     get /v1/providers  post /v1/providers  patch /v1/providers/{provider_id}  delete /v1/providers/{provider_id}
     get /v1/model-aliases  put /v1/model-aliases/{alias}  delete /v1/model-aliases/{alias}
     get /v1/tenant/retention  put /v1/tenant/retention  post /v1/tenant/retention/run
-    get /v1/legal-holds  post /v1/legal-holds  delete /v1/legal-holds/{hold_id}";
+    get /v1/legal-holds  post /v1/legal-holds  delete /v1/legal-holds/{hold_id}
+    get /scim/v2/Users  post /scim/v2/Users  get /scim/v2/Users/{user_id}  put /scim/v2/Users/{user_id}
+    patch /scim/v2/Users/{user_id}  delete /scim/v2/Users/{user_id}
+    get /scim/v2/Groups  post /scim/v2/Groups  get /scim/v2/Groups/{group_id}
+    put /scim/v2/Groups/{group_id}  patch /scim/v2/Groups/{group_id}  delete /scim/v2/Groups/{group_id}
+    get /scim/v2/ServiceProviderConfig  get /scim/v2/ResourceTypes  get /scim/v2/Schemas";
 
 /// The routes that need no credential.
 const PUBLIC_ROUTES: [&str; 5] = [
@@ -236,9 +241,14 @@ fn expect_problem_response(operation: &Value, status: &str, what: &str) {
         response.is_object(),
         "{what} documents {status}: {operation}"
     );
-    let schema = &response["content"]["application/problem+json"]["schema"]["$ref"];
+    // The SCIM routes answer errors in SCIM's shape (RFC 7644 §3.12).
+    let (media, schema) = if what.contains(" /scim/") {
+        ("application/scim+json", "#/components/schemas/ScimError")
+    } else {
+        ("application/problem+json", "#/components/schemas/Problem")
+    };
     assert_eq!(
-        schema, "#/components/schemas/Problem",
+        response["content"][media]["schema"]["$ref"], schema,
         "{what}: {status} is a problem"
     );
 }
@@ -313,7 +323,13 @@ async fn openapi_document_describes_every_route(backend: Backend) {
             }
         }
         if operation.get("requestBody").is_some() {
-            for status in ["413", "415", "422"] {
+            // SCIM answers a refused value with 400 `invalidValue`, never 422.
+            let statuses: &[&str] = if path.starts_with("/scim/") {
+                &["413", "415"]
+            } else {
+                &["413", "415", "422"]
+            };
+            for status in statuses {
                 expect_problem_response(operation, status, &what);
             }
         }
@@ -353,6 +369,7 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{memory_id}", &id)
             .replace("{document_id}", &id)
             .replace("{hold_id}", &id)
+            .replace("{group_id}", &id)
             .replace("{alias}", "no-such-alias")
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");

@@ -255,6 +255,39 @@ async fn cors_is_off_without_an_allowlist(backend: Backend) {
 
 /// Whether `path` is one of the OpenAI-compatible routes, which accept (and
 /// ignore) OpenAI SDK fields Karen does not implement.
+const SCIM_USER: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+const SCIM_GROUP: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const SCIM_PATCH: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// The SCIM routes answer in SCIM's error shape (RFC 7644 §3.12), not problem+json.
+fn scim(path: &str) -> bool {
+    path.starts_with("/scim/")
+}
+
+/// A SCIM error refusing the request (4xx, `application/scim+json`, a detail).
+#[track_caller]
+fn expect_scim_refusal(reply: &Reply, status: Option<u16>, scim_type: Option<&str>, what: &str) {
+    assert!(
+        status.map_or((400..500).contains(&reply.status), |s| s == reply.status),
+        "{what}: {} {}",
+        reply.status,
+        reply.text.chars().take(300).collect::<String>()
+    );
+    assert_eq!(
+        reply.header("content-type"),
+        Some("application/scim+json"),
+        "{what}"
+    );
+    assert_eq!(reply.body["status"], reply.status.to_string(), "{what}");
+    if let Some(scim_type) = scim_type {
+        assert_eq!(reply.body["scimType"], scim_type, "{what}: {}", reply.text);
+    }
+    assert!(
+        reply.body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{what}"
+    );
+}
+
 fn openai_compatible(path: &str) -> bool {
     matches!(path, "/v1/chat/completions" | "/v1/embeddings")
 }
@@ -319,6 +352,14 @@ impl Fixture {
         )
         .await
         .expect(201);
+        let group = app
+            .post(
+                "/scim/v2/Groups",
+                &token,
+                json!({"schemas": [SCIM_GROUP], "displayName": "sweepers"}),
+            )
+            .await;
+        group.expect(201);
         let id = |reply: &Reply| {
             reply.body["id"]
                 .as_str()
@@ -334,6 +375,7 @@ impl Fixture {
             operator: app.operator_key.clone(),
             ids: vec![
                 ("{user_id}", user_id.to_string()),
+                ("{group_id}", id(&group)),
                 ("{tenant_id}", tenant.id.to_string()),
                 ("{conversation_id}", id(&conversation)),
                 ("{persona_id}", id(&persona)),
@@ -435,6 +477,19 @@ fn full_body(method: &str, path: &str) -> Value {
         ("POST", "/v1/users/{user_id}/erase") => {
             json!({"confirm_email": "m@sweep.test", "documents": "keep"})
         }
+        ("POST", "/scim/v2/Users") | ("PUT", "/scim/v2/Users/{user_id}") => {
+            json!({"schemas": [SCIM_USER], "userName": "member@sweep.test", "externalId": "e-1",
+                "displayName": "M", "name": {"givenName": "M", "familyName": "S"},
+                "emails": [{"value": "member@sweep.test", "type": "work", "primary": true}],
+                "active": true})
+        }
+        ("POST", "/scim/v2/Groups") | ("PUT", "/scim/v2/Groups/{group_id}") => {
+            json!({"schemas": [SCIM_GROUP], "displayName": "sweepers", "externalId": "g-1",
+                "members": [{"value": "0190c0de-0000-7000-8000-000000000000"}]})
+        }
+        ("PATCH", "/scim/v2/Users/{user_id}") | ("PATCH", "/scim/v2/Groups/{group_id}") => {
+            json!({"schemas": [SCIM_PATCH], "Operations": [{"op": "replace", "path": "externalId", "value": "e-2"}]})
+        }
         _ => panic!("no sample body for {method} {path}: add one to full_body"),
     }
 }
@@ -464,7 +519,12 @@ async fn every_request_body_refuses_unknown_fields(backend: Backend) {
         with_extra["zz_not_a_field"] = json!(1);
         for body in [json!({"zz_not_a_field": 1}), with_extra] {
             let reply = send_json(&app, &fixture, method, path, body).await;
-            expect_problem(&reply, 422, "validation_failed");
+            if scim(path) {
+                let what = format!("{method} {path}");
+                expect_scim_refusal(&reply, Some(400), Some("invalidSyntax"), &what);
+            } else {
+                expect_problem(&reply, 422, "validation_failed");
+            }
             assert!(
                 reply.str("detail").contains("zz_not_a_field"),
                 "{method} {path}: {}",
@@ -535,6 +595,12 @@ async fn every_request_body_bounds_its_strings_and_lists(backend: Backend) {
             changed[&field] = huge;
             let reply = send_json(&app, &fixture, method, path, changed).await;
             let what = format!("{method} {path} with an oversized {field}");
+            if scim(path) {
+                expect_scim_refusal(&reply, None, None, &what);
+                assert!(reply.text.len() < 4_000, "{what}: the input is echoed back");
+                checked += 1;
+                continue;
+            }
             assert!(
                 (400..500).contains(&reply.status),
                 "{what}: {} {}",

@@ -94,7 +94,8 @@ pub fn router(services: Services, config: HttpConfig) -> Router {
     app = app
         .fallback(middleware::not_found)
         .method_not_allowed_fallback(middleware::method_not_allowed)
-        .layer(axum::middleware::from_fn(rate_limit::rate_limit_headers));
+        .layer(axum::middleware::from_fn(rate_limit::rate_limit_headers))
+        .layer(axum::middleware::from_fn(routes::scim_model::scim_errors));
     // Inside the envelope, so preflight answers carry the security headers too.
     if let Some(cors) = middleware::cors_layer(&config.cors_allowed_origins) {
         app = app.layer(cors);

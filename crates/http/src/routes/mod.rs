@@ -21,7 +21,7 @@ mod retention;
 mod roles;
 mod scim;
 mod scim_discovery;
-mod scim_model;
+pub(crate) mod scim_model;
 pub(crate) mod system;
 mod tenant;
 mod usage;

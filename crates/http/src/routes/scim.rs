@@ -2,7 +2,7 @@
 //! `/scim/v2/Groups` of the credential's tenant, with an API key carrying
 //! `scim:provision`, plus the discovery documents (`scim_discovery.rs`).
 //! Bodies are `application/scim+json` (plain JSON is accepted too); errors use
-//! SCIM's error shape (see [`scim_model::scim_error_shape`]).
+//! SCIM's error shape (see [`scim_model::scim_errors`]).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -29,7 +29,6 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_groups, create_group))
         .routes(routes!(get_group, replace_group, patch_group, delete_group))
         .merge(super::scim_discovery::routes())
-        .layer(axum::middleware::map_response(scim_model::scim_error_shape))
 }
 
 /// A user id from the path; one that is not a UUID is as missing as any other.

@@ -4,7 +4,9 @@
 //! §3.12), into which every problem document of the SCIM routes is rewritten.
 
 use axum::body::{Body, to_bytes};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use karen_app::scim::{ListQuery, ScimGroupView, ScimList, ScimUserView};
 use karen_domain::scim::{
@@ -256,10 +258,22 @@ impl ListParams {
     }
 }
 
+/// On the SCIM routes (and unknown paths or methods under `/scim/`), errors
+/// take SCIM's shape; everywhere else responses pass untouched.
+pub(crate) async fn scim_errors(request: Request, next: Next) -> Response {
+    let scim = request.uri().path().starts_with("/scim/");
+    let response = next.run(request).await;
+    if scim {
+        scim_error_shape(response).await
+    } else {
+        response
+    }
+}
+
 /// Rewrites problem documents into SCIM errors (same status and headers):
 /// `{"schemas": [Error], "status": "400", "scimType": "invalidFilter", "detail": "…"}`.
 /// A value Karen's other routes refuse with 422 is SCIM's 400 `invalidValue`.
-pub(crate) async fn scim_error_shape(response: Response) -> Response {
+async fn scim_error_shape(response: Response) -> Response {
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)

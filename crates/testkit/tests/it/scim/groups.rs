@@ -287,6 +287,18 @@ async fn scope_roles_and_tenants(backend: Backend) {
     assert_eq!(config.body["bulk"]["supported"], false);
     assert_eq!(config.body["sort"]["supported"], false);
     assert_eq!(config.body["etag"]["supported"], true);
+    for path in ["/scim/v2/Bulk", "/scim/v2/Me", "/scim/v2/Users/x/y"] {
+        expect_scim_error(&scim(&app, "POST", path, &key, None).await, 404, None);
+    }
+    let wrong_method = scim(
+        &app,
+        "POST",
+        &format!("/scim/v2/Users/{b_user}"),
+        &key,
+        None,
+    )
+    .await;
+    expect_scim_error(&wrong_method, 405, None);
     let types = scim(&app, "GET", "/scim/v2/ResourceTypes", &key, None).await;
     assert_eq!(types.expect(200).body["totalResults"], 2);
     let schemas = scim(&app, "GET", "/scim/v2/Schemas", &key, None).await;

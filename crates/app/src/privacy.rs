@@ -3,8 +3,9 @@
 //!
 //! The export holds the user's profile, API keys (never their secrets), their
 //! conversations with every message, their memories, the documents they
-//! uploaded with their text, their usage records, and the audit events they
-//! caused (as themselves or through one of their API keys). It is read in
+//! uploaded with their text, their usage records, the audit events they
+//! caused (as themselves or through one of their API keys), and what an
+//! identity provider set on them through SCIM with their SCIM groups. It is read in
 //! one read transaction, so it is consistent, and recorded as `user.export`.
 //! Erasure (article 17) is in [`erasure`].
 
@@ -18,6 +19,7 @@ use karen_domain::memory::Memory;
 use karen_domain::page::PageRequest;
 use karen_domain::permission::Permission;
 use karen_domain::ports::{ActivityCursor, MemoryScope, TenantTx, UsageFilter};
+use karen_domain::scim::{ScimGroup, ScimUserRecord};
 use karen_domain::user::User;
 use karen_domain::{Error, Result, TenantContext, TenantScope, UserId};
 
@@ -44,6 +46,10 @@ pub struct UserExport {
     pub usage: Vec<UsageRecord>,
     /// Events the user caused, in sequence order.
     pub audit: Vec<AuditEvent>,
+    /// What an identity provider set through SCIM, if it manages the user.
+    pub provisioning: Option<ScimUserRecord>,
+    /// The SCIM groups the user belongs to.
+    pub groups: Vec<ScimGroup>,
 }
 
 /// Data subject requests.
@@ -202,6 +208,8 @@ impl PrivacyService {
             audit.extend(all_audit(&mut *tx, &by_key).await?);
         }
         audit.sort_by_key(|e| e.seq);
+        let provisioning = tx.scim().scim_user(user).await?;
+        let groups = tx.scim().groups_of_user(user).await?;
         tx.commit().await?;
 
         self.deps
@@ -220,6 +228,8 @@ impl PrivacyService {
             documents,
             usage,
             audit,
+            provisioning,
+            groups,
         })
     }
 }

@@ -173,6 +173,8 @@ struct UserExportView {
     documents: Vec<DocumentExport>,
     usage: Vec<UsageRecordView>,
     audit_events: Vec<AuditEventView>,
+    /// What an identity provider set through SCIM (`null` if none manages the user).
+    provisioning: Option<serde_json::Value>,
 }
 
 /// An export as its JSON document (also what `karen user export` writes).
@@ -202,6 +204,21 @@ pub fn user_export_json(export: UserExport, exported_at: OffsetDateTime) -> serd
             .collect(),
         usage: export.usage.into_iter().map(Into::into).collect(),
         audit_events: export.audit.into_iter().map(Into::into).collect(),
+        provisioning: export.provisioning.map(|p| {
+            let groups: Vec<&str> = export
+                .groups
+                .iter()
+                .map(|g| g.display_name.as_str())
+                .collect();
+            serde_json::json!({
+                "external_id": p.external_id,
+                "given_name": p.given_name,
+                "family_name": p.family_name,
+                "emails": p.emails,
+                "groups": groups,
+                "deleted": p.deleted_at.is_some(),
+            })
+        }),
     };
     serde_json::to_value(view).unwrap_or_default()
 }

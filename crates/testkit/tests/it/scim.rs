@@ -176,6 +176,13 @@ async fn okta_flow(backend: Backend) {
     app.login("acme", "ada@acme.test", PASSWORD)
         .await
         .expect(401);
+    // The data subject export shows what the provider set.
+    let export = app
+        .get(&format!("/v1/users/{id}/export"), &acme.owner_token)
+        .await;
+    let provisioning = &export.expect(200).body["provisioning"];
+    assert_eq!(provisioning["external_id"], "00u-Ada", "{}", export.text);
+    assert_eq!(provisioning["emails"][0]["value"], "ada@acme.test");
 
     let again = scim(
         &app,

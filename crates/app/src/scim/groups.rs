@@ -269,14 +269,26 @@ impl ScimService {
             .collect();
         check_members(&mut *tx, &added).await?;
         let now = self.deps.clock.now();
+        let read_version = group.version;
         group.display_name = display_name;
         group.external_id = wanted.external_id;
         group.version += 1;
         group.updated_at = now;
-        tx.scim().update_group(&group).await.map_err(|e| match e {
-            Error::Conflict(_) => taken(&group.display_name),
-            other => other,
-        })?;
+        let updated = tx
+            .scim()
+            .update_group(&group, read_version)
+            .await
+            .map_err(|e| match e {
+                Error::Conflict(_) => taken(&group.display_name),
+                other => other,
+            })?;
+        if !updated {
+            // Another request changed the group since it was read: the member
+            // lists compared above are stale, so nothing of this one applies.
+            return Err(Error::Conflict(
+                "the group changed while this request ran; send it again".into(),
+            ));
+        }
         for member in &added {
             tx.scim().add_group_member(id, *member, now).await?;
         }

@@ -23,8 +23,10 @@ pub trait ScimRepo: Send {
 
     /// `conflict` if the display name is taken (ignoring case).
     async fn insert_group(&mut self, group: &ScimGroup) -> Result<()>;
-    /// Stores display name, external id, version and time; `conflict` as above.
-    async fn update_group(&mut self, group: &ScimGroup) -> Result<()>;
+    /// Stores display name, external id, version and time if the stored
+    /// version is still `expected_version` (`false` otherwise: a concurrent
+    /// change won); `conflict` as above.
+    async fn update_group(&mut self, group: &ScimGroup, expected_version: i64) -> Result<bool>;
     /// Deletes the group and its memberships.
     async fn delete_group(&mut self, id: ScimGroupId) -> Result<bool>;
     async fn group(&mut self, id: ScimGroupId) -> Result<Option<ScimGroup>>;

@@ -142,20 +142,22 @@ impl ScimRepo for SqlTenantTx {
             .map(drop)
     }
 
-    async fn update_group(&mut self, g: &ScimGroup) -> Result<()> {
+    async fn update_group(&mut self, g: &ScimGroup, expected_version: i64) -> Result<bool> {
         let q = self
             .q("UPDATE scim_groups SET display_name = $3, display_name_key = $4, external_id = $5, \
-                version = $6, updated_at = $7 WHERE tenant_id = $1 AND id = $2")
+                version = $6, updated_at = $7 WHERE tenant_id = $1 AND id = $2 AND version = $8")
             .bind(g.id.as_uuid())
             .bind(g.display_name.clone())
             .bind(g.role_key())
             .bind(g.external_id.clone())
             .bind(g.version)
-            .bind(to_millis(g.updated_at));
-        self.tx
+            .bind(to_millis(g.updated_at))
+            .bind(expected_version);
+        let updated = self
+            .tx
             .execute_unique(q, &name_taken(&g.display_name))
-            .await
-            .map(drop)
+            .await?;
+        Ok(updated > 0)
     }
 
     async fn delete_group(&mut self, id: ScimGroupId) -> Result<bool> {

@@ -312,4 +312,62 @@ async fn scope_roles_and_tenants(backend: Backend) {
     app.stop().await;
 }
 
-on_both_backends!(groups_grant_and_revoke_roles, scope_roles_and_tenants);
+/// Concurrent membership changes of one group: each either applies whole or
+/// is refused (409, to be sent again); none is lost.
+async fn concurrent_group_changes_lose_nothing(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let (_, key) = scim_key(&app, &acme).await;
+    let mut users = Vec::new();
+    for n in 0..6 {
+        let body = okta_user(&format!("c{n}@acme.test"), &format!("C{n}"));
+        let reply = scim(&app, "POST", "/scim/v2/Users", &key, Some(body)).await;
+        users.push(reply.expect(201).str("id").to_owned());
+    }
+    let group = json!({"schemas": [GROUP], "displayName": "viewer"});
+    let group = scim(&app, "POST", "/scim/v2/Groups", &key, Some(group)).await;
+    let path = format!("/scim/v2/Groups/{}", group.expect(201).str("id"));
+    let adds = users.iter().map(|user| {
+        let add = json!({"schemas": [PATCH], "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": user}]}]});
+        scim(&app, "PATCH", &path, &key, Some(add))
+    });
+    let replies = futures::future::join_all(adds).await;
+    let mut applied = Vec::new();
+    for (user, reply) in users.iter().zip(&replies) {
+        match reply.status {
+            200 => applied.push(user.clone()),
+            _ => expect_scim_error(reply, 409, None),
+        }
+    }
+    assert!(!applied.is_empty());
+    let group = scim(&app, "GET", &path, &key, None).await;
+    let mut members: Vec<String> = group.expect(200).body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["value"].as_str().unwrap().to_owned())
+        .collect();
+    members.sort();
+    applied.sort();
+    assert_eq!(members, applied);
+    for user in &users {
+        let viewer = roles_of(&app, &acme, user)
+            .await
+            .contains(&"viewer".to_owned());
+        assert_eq!(
+            viewer,
+            applied.contains(user),
+            "{user}: role follows membership"
+        );
+    }
+    app.stop().await;
+}
+
+on_both_backends!(
+    groups_grant_and_revoke_roles,
+    scope_roles_and_tenants,
+    concurrent_group_changes_lose_nothing
+);

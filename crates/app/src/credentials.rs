@@ -28,6 +28,9 @@ pub enum Kind {
     /// The pending second step of a login: tenant id + challenge id + secret.
     /// Good for nothing but `POST /v1/auth/login/mfa[/enroll]`.
     MfaChallenge,
+    /// The `state` of a single sign-on login: tenant id + login id + secret.
+    /// Good for nothing but the SSO callback.
+    SsoState,
 }
 
 impl Kind {
@@ -37,12 +40,13 @@ impl Kind {
             Kind::Refresh => "krr_",
             Kind::Operator => "krn_op_",
             Kind::MfaChallenge => "krm_",
+            Kind::SsoState => "krs_",
         }
     }
 
     const fn id_count(self) -> usize {
         match self {
-            Kind::ApiKey | Kind::Refresh | Kind::MfaChallenge => 2,
+            Kind::ApiKey | Kind::Refresh | Kind::MfaChallenge | Kind::SsoState => 2,
             Kind::Operator => 1,
         }
     }
@@ -139,6 +143,8 @@ pub fn kind_of(text: &str) -> Option<Kind> {
         Some(Kind::Refresh)
     } else if text.starts_with(Kind::MfaChallenge.prefix()) {
         Some(Kind::MfaChallenge)
+    } else if text.starts_with(Kind::SsoState.prefix()) {
+        Some(Kind::SsoState)
     } else {
         None
     }

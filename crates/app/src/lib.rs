@@ -21,6 +21,7 @@ pub mod rate_limits;
 pub mod retention;
 pub mod roles;
 pub mod scim;
+pub mod sso;
 pub mod telemetry;
 pub mod tenants;
 pub mod users;
@@ -104,6 +105,8 @@ pub struct Deps {
     pub compliance: compliance::PlatformFacts,
     /// Platform retention defaults and the audit minimum.
     pub retention: retention::RetentionSettings,
+    /// Single sign-on: the OIDC client and Karen's public URL.
+    pub sso: sso::SsoPorts,
 }
 
 impl Deps {
@@ -159,6 +162,7 @@ pub struct Services {
     pub compliance: compliance::ComplianceService,
     pub privacy: privacy::PrivacyService,
     pub scim: scim::ScimService,
+    pub sso: sso::SsoService,
     clock: Arc<dyn Clock>,
     tenant_series: Arc<telemetry::TenantSeries>,
 }
@@ -178,11 +182,13 @@ impl Services {
     pub fn new(deps: Deps) -> Self {
         let deps = Arc::new(deps);
         let memory = memory::MemoryServices::new(deps.clone());
+        let auth = auth::AuthService::new(deps.clone());
         Self {
             clock: deps.clock.clone(),
             audit: deps.audit.clone(),
             tenant_series: deps.tenant_series.clone(),
-            auth: auth::AuthService::new(deps.clone()),
+            sso: sso::SsoService::new(deps.clone(), auth.clone()),
+            auth,
             tenants: tenants::TenantService::new(deps.clone()),
             users: users::UserService::new(deps.clone()),
             roles: roles::RoleService::new(deps.clone()),

@@ -365,6 +365,18 @@ impl TenantService {
                     ),
                 ));
             }
+            if settings.sso_required && !tenant.settings.sso_required {
+                let connection = tx
+                    .sso()
+                    .connection(karen_domain::sso::SsoKind::Oidc)
+                    .await?;
+                if !connection.is_some_and(|c| c.enabled) {
+                    return Err(Error::invalid(
+                        Some("settings.sso_required"),
+                        "single sign-on cannot be required before an enabled connection exists; configure PUT /v1/tenant/sso/oidc first",
+                    ));
+                }
+            }
             tenant.settings = settings;
         }
         tenant.updated_at = self.deps.clock.now();

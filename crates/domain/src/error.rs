@@ -50,6 +50,14 @@ pub enum Error {
     /// The tenant is suspended; its users and keys are refused.
     #[error("this organisation is suspended; contact the platform operator")]
     TenantSuspended,
+    /// The organisation requires single sign-on for this account.
+    #[error(
+        "this organisation requires single sign-on; sign in through your identity provider at GET /v1/auth/sso/oidc/start?tenant=<organisation>"
+    )]
+    SsoRequired,
+    /// A single sign-on login was refused (the reason is audited too).
+    #[error("single sign-on failed ({}): {}", .0.as_str(), .0.describe())]
+    SsoFailed(crate::sso::SsoFailure),
     /// The user account is disabled.
     #[error("this account is disabled; contact an administrator of your organisation")]
     UserDisabled,
@@ -178,6 +186,8 @@ impl Error {
             Self::Forbidden(_) => "forbidden",
             Self::TenantSuspended => "tenant_suspended",
             Self::UserDisabled => "user_disabled",
+            Self::SsoRequired => "sso_required",
+            Self::SsoFailed(_) => "sso_failed",
             Self::NotFound(_) => "not_found",
             Self::ModelNotFound(_) => "model_not_found",
             Self::Conflict(_) => "conflict",

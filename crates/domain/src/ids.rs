@@ -88,6 +88,14 @@ id_type!(
     MfaChallengeId, "MFA challenge id"
 );
 id_type!(
+    /// A tenant's connection to a single sign-on identity provider.
+    SsoConnectionId, "SSO connection id"
+);
+id_type!(
+    /// A pending single sign-on login (its `state`).
+    SsoStateId, "SSO login state id"
+);
+id_type!(
     /// A platform operator key.
     OperatorKeyId, "operator key id"
 );

@@ -23,6 +23,7 @@ pub mod providers;
 pub mod rate_limit;
 pub mod retention;
 pub mod scim;
+pub mod sso;
 pub mod tenant;
 pub mod user;
 pub mod values;
@@ -33,7 +34,7 @@ pub use error::{Error, Result};
 pub use ids::{
     ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, LegalHoldId, MemoryId, MessageId,
     MfaChallengeId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId,
-    ScimGroupId, SessionId, SigningKeyId, TenantId, UsageId, UserId,
+    ScimGroupId, SessionId, SigningKeyId, SsoConnectionId, SsoStateId, TenantId, UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

@@ -58,6 +58,9 @@ pub struct TenantSettings {
     pub memory_extraction: bool,
     /// Who must sign in with a second factor (TOTP).
     pub mfa_required: crate::mfa::MfaRequirement,
+    /// Whether everyone but owners must sign in through single sign-on
+    /// (password logins of other users are refused with `sso_required`).
+    pub sso_required: bool,
 }
 
 impl Default for TenantSettings {
@@ -68,6 +71,7 @@ impl Default for TenantSettings {
             embedding_model: None,
             memory_extraction: true,
             mfa_required: crate::mfa::MfaRequirement::Off,
+            sso_required: false,
         }
     }
 }

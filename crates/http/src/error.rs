@@ -100,11 +100,12 @@ pub fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-        Error::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+        Error::Unauthenticated(_) | Error::SsoFailed(_) => StatusCode::UNAUTHORIZED,
         Error::PermissionDenied(_)
         | Error::Forbidden(_)
         | Error::TenantSuspended
-        | Error::UserDisabled => StatusCode::FORBIDDEN,
+        | Error::UserDisabled
+        | Error::SsoRequired => StatusCode::FORBIDDEN,
         Error::NotFound(_) | Error::ModelNotFound(_) | Error::FeatureDisabled(_) => {
             StatusCode::NOT_FOUND
         }

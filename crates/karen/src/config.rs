@@ -44,6 +44,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub retention: crate::retention::RetentionConfig,
     pub encryption: crate::encryption::EncryptionConfig,
+    pub sso: crate::sso::SsoConfig,
 }
 
 /// `[audit]`: checkpoints of the tamper-evident audit trail.
@@ -92,6 +93,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
             encryption: crate::encryption::EncryptionConfig::default(),
+            sso: crate::sso::SsoConfig::default(),
         }
     }
 }
@@ -387,11 +389,22 @@ pub struct PriceEntry {
 }
 
 /// `[features]`: one toggle per optional component.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Features {
     /// Anyone may create a tenant with `POST /v1/signup`.
     pub self_signup: bool,
+    /// Single sign-on (OIDC) for tenants that configure a connection (default on).
+    pub sso: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Self {
+            self_signup: false,
+            sso: true,
+        }
+    }
 }
 
 /// `[log]`
@@ -544,6 +557,7 @@ impl Config {
         problems.extend(self.rate_limits.problems());
         problems.extend(self.audit.forward.problems());
         problems.extend(self.retention.problems());
+        problems.extend(self.sso.problems());
         problems.extend(self.encryption.problems());
         match self.mode {
             Mode::Minimal => {

@@ -12,6 +12,7 @@ pub mod maintenance;
 pub mod models;
 pub mod rate_limits;
 pub mod retention;
+pub mod sso;
 pub mod telemetry;
 pub mod tls;
 pub mod traces;
@@ -207,6 +208,7 @@ impl Karen {
         } else {
             None
         };
+        let sso_ports = config.sso.ports(config.features.sso, clock.clone())?;
         let services = Services::new(Deps {
             store: store_port,
             clock,
@@ -244,6 +246,7 @@ impl Karen {
                 encryption_at_rest: config.encryption.enabled,
             },
             retention: config.retention.settings(),
+            sso: sso_ports,
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config

@@ -73,6 +73,9 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "scim_group_members" => "DELETE FROM scim_group_members WHERE tenant_id = $1",
         "scim_groups" => "DELETE FROM scim_groups WHERE tenant_id = $1",
         "scim_users" => "DELETE FROM scim_users WHERE tenant_id = $1",
+        "sso_identities" => "DELETE FROM sso_identities WHERE tenant_id = $1",
+        "sso_login_states" => "DELETE FROM sso_login_states WHERE tenant_id = $1",
+        "sso_connections" => "DELETE FROM sso_connections WHERE tenant_id = $1",
         "mfa_challenges" => "DELETE FROM mfa_challenges WHERE tenant_id = $1",
         "mfa_recovery_codes" => "DELETE FROM mfa_recovery_codes WHERE tenant_id = $1",
         "mfa_totp" => "DELETE FROM mfa_totp WHERE tenant_id = $1",
@@ -171,6 +174,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn scim(&mut self) -> &mut dyn karen_domain::ports::ScimRepo {
+        self
+    }
+
+    fn sso(&mut self) -> &mut dyn karen_domain::ports::SsoRepo {
         self
     }
 

@@ -17,7 +17,9 @@ use karen_domain::ports::{CacheKey, TenantTx};
 use karen_domain::tenant::TenantStatus;
 use karen_domain::user::{LoginFailures, Password, UserStatus};
 use karen_domain::values::{Email, Slug};
-use karen_domain::{Actor, Error, Result, SessionId, SystemReason, TenantId, TenantScope, UserId};
+use karen_domain::{
+    Actor, BuiltinRole, Error, Result, SessionId, SystemReason, TenantId, TenantScope, UserId,
+};
 use time::OffsetDateTime;
 
 use super::{AuthService, ClientInfo, LoginOutcome, TokenPair};
@@ -62,7 +64,7 @@ impl PhantomAccount {
 }
 
 /// The counter of failed sign-ins from the client's address.
-pub(super) fn ip_key(client: &ClientInfo) -> Option<CacheKey> {
+pub(crate) fn ip_key(client: &ClientInfo) -> Option<CacheKey> {
     client
         .ip
         .as_deref()
@@ -82,7 +84,7 @@ impl AuthService {
     }
 
     /// Records a refused sign-in step named `action`.
-    pub(super) async fn record_refusal_as(
+    pub(crate) async fn record_refusal_as(
         &self,
         tx: &mut dyn TenantTx,
         action: &'static str,
@@ -179,7 +181,7 @@ impl AuthService {
         Ok(None)
     }
 
-    pub(super) async fn note_ip_failure(&self, ip_key: Option<&CacheKey>) {
+    pub(crate) async fn note_ip_failure(&self, ip_key: Option<&CacheKey>) {
         if let Some(key) = ip_key
             && let Err(error) = self
                 .deps
@@ -192,7 +194,7 @@ impl AuthService {
     }
 
     /// Refuses an address with too many recent failures.
-    pub(super) async fn check_ip(&self, ip_key: Option<&CacheKey>) -> Result<()> {
+    pub(crate) async fn check_ip(&self, ip_key: Option<&CacheKey>) -> Result<()> {
         let Some(key) = ip_key else { return Ok(()) };
         let policy = &self.deps.policy;
         match self.deps.counters.count(key).await {
@@ -351,6 +353,15 @@ impl AuthService {
             tx.commit().await?;
             return Err(Error::UserDisabled);
         }
+        // Single sign-on required: only owners keep password logins (the way
+        // back in should the identity provider fail).
+        let owner = BuiltinRole::Owner.name();
+        if tenant.settings.sso_required && !user.roles.iter().any(|r| r.as_str() == owner) {
+            self.record_refusal(&mut *tx, Some(user.id), Outcome::Denied)
+                .await?;
+            tx.commit().await?;
+            return Err(Error::SsoRequired);
+        }
         // With a second factor (or one the tenant requires), the password only
         // earns a challenge; failures keep counting until the second step succeeds.
         if let Some(purpose) = self.second_step(&mut *tx, &tenant, &user).await? {
@@ -369,7 +380,7 @@ impl AuthService {
 
     /// Opens a session for a user who has proven who they are: clears the
     /// failure count, mints the tokens and records the login, inside `tx`.
-    pub(super) async fn open_session(
+    pub(crate) async fn open_session(
         &self,
         tx: &mut dyn TenantTx,
         tenant: TenantId,

@@ -31,6 +31,7 @@ const API_KEY_CACHE_CAPACITY: usize = 100_000;
 /// The longest a remembered key goes without a fresh read: the bound on
 /// staleness should an invalidation be lost.
 const API_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+pub(crate) use login::ip_key;
 pub(crate) use sessions::end_all_sessions;
 
 /// Where a request came from (for throttling and the session list).

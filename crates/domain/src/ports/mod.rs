@@ -11,6 +11,7 @@ mod rate_limit;
 mod retention;
 mod scim;
 mod security;
+mod sso;
 mod store;
 
 pub use audit_sink::AuditSink;
@@ -34,6 +35,7 @@ pub use security::{
     AccessClaims, AccessTokens, AuditSigner, DataCipher, DataKey, KeyProvider, PasswordHasher,
     ResealBatch, ResealCursor, TenantKeyInfo, TenantKeyRepo,
 };
+pub use sso::{AuthorizationRequest, CodeRedemption, OidcClient, OidcError, SsoRepo};
 pub use store::{
     ActivityCursor, ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo,
     EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx,

@@ -127,6 +127,8 @@ pub trait TenantTx: Send {
     fn erasure(&mut self) -> &mut dyn super::ErasureRepo;
     /// SCIM provisioning state (provider attributes, groups, granted roles).
     fn scim(&mut self) -> &mut dyn super::ScimRepo;
+    /// Single sign-on connections, pending logins and linked identities.
+    fn sso(&mut self) -> &mut dyn super::SsoRepo;
     /// The tenant's data keys (encryption at rest).
     fn tenant_keys(&mut self) -> &mut dyn super::TenantKeyRepo;
 

@@ -22,6 +22,7 @@ mod roles;
 mod scim;
 mod scim_discovery;
 pub(crate) mod scim_model;
+mod sso;
 pub(crate) mod system;
 mod tenant;
 mod usage;
@@ -38,6 +39,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(system::routes())
         .merge(auth::routes())
         .merge(mfa::routes())
+        .merge(sso::routes())
         .merge(users::routes())
         .merge(roles::routes())
         .merge(api_keys::routes())

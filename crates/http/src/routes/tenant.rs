@@ -60,6 +60,7 @@ async fn update_tenant(
                 embedding_model: s.embedding_model,
                 memory_extraction: s.memory_extraction,
                 mfa_required: MfaRequirement::parse(&s.mfa_required)?,
+                sso_required: s.sso_required,
             })
         })
         .transpose()?;

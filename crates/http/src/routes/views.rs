@@ -80,6 +80,10 @@ pub(crate) struct SettingsView {
     /// holding users, roles, tenant or billing management) or `everyone`.
     #[serde(default = "mfa_off")]
     pub mfa_required: String,
+    /// Whether everyone but owners must sign in through single sign-on
+    /// (default false; needs an enabled connection, see /v1/tenant/sso/oidc).
+    #[serde(default)]
+    pub sso_required: bool,
 }
 
 fn mfa_off() -> String {
@@ -98,6 +102,7 @@ impl From<TenantSettings> for SettingsView {
             embedding_model: settings.embedding_model,
             memory_extraction: settings.memory_extraction,
             mfa_required: settings.mfa_required.as_str().to_owned(),
+            sso_required: settings.sso_required,
         }
     }
 }

@@ -6,7 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use karen_testkit::{Backend, PASSWORD, Reply, TestApp, spawn};
+use karen_testkit::oidc_provider::{OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, TestOidcProvider};
+use karen_testkit::{Backend, PASSWORD, Reply, TestApp, spawn, spawn_with};
 
 mod scim;
 use serde_json::{Value, json};
@@ -77,11 +78,28 @@ impl Tracker<'_> {
 }
 
 async fn tenants_cannot_reach_each_other(backend: Backend) {
-    let Some(app) = spawn(backend).await else {
+    let Some(app) = spawn_with(backend, |c| {
+        c.sso.allow_private_addresses = vec!["127.0.0.1".into()];
+    })
+    .await
+    else {
         return;
     };
     let alpha = app.create_tenant("alpha").await;
     let bravo = app.create_tenant("bravo").await;
+    // B signs in through its identity provider.
+    let idp = TestOidcProvider::start(app.clock.clone()).await;
+    let sso = |client_id: &str| {
+        json!({"issuer": idp.issuer, "client_id": client_id, "client_secret": OIDC_CLIENT_SECRET,
+            "role_mapping": {"claim": "groups", "default_role": "member"}})
+    };
+    app.put(
+        "/v1/tenant/sso/oidc",
+        &bravo.owner_token,
+        sso(OIDC_CLIENT_ID),
+    )
+    .await
+    .expect(200);
 
     // Tenant B's objects.
     let (b_user, b_user_token) = app
@@ -512,6 +530,16 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         assert!(index.body["job"].is_null());
         let me = t.call("GET", "/v1/me", "/v1/me", token, None).await;
         assert_eq!(me.expect(200).str("tenant_slug"), "alpha");
+        // A has no SSO connection; B's is not A's.
+        t.call(
+            "GET",
+            "/v1/tenant/sso/oidc",
+            "/v1/tenant/sso/oidc",
+            token,
+            None,
+        )
+        .await
+        .expect_problem(404, "not_found");
         t.call("GET", "/v1/permissions", "/v1/permissions", token, None)
             .await
             .expect(200);
@@ -606,6 +634,19 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(200);
+    // SSO: A's connection is A's own; removing it leaves B's alone.
+    let sso_path = "/v1/tenant/sso/oidc";
+    t.call("PUT", sso_path, sso_path, owner, Some(sso("alpha-client")))
+        .await
+        .expect(200);
+    let a_sso = t.call("GET", sso_path, sso_path, owner, None).await;
+    assert_eq!(a_sso.expect(200).str("client_id"), "alpha-client");
+    t.call("DELETE", sso_path, sso_path, owner, None)
+        .await
+        .expect(204);
+    t.call("DELETE", sso_path, sso_path, owner, None)
+        .await
+        .expect_problem(404, "not_found");
     // MFA: A enrolling and removing its own authenticator leaves B's alone.
     let status = t
         .call("GET", "/v1/auth/mfa", "/v1/auth/mfa", owner, None)
@@ -952,6 +993,8 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     assert_eq!(b_persona_after.expect(200).str("name"), "Bravo");
     app.token("bravo", &bravo.owner_email, PASSWORD).await;
 
+    let b_sso = app.get("/v1/tenant/sso/oidc", &bravo.owner_token).await;
+    assert_eq!(b_sso.expect(200).str("client_id"), OIDC_CLIENT_ID);
     let b_mfa = app.get("/v1/auth/mfa", &b_user_token).await;
     assert_eq!(
         b_mfa.expect(200).str("totp"),

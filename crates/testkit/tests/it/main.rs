@@ -56,5 +56,6 @@ mod recall;
 mod retention;
 mod rls;
 mod scim;
+mod sso;
 mod tenants;
 mod tls;

@@ -15,6 +15,7 @@ mod retention;
 mod roles;
 mod scim;
 mod sessions;
+mod sso;
 mod tenant_keys;
 mod usage;
 mod users;

@@ -64,6 +64,20 @@ const SEALED_COLUMNS: &[SealedColumn] = &[
                  AND ($2 IS NULL OR user_id > $2) ORDER BY user_id LIMIT $3",
         update: "UPDATE mfa_totp SET secret = $3 WHERE tenant_id = $1 AND user_id = $2",
     },
+    SealedColumn {
+        table: "sso_connections",
+        column: "client_secret",
+        select: "SELECT id, client_secret AS value FROM sso_connections WHERE tenant_id = $1 \
+                 AND client_secret IS NOT NULL AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        update: "UPDATE sso_connections SET client_secret = $3 WHERE tenant_id = $1 AND id = $2",
+    },
+    SealedColumn {
+        table: "sso_login_states",
+        column: "pkce_verifier",
+        select: "SELECT id, pkce_verifier AS value FROM sso_login_states WHERE tenant_id = $1 \
+                 AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
+        update: "UPDATE sso_login_states SET pkce_verifier = $3 WHERE tenant_id = $1 AND id = $2",
+    },
 ];
 
 fn switched_off() -> Error {

@@ -180,15 +180,19 @@ const DECLARED_ROUTES: &str = "
     patch /scim/v2/Users/{user_id}  delete /scim/v2/Users/{user_id}
     get /scim/v2/Groups  post /scim/v2/Groups  get /scim/v2/Groups/{group_id}
     put /scim/v2/Groups/{group_id}  patch /scim/v2/Groups/{group_id}  delete /scim/v2/Groups/{group_id}
-    get /scim/v2/ServiceProviderConfig  get /scim/v2/ResourceTypes  get /scim/v2/Schemas";
+    get /scim/v2/ServiceProviderConfig  get /scim/v2/ResourceTypes  get /scim/v2/Schemas
+    get /v1/tenant/sso/oidc  put /v1/tenant/sso/oidc  delete /v1/tenant/sso/oidc
+    get /v1/auth/sso/oidc/start  get /v1/auth/sso/oidc/callback";
 
 /// The routes that need no credential.
-const PUBLIC_ROUTES: [&str; 5] = [
+const PUBLIC_ROUTES: [&str; 7] = [
     "/healthz",
     "/readyz",
     "/v1/auth/login",
     "/v1/auth/refresh",
     "/v1/signup",
+    "/v1/auth/sso/oidc/start",
+    "/v1/auth/sso/oidc/callback",
 ];
 
 fn declared_routes() -> Vec<(String, String)> {

@@ -490,6 +490,10 @@ fn full_body(method: &str, path: &str) -> Value {
         ("PATCH", "/scim/v2/Users/{user_id}") | ("PATCH", "/scim/v2/Groups/{group_id}") => {
             json!({"schemas": [SCIM_PATCH], "Operations": [{"op": "replace", "path": "externalId", "value": "e-2"}]})
         }
+        ("PUT", "/v1/tenant/sso/oidc") => json!({"issuer": "https://idp.example.com",
+            "client_id": "karen", "client_secret": "s3cret", "scopes": ["email"],
+            "role_mapping": {"claim": "groups", "values": {"eng": "member"}, "default_role": "member"},
+            "enabled": true}),
         _ => panic!("no sample body for {method} {path}: add one to full_body"),
     }
 }

@@ -1,0 +1,4 @@
+//! Karen's identity providers, behind the ports of `karen-domain`: the
+//! OpenID Connect relying party ([`oidc::OidcHttpClient`]).
+
+pub mod oidc;

@@ -1,0 +1,523 @@
+//! Single sign-on with OpenID Connect against the test provider of the
+//! testkit (real RS256 and ES256 ID tokens): just-in-time accounts matched by
+//! subject, roles from the groups claim, every bad ID token refused, state
+//! and PKCE bound to one login, the issuer's SSRF policy and redirects, the
+//! tenant's "SSO required" policy, RBAC of the admin routes and the audit
+//! trail.
+
+use std::time::Duration;
+
+use karen_domain::BuiltinRole;
+use karen_testkit::oidc_provider::{
+    OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, SigningAlg, Tamper, TestIdentity, TestOidcProvider,
+};
+use karen_testkit::{Backend, PASSWORD, Reply, TestApp, TestTenant, spawn_with};
+use serde_json::{Value, json};
+
+const CONNECTION: &str = "/v1/tenant/sso/oidc";
+
+/// A server whose SSO may reach the loopback provider (as the fake LLM
+/// upstream is allowlisted for the model providers).
+async fn setup(backend: Backend) -> Option<(TestApp, TestOidcProvider, TestTenant)> {
+    let app = spawn_with(backend, |c| {
+        c.sso.allow_private_addresses = vec!["127.0.0.1".into()];
+    })
+    .await?;
+    let provider = TestOidcProvider::start(app.clock.clone()).await;
+    let acme = app.create_tenant("acme").await;
+    app.put(
+        CONNECTION,
+        &acme.owner_token,
+        connection_body(&provider.issuer),
+    )
+    .await
+    .expect(200);
+    Some((app, provider, acme))
+}
+
+fn connection_body(issuer: &str) -> Value {
+    json!({
+        "issuer": issuer,
+        "client_id": OIDC_CLIENT_ID,
+        "client_secret": OIDC_CLIENT_SECRET,
+        "scopes": ["email", "profile", "groups"],
+        "role_mapping": {"claim": "groups",
+            "values": {"engineering": "member", "it-admins": "admin"}, "default_role": null},
+    })
+}
+
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn get(url: &str) -> Reply {
+    Reply::read_response(browser().get(url).send().await.unwrap()).await
+}
+
+/// `GET /v1/auth/sso/oidc/start` → the provider's authorization URL.
+async fn start(app: &TestApp, slug: &str) -> String {
+    let reply = get(&format!(
+        "{}/v1/auth/sso/oidc/start?tenant={slug}",
+        app.base_url
+    ))
+    .await;
+    reply.expect(302);
+    reply.header("location").unwrap().to_owned()
+}
+
+/// The provider approves at once: → Karen's callback URL with code and state.
+async fn approve(authorize_url: &str) -> String {
+    let reply = get(authorize_url).await;
+    reply.expect(302);
+    reply.header("location").unwrap().to_owned()
+}
+
+/// A whole browser round trip; the callback's reply.
+async fn sso_login(app: &TestApp, slug: &str) -> Reply {
+    let callback = approve(&start(app, slug).await).await;
+    get(&callback).await
+}
+
+fn query_param(url: &str, name: &str) -> String {
+    url::Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .unwrap()
+}
+
+fn with_param(url: &str, name: &str, value: &str) -> String {
+    let mut parsed = url::Url::parse(url).unwrap();
+    let pairs: Vec<(String, String)> = parsed
+        .query_pairs()
+        .map(|(k, v)| {
+            let v = if k == name {
+                value.to_owned()
+            } else {
+                v.into_owned()
+            };
+            (k.into_owned(), v)
+        })
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    parsed.to_string()
+}
+
+#[track_caller]
+fn expect_refused(reply: &Reply, reason: &str) {
+    reply.expect_problem(401, "sso_failed");
+    assert!(
+        reply.str("detail").contains(&format!("({reason})")),
+        "expected {reason}: {}",
+        reply.text
+    );
+}
+
+fn audit_actions(trail: &Reply) -> Vec<(String, String, String)> {
+    trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or_default().to_owned(),
+                e["outcome"].as_str().unwrap_or_default().to_owned(),
+                e["diff"].to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn first_login_creates_the_user_and_later_ones_match_by_subject(backend: Backend) {
+    let Some((app, provider, acme)) = setup(backend).await else {
+        return;
+    };
+    let shown = app.get(CONNECTION, &acme.owner_token).await;
+    shown.expect(200);
+    assert_eq!(shown.body["client_secret_set"], true);
+    assert!(
+        !shown.text.contains(OIDC_CLIENT_SECRET),
+        "the secret is write-only"
+    );
+    assert_eq!(
+        shown.body["role_mapping"]["values"]["engineering"],
+        "member"
+    );
+
+    // First login (RS256): the account is made with the mapped role.
+    let first = sso_login(&app, "acme").await;
+    first.expect(200);
+    let token = first.str("access_token").to_owned();
+    let me = app.get("/v1/me", &token).await;
+    me.expect(200);
+    assert_eq!(me.str("email"), "user1@idp.test");
+    assert_eq!(me.body["roles"], json!(["member"]));
+    let user_id = me.str("user_id").to_owned();
+    // Its refresh token works like a password login's.
+    let refresh = json!({"refresh_token": first.str("refresh_token")});
+    app.call("POST", "/v1/auth/refresh", None, Some(refresh))
+        .await
+        .expect(200);
+
+    // Later login (ES256), new groups and another email at the provider:
+    // the same account (matched by subject), roles brought in step.
+    provider.sign_with(SigningAlg::Es256);
+    let mut identity =
+        TestIdentity::new("user-1", "renamed@idp.test", &["engineering", "it-admins"]);
+    identity.name = Some("Renamed".into());
+    provider.sign_in_as(identity);
+    let second = sso_login(&app, "acme").await;
+    second.expect(200);
+    let me = app.get("/v1/me", second.str("access_token")).await;
+    assert_eq!(me.str("user_id"), user_id);
+    assert_eq!(me.str("email"), "user1@idp.test");
+    assert_eq!(me.body["roles"], json!(["admin", "member"]));
+
+    // An SSO account has no password.
+    app.login("acme", "user1@idp.test", PASSWORD)
+        .await
+        .expect_problem(401, "invalid_credentials");
+
+    // Another subject claiming an existing account's email is not let in.
+    provider.sign_in_as(TestIdentity::new(
+        "intruder",
+        &acme.owner_email,
+        &["engineering"],
+    ));
+    expect_refused(&sso_login(&app, "acme").await, "email_in_use");
+    // Groups that map to nothing, without a default role.
+    provider.sign_in_as(TestIdentity::new(
+        "user-2",
+        "user2@idp.test",
+        &["marketing"],
+    ));
+    expect_refused(&sso_login(&app, "acme").await, "no_role");
+    // An unverified email cannot make an account.
+    let mut unverified = TestIdentity::new("user-3", "user3@idp.test", &["engineering"]);
+    unverified.email_verified = false;
+    provider.sign_in_as(unverified);
+    expect_refused(&sso_login(&app, "acme").await, "email");
+
+    // A disabled user cannot sign in through the provider either.
+    provider.sign_in_as(TestIdentity::new(
+        "user-1",
+        "user1@idp.test",
+        &["engineering"],
+    ));
+    app.post(
+        &format!("/v1/users/{user_id}/disable"),
+        &acme.owner_token,
+        json!({}),
+    )
+    .await
+    .expect(200);
+    sso_login(&app, "acme")
+        .await
+        .expect_problem(403, "user_disabled");
+
+    // The audit trail tells the story, without the client secret.
+    let trail = app.get("/v1/audit?limit=200", &acme.owner_token).await;
+    trail.expect(200);
+    assert!(!trail.text.contains(OIDC_CLIENT_SECRET));
+    let events = audit_actions(&trail);
+    for (action, outcome) in [
+        ("sso.connection.create", "success"),
+        ("auth.sso.start", "success"),
+        ("auth.sso.login", "success"),
+        ("auth.login", "success"),
+        ("user.create", "success"),
+        ("user.roles.sync", "success"),
+        ("auth.sso.login.failed", "failure"),
+        ("auth.sso.login.failed", "denied"),
+    ] {
+        assert!(
+            events.iter().any(|(a, o, _)| a == action && o == outcome),
+            "{action} {outcome} in {events:?}"
+        );
+    }
+    assert!(
+        events
+            .iter()
+            .any(|(a, _, diff)| a == "auth.sso.login.failed" && diff.contains("no_role"))
+    );
+    app.stop().await;
+}
+
+async fn every_bad_id_token_is_refused(backend: Backend) {
+    let Some((app, provider, _)) = setup(backend).await else {
+        return;
+    };
+    for (tamper, reason) in [
+        (Tamper::OtherKey, "signature"),
+        (Tamper::Issuer("https://evil.example.com".into()), "issuer"),
+        (Tamper::Audience("another-client".into()), "audience"),
+        (Tamper::Expired(Duration::from_secs(3600)), "expired"),
+        (Tamper::WrongNonce, "nonce"),
+        (Tamper::MissingNonce, "nonce"),
+        (Tamper::AlgNone, "algorithm"),
+        (Tamper::Hs256, "algorithm"),
+    ] {
+        provider.tamper(tamper.clone());
+        let reply = sso_login(&app, "acme").await;
+        expect_refused(&reply, reason);
+        assert!(reply.body.get("access_token").is_none(), "{tamper:?}");
+    }
+    // The same provider, untampered, signs in (RS256 and ES256).
+    provider.tamper(Tamper::None);
+    sso_login(&app, "acme").await.expect(200);
+    provider.sign_with(SigningAlg::Es256);
+    sso_login(&app, "acme").await.expect(200);
+    app.stop().await;
+}
+
+async fn state_and_pkce_bind_the_code_to_one_login(backend: Backend) {
+    let Some((app, provider, acme)) = setup(backend).await else {
+        return;
+    };
+    // Unknown, malformed and forged states.
+    let callback = approve(&start(&app, "acme").await).await;
+    for bad in ["nonsense", "krs_AAAA", &format!("krs_{}", "A".repeat(86))] {
+        expect_refused(&get(&with_param(&callback, "state", bad)).await, "state");
+    }
+    // The genuine state works once; replaying it is refused.
+    get(&callback).await.expect(200);
+    expect_refused(&get(&callback).await, "state");
+
+    // Code injection: a code obtained for one login, presented with the state
+    // of another, carries the wrong PKCE challenge for that login's verifier.
+    let first = approve(&start(&app, "acme").await).await;
+    let second = approve(&start(&app, "acme").await).await;
+    let exchanges = provider.token_requests();
+    let injected = with_param(&second, "code", &query_param(&first, "code"));
+    expect_refused(&get(&injected).await, "code_exchange");
+    assert_eq!(
+        provider.token_requests(),
+        exchanges + 1,
+        "the provider refused the verifier"
+    );
+    // …and the second login's state is spent by that attempt.
+    expect_refused(&get(&second).await, "state");
+
+    // A state past its lifetime.
+    let late = approve(&start(&app, "acme").await).await;
+    app.clock.advance(Duration::from_secs(11 * 60));
+    expect_refused(&get(&late).await, "state");
+
+    // The provider reporting an error instead of a code.
+    let refused = approve(&start(&app, "acme").await).await;
+    let url = format!(
+        "{}/v1/auth/sso/oidc/callback?state={}&error=access_denied",
+        app.base_url,
+        query_param(&refused, "state")
+    );
+    expect_refused(&get(&url).await, "provider_error");
+
+    // Bad input is a 4xx problem, never a 500.
+    get(&format!("{}/v1/auth/sso/oidc/callback", app.base_url))
+        .await
+        .expect_problem(400, "bad_request");
+    get(&format!("{}/v1/auth/sso/oidc/start", app.base_url))
+        .await
+        .expect_problem(400, "bad_request");
+    // An organisation without SSO and one that does not exist look the same.
+    app.create_tenant("plain").await;
+    let plain = get(&format!(
+        "{}/v1/auth/sso/oidc/start?tenant=plain",
+        app.base_url
+    ))
+    .await;
+    let nowhere = get(&format!(
+        "{}/v1/auth/sso/oidc/start?tenant=nowhere",
+        app.base_url
+    ))
+    .await;
+    plain.expect_problem(404, "not_found");
+    nowhere.expect_problem(404, "not_found");
+    assert_eq!(plain.body["detail"], nowhere.body["detail"]);
+    let trail = app.get("/v1/audit?limit=200", &acme.owner_token).await;
+    assert!(trail.expect(200).text.contains("code_exchange"));
+    app.stop().await;
+}
+
+async fn issuers_follow_the_outbound_policy_and_no_redirects(backend: Backend) {
+    // Without an allowlist entry a loopback issuer is refused.
+    let Some(app) = spawn_with(backend, |_| {}).await else {
+        return;
+    };
+    let provider = TestOidcProvider::start(app.clock.clone()).await;
+    let acme = app.create_tenant("acme").await;
+    let reply = app
+        .put(
+            CONNECTION,
+            &acme.owner_token,
+            connection_body(&provider.issuer),
+        )
+        .await;
+    reply.expect_problem(422, "validation_failed");
+    assert_eq!(reply.str("field"), "issuer");
+    assert!(reply.str("detail").contains("allowlist"), "{}", reply.text);
+    for issuer in [
+        "http://idp.example.com",
+        "ftp://idp.example.com",
+        "https://169.254.169.254",
+    ] {
+        let reply = app
+            .put(CONNECTION, &acme.owner_token, connection_body(issuer))
+            .await;
+        reply.expect_problem(422, "validation_failed");
+    }
+    app.get(CONNECTION, &acme.owner_token)
+        .await
+        .expect_problem(404, "not_found");
+    app.stop().await;
+
+    // Allowlisted, but the discovery document redirects: refused, not followed.
+    let Some((app, provider, acme)) = setup(backend).await else {
+        return;
+    };
+    let redirecting = format!("{}/redirecting", provider.issuer);
+    let reply = app
+        .put(CONNECTION, &acme.owner_token, connection_body(&redirecting))
+        .await;
+    reply.expect_problem(422, "validation_failed");
+    assert!(reply.str("detail").contains("redirect"), "{}", reply.text);
+    // The stored connection is unchanged.
+    let shown = app.get(CONNECTION, &acme.owner_token).await;
+    assert_eq!(shown.expect(200).str("issuer"), provider.issuer);
+    app.stop().await;
+}
+
+async fn required_sso_refuses_password_logins_of_non_owners(backend: Backend) {
+    let Some(app) = spawn_with(backend, |c| {
+        c.sso.allow_private_addresses = vec!["127.0.0.1".into()];
+    })
+    .await
+    else {
+        return;
+    };
+    let provider = TestOidcProvider::start(app.clock.clone()).await;
+    let acme = app.create_tenant("acme").await;
+    app.create_user(&acme, "member@acme.test", &["member"])
+        .await;
+    let settings = |required: bool| {
+        json!({"settings": {"default_role": "member",
+        "allowed_email_domains": [], "sso_required": required}})
+    };
+    // Not before a connection exists.
+    app.patch("/v1/tenant", &acme.owner_token, settings(true))
+        .await
+        .expect_problem(422, "validation_failed");
+    app.put(
+        CONNECTION,
+        &acme.owner_token,
+        connection_body(&provider.issuer),
+    )
+    .await
+    .expect(200);
+    let tenant = app
+        .patch("/v1/tenant", &acme.owner_token, settings(true))
+        .await;
+    assert_eq!(tenant.expect(200).body["settings"]["sso_required"], true);
+
+    app.login("acme", "member@acme.test", PASSWORD)
+        .await
+        .expect_problem(403, "sso_required");
+    // Owners keep the password as the way back in; SSO works.
+    app.login("acme", &acme.owner_email, PASSWORD)
+        .await
+        .expect(200);
+    sso_login(&app, "acme").await.expect(200);
+    // The connection cannot go while it is required.
+    app.delete(CONNECTION, &acme.owner_token)
+        .await
+        .expect_problem(409, "conflict");
+    let mut disabled = connection_body(&provider.issuer);
+    disabled["enabled"] = json!(false);
+    app.put(CONNECTION, &acme.owner_token, disabled)
+        .await
+        .expect_problem(409, "conflict");
+    app.patch("/v1/tenant", &acme.owner_token, settings(false))
+        .await
+        .expect(200);
+    app.login("acme", "member@acme.test", PASSWORD)
+        .await
+        .expect(200);
+    app.delete(CONNECTION, &acme.owner_token).await.expect(204);
+    app.get(CONNECTION, &acme.owner_token)
+        .await
+        .expect_problem(404, "not_found");
+    get(&format!(
+        "{}/v1/auth/sso/oidc/start?tenant=acme",
+        app.base_url
+    ))
+    .await
+    .expect_problem(404, "not_found");
+    app.stop().await;
+}
+
+async fn only_tenant_managers_configure_sso(backend: Backend) {
+    let Some((app, provider, acme)) = setup(backend).await else {
+        return;
+    };
+    for role in BuiltinRole::ALL {
+        let email = format!("rbac-{}@acme.test", role.name().replace('_', "-"));
+        let (_, token) = app.create_user(&acme, &email, &[role.name()]).await;
+        let allowed = role
+            .permissions()
+            .contains(karen_domain::Permission::TenantManage);
+        let body = connection_body(&provider.issuer);
+        let replies = [
+            app.get(CONNECTION, &token).await,
+            app.put(CONNECTION, &token, body).await,
+        ];
+        for reply in replies {
+            if allowed {
+                reply.expect(200);
+            } else {
+                reply.expect_problem(403, "permission_denied");
+            }
+        }
+        if !allowed {
+            app.delete(CONNECTION, &token)
+                .await
+                .expect_problem(403, "permission_denied");
+        }
+    }
+    // Mapping to the owner role is refused; so is an unknown role.
+    let mut owner = connection_body(&provider.issuer);
+    owner["role_mapping"]["values"]["root"] = json!("owner");
+    app.put(CONNECTION, &acme.owner_token, owner)
+        .await
+        .expect_problem(422, "validation_failed");
+    let mut unknown = connection_body(&provider.issuer);
+    unknown["role_mapping"]["default_role"] = json!("no-such-role");
+    app.put(CONNECTION, &acme.owner_token, unknown)
+        .await
+        .expect_problem(422, "validation_failed");
+    // The secret may be left out to keep it; creating needs it.
+    let mut keep = connection_body(&provider.issuer);
+    keep.as_object_mut().unwrap().remove("client_secret");
+    app.put(CONNECTION, &acme.owner_token, keep.clone())
+        .await
+        .expect(200);
+    sso_login(&app, "acme").await.expect(200);
+    app.delete(CONNECTION, &acme.owner_token).await.expect(204);
+    app.put(CONNECTION, &acme.owner_token, keep)
+        .await
+        .expect_problem(422, "validation_failed");
+    app.stop().await;
+}
+
+on_both_backends!(
+    first_login_creates_the_user_and_later_ones_match_by_subject,
+    every_bad_id_token_is_refused,
+    state_and_pkce_bind_the_code_to_one_login,
+    issuers_follow_the_outbound_policy_and_no_redirects,
+    required_sso_refuses_password_logins_of_non_owners,
+    only_tenant_managers_configure_sso,
+);

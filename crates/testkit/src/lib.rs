@@ -396,7 +396,8 @@ impl TestApp {
     /// persona, a conversation with one turn (messages, usage), a budget, the
     /// reservation of a call in flight, a model provider and an alias, a
     /// retention policy, a legal hold and a retention run, the member's
-    /// second factor (authenticator, recovery codes, a login challenge), and a
+    /// second factor (authenticator, recovery codes, a login challenge), an
+    /// SSO connection with a pending login and a linked identity, and a
     /// SCIM-provisioned user in a group that grants it a role.
     pub async fn populate(&self, tenant: &TestTenant) {
         let email = format!("member@{}.test", tenant.slug);
@@ -552,68 +553,6 @@ impl TestApp {
             .set_forwarded_up_to("populated", 1, now)
             .await
             .expect("forwarding cursor");
-        tx.commit().await.expect("commit");
-    }
-
-    /// Writes an OIDC connection of `tenant`, a pending login through it and
-    /// the identity linking `user` to it, as a configured and used SSO would.
-    pub async fn record_sso_rows(&self, tenant: &TestTenant, user: Uuid) {
-        use karen_domain::ports::Store as _;
-        use karen_domain::sso::{RoleMapping, SsoConnection, SsoIdentity, SsoKind, SsoLoginState};
-        let id = karen_domain::TenantId::from_uuid(tenant.id);
-        let now = karen_domain::Clock::now(self.clock.as_ref());
-        let scope = karen_domain::TenantScope::system(id, karen_domain::SystemReason::Cli);
-        let mut tx = self
-            .karen
-            .store
-            .tenant(scope)
-            .await
-            .expect("tenant transaction");
-        let connection = SsoConnection {
-            id: karen_domain::SsoConnectionId::generate(),
-            tenant_id: id,
-            kind: SsoKind::Oidc,
-            config: json!({"issuer": "https://idp.example.com", "client_id": "populated", "scopes": []}),
-            client_secret: Some(secrecy::SecretString::from("populated-secret")),
-            role_mapping: RoleMapping {
-                claim: "groups".into(),
-                values: Default::default(),
-                default_role: Some(karen_domain::RoleName::parse("member").unwrap()),
-            },
-            enabled: true,
-            created_at: now,
-            updated_at: now,
-        };
-        tx.sso()
-            .put_connection(&connection)
-            .await
-            .expect("connection");
-        tx.sso()
-            .insert_state(&SsoLoginState {
-                id: karen_domain::SsoStateId::generate(),
-                tenant_id: id,
-                connection_id: connection.id,
-                state_hash: karen_domain::credentials::SecretHash([1; 32]),
-                nonce_hash: karen_domain::credentials::SecretHash([2; 32]),
-                pkce_verifier: secrecy::SecretString::from("populated-verifier"),
-                redirect_uri: "https://karen.example.com/v1/auth/sso/oidc/callback".into(),
-                expires_at: now + time::Duration::minutes(10),
-                used_at: None,
-                created_at: now,
-            })
-            .await
-            .expect("login state");
-        tx.sso()
-            .insert_identity(&SsoIdentity {
-                tenant_id: id,
-                connection_id: connection.id,
-                subject: format!("populated-{user}"),
-                user_id: karen_domain::UserId::from_uuid(user),
-                created_at: now,
-                last_login_at: now,
-            })
-            .await
-            .expect("identity");
         tx.commit().await.expect("commit");
     }
 

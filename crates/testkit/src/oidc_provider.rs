@@ -27,6 +27,9 @@ use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use karen_domain::clock::Clock;
 use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::TestTenant;
 
 /// The client Karen is registered as at the test provider.
 pub const OIDC_CLIENT_ID: &str = "karen-test-client";
@@ -100,14 +103,17 @@ struct Behaviour {
 struct Provider {
     issuer: String,
     clock: Arc<dyn Clock>,
-    rsa: EncodingKey,
+    /// The published RSA key and its `kid` (replaced by [`TestOidcProvider::rotate_rsa_key`]).
+    rsa: Mutex<(String, EncodingKey)>,
     rsa_public: Vec<u8>,
     rogue_rsa: EncodingKey,
     ec: EncodingKey,
-    jwks: JwkSet,
+    jwks: Mutex<JwkSet>,
     behaviour: Mutex<Behaviour>,
     grants: Mutex<HashMap<String, Grant>>,
     token_requests: Mutex<u32>,
+    discovery_requests: Mutex<u32>,
+    jwks_requests: Mutex<u32>,
 }
 
 /// A running test provider (stops when dropped).
@@ -187,11 +193,11 @@ impl TestOidcProvider {
         let provider = Arc::new(Provider {
             issuer: issuer.clone(),
             clock,
-            rsa,
+            rsa: Mutex::new(("rsa-1".into(), rsa)),
             rsa_public,
             rogue_rsa,
             ec,
-            jwks,
+            jwks: Mutex::new(jwks),
             behaviour: Mutex::new(Behaviour {
                 identity: TestIdentity::new("user-1", "user1@idp.test", &["engineering"]),
                 alg: SigningAlg::Rs256,
@@ -199,6 +205,8 @@ impl TestOidcProvider {
             }),
             grants: Mutex::new(HashMap::new()),
             token_requests: Mutex::new(0),
+            discovery_requests: Mutex::new(0),
+            jwks_requests: Mutex::new(0),
         });
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
@@ -239,9 +247,30 @@ impl TestOidcProvider {
     pub fn token_requests(&self) -> u32 {
         *self.provider.token_requests.lock().unwrap()
     }
+
+    /// How many times the discovery document and the key set were read.
+    pub fn document_requests(&self) -> (u32, u32) {
+        (
+            *self.provider.discovery_requests.lock().unwrap(),
+            *self.provider.jwks_requests.lock().unwrap(),
+        )
+    }
+
+    /// Replaces the RSA signing key by a new one under a new `kid` (the old
+    /// one leaves the key set), as a provider's key rotation does.
+    pub fn rotate_rsa_key(&self, kid: &str) {
+        let key = rsa_key();
+        let published = jwk(&key, Algorithm::RS256, kid);
+        let mut jwks = self.provider.jwks.lock().unwrap();
+        jwks.keys
+            .retain(|k| k.common.key_id.as_deref() == Some("ec-1"));
+        jwks.keys.push(published);
+        *self.provider.rsa.lock().unwrap() = (kid.to_owned(), key);
+    }
 }
 
 async fn discovery(State(p): State<Arc<Provider>>) -> Response {
+    *p.discovery_requests.lock().unwrap() += 1;
     axum::Json(json!({
         "issuer": p.issuer,
         "authorization_endpoint": format!("{}/authorize", p.issuer),
@@ -262,7 +291,9 @@ async fn redirecting_discovery(State(p): State<Arc<Provider>>) -> Response {
 }
 
 async fn serve_jwks(State(p): State<Arc<Provider>>) -> Response {
-    axum::Json(serde_json::to_value(&p.jwks).expect("jwks")).into_response()
+    *p.jwks_requests.lock().unwrap() += 1;
+    let jwks = serde_json::to_value(&*p.jwks.lock().unwrap()).expect("jwks");
+    axum::Json(jwks).into_response()
 }
 
 fn random_code() -> String {
@@ -425,9 +456,10 @@ impl Provider {
                 jsonwebtoken::encode(&header, &claims, &self.rogue_rsa).unwrap()
             }
             (_, SigningAlg::Rs256) => {
+                let rsa = self.rsa.lock().unwrap();
                 let mut header = Header::new(Algorithm::RS256);
-                header.kid = Some("rsa-1".into());
-                jsonwebtoken::encode(&header, &claims, &self.rsa).unwrap()
+                header.kid = Some(rsa.0.clone());
+                jsonwebtoken::encode(&header, &claims, &rsa.1).unwrap()
             }
             (_, SigningAlg::Es256) => {
                 let mut header = Header::new(Algorithm::ES256);
@@ -435,5 +467,69 @@ impl Provider {
                 jsonwebtoken::encode(&header, &claims, &self.ec).unwrap()
             }
         }
+    }
+}
+
+impl crate::TestApp {
+    /// Writes an OIDC connection of `tenant`, a pending login through it and
+    /// the identity linking `user` to it, as a configured and used SSO would.
+    pub async fn record_sso_rows(&self, tenant: &TestTenant, user: Uuid) {
+        use karen_domain::ports::Store as _;
+        use karen_domain::sso::{RoleMapping, SsoConnection, SsoIdentity, SsoKind, SsoLoginState};
+        let id = karen_domain::TenantId::from_uuid(tenant.id);
+        let now = karen_domain::Clock::now(self.clock.as_ref());
+        let scope = karen_domain::TenantScope::system(id, karen_domain::SystemReason::Cli);
+        let mut tx = self
+            .karen
+            .store
+            .tenant(scope)
+            .await
+            .expect("tenant transaction");
+        let connection = SsoConnection {
+            id: karen_domain::SsoConnectionId::generate(),
+            tenant_id: id,
+            kind: SsoKind::Oidc,
+            config: json!({"issuer": "https://idp.example.com", "client_id": "populated", "scopes": []}),
+            client_secret: Some(secrecy::SecretString::from("populated-secret")),
+            role_mapping: RoleMapping {
+                claim: "groups".into(),
+                values: Default::default(),
+                default_role: Some(karen_domain::RoleName::parse("member").unwrap()),
+            },
+            enabled: true,
+            created_at: now,
+            updated_at: now,
+        };
+        tx.sso()
+            .put_connection(&connection)
+            .await
+            .expect("connection");
+        tx.sso()
+            .insert_state(&SsoLoginState {
+                id: karen_domain::SsoStateId::generate(),
+                tenant_id: id,
+                connection_id: connection.id,
+                state_hash: karen_domain::credentials::SecretHash([1; 32]),
+                nonce_hash: karen_domain::credentials::SecretHash([2; 32]),
+                pkce_verifier: secrecy::SecretString::from("populated-verifier"),
+                redirect_uri: "https://karen.example.com/v1/auth/sso/oidc/callback".into(),
+                expires_at: now + time::Duration::minutes(10),
+                used_at: None,
+                created_at: now,
+            })
+            .await
+            .expect("login state");
+        tx.sso()
+            .insert_identity(&SsoIdentity {
+                tenant_id: id,
+                connection_id: connection.id,
+                subject: format!("populated-{user}"),
+                user_id: karen_domain::UserId::from_uuid(user),
+                created_at: now,
+                last_login_at: now,
+            })
+            .await
+            .expect("identity");
+        tx.commit().await.expect("commit");
     }
 }

@@ -513,7 +513,43 @@ async fn only_tenant_managers_configure_sso(backend: Backend) {
     app.stop().await;
 }
 
+async fn keys_are_cached_and_read_again_for_an_unknown_kid(backend: Backend) {
+    let Some((app, provider, _)) = setup(backend).await else {
+        return;
+    };
+    sso_login(&app, "acme").await.expect(200);
+    sso_login(&app, "acme").await.expect(200);
+    let (discovery, keys) = provider.document_requests();
+    assert_eq!(keys, 1, "the key set is read once and cached");
+    assert_eq!(
+        discovery, 1,
+        "discovery (read when configured) is cached too"
+    );
+
+    // The provider rotates its key: the unknown kid makes Karen read the key
+    // set again, but not more than once a minute.
+    provider.rotate_rsa_key("rsa-2");
+    app.clock.advance(Duration::from_secs(30));
+    expect_refused(&sso_login(&app, "acme").await, "signature");
+    assert_eq!(
+        provider.document_requests().1,
+        1,
+        "too soon to read the keys again"
+    );
+    app.clock.advance(Duration::from_secs(31));
+    sso_login(&app, "acme").await.expect(200);
+    assert_eq!(provider.document_requests().1, 2);
+    sso_login(&app, "acme").await.expect(200);
+    assert_eq!(
+        provider.document_requests().1,
+        2,
+        "the new key set is cached"
+    );
+    app.stop().await;
+}
+
 on_both_backends!(
+    keys_are_cached_and_read_again_for_an_unknown_kid,
     first_login_creates_the_user_and_later_ones_match_by_subject,
     every_bad_id_token_is_refused,
     state_and_pkce_bind_the_code_to_one_login,

@@ -135,12 +135,17 @@ impl OidcHttpClient {
         f(cache.entry(issuer.to_owned()).or_default())
     }
 
-    /// The provider's discovery document (cached).
-    pub(crate) async fn discovery(&self, issuer: &str) -> Result<Arc<Discovery>, OidcError> {
+    /// The provider's discovery document (cached; `reread` skips the cache).
+    pub(crate) async fn discovery(
+        &self,
+        issuer: &str,
+        reread: bool,
+    ) -> Result<Arc<Discovery>, OidcError> {
         let now = self.clock.now();
-        if let Some(hit) = self.with_cache(issuer, |c| {
+        let cached = self.with_cache(issuer, |c| {
             Self::fresh(c.discovery.as_ref(), DISCOVERY_TTL, now)
-        }) {
+        });
+        if let Some(hit) = cached.filter(|_| !reread) {
             return Ok(hit);
         }
         let base = self.endpoint(issuer, "the issuer")?;
@@ -211,14 +216,15 @@ impl OidcHttpClient {
 #[async_trait]
 impl OidcClient for OidcHttpClient {
     async fn check_issuer(&self, issuer: &str) -> Result<(), OidcError> {
-        self.discovery(issuer).await.map(drop)
+        // A configuration is checked against what the provider serves now.
+        self.discovery(issuer, true).await.map(drop)
     }
 
     async fn authorization_url(
         &self,
         request: &AuthorizationRequest<'_>,
     ) -> Result<String, OidcError> {
-        let discovery = self.discovery(request.issuer).await?;
+        let discovery = self.discovery(request.issuer, false).await?;
         let mut url = Url::parse(&discovery.authorization_endpoint)
             .map_err(|_| OidcError::Provider("the authorization endpoint is not a URL".into()))?;
         url.query_pairs_mut()
@@ -234,7 +240,7 @@ impl OidcClient for OidcHttpClient {
     }
 
     async fn redeem(&self, redemption: &CodeRedemption<'_>) -> Result<ExternalIdentity, OidcError> {
-        let discovery = self.discovery(redemption.issuer).await?;
+        let discovery = self.discovery(redemption.issuer, false).await?;
         let token = fetch::exchange_code(self, &discovery, redemption).await?;
         let identity = id_token::verify(self, &discovery, redemption, &token).await;
         if let Err(OidcError::Rejected(reason)) = &identity {

@@ -50,6 +50,8 @@ pub struct UserExport {
     pub provisioning: Option<ScimUserRecord>,
     /// The SCIM groups the user belongs to.
     pub groups: Vec<ScimGroup>,
+    /// The user's identities at single sign-on providers.
+    pub sso_identities: Vec<karen_domain::sso::SsoIdentity>,
 }
 
 /// Data subject requests.
@@ -210,6 +212,7 @@ impl PrivacyService {
         audit.sort_by_key(|e| e.seq);
         let provisioning = tx.scim().scim_user(user).await?;
         let groups = tx.scim().groups_of_user(user).await?;
+        let sso_identities = tx.sso().identities_of(user).await?;
         tx.commit().await?;
 
         self.deps
@@ -230,6 +233,7 @@ impl PrivacyService {
             audit,
             provisioning,
             groups,
+            sso_identities,
         })
     }
 }

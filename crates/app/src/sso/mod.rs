@@ -196,7 +196,7 @@ impl SsoService {
             .collect();
         let (_, granted) = crate::users::resolve_roles(&mut *tx, &names)
             .await
-            .map_err(|e| crate_rename(e, "role_mapping"))?;
+            .map_err(|e| field_named(e, "role_mapping"))?;
         Authority::Member(ctx).ensure_within(granted, "mapping to these roles")?;
         let existing = tx.sso().connection(SsoKind::Oidc).await?;
         let tenant = tx.tenant().await?;
@@ -281,8 +281,8 @@ impl SsoService {
     }
 }
 
-/// Names the role mapping as the field at fault for an unknown role.
-fn crate_rename(error: Error, field: &str) -> Error {
+/// Names `field` as the field at fault of a validation error.
+fn field_named(error: Error, field: &str) -> Error {
     match error {
         Error::Invalid { message, .. } => Error::invalid(Some(field), message),
         other => other,

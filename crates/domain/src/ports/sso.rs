@@ -40,8 +40,8 @@ pub trait SsoRepo: Send {
         subject: &str,
         at: OffsetDateTime,
     ) -> Result<()>;
-    /// How many identities are linked to `user` (any connection).
-    async fn identities_of(&mut self, user: UserId) -> Result<i64>;
+    /// The identities linked to `user` (any connection).
+    async fn identities_of(&mut self, user: UserId) -> Result<Vec<SsoIdentity>>;
 }
 
 /// Why an OIDC operation failed.

@@ -175,6 +175,18 @@ struct UserExportView {
     audit_events: Vec<AuditEventView>,
     /// What an identity provider set through SCIM (`null` if none manages the user).
     provisioning: Option<serde_json::Value>,
+    sso_identities: Vec<SsoIdentityExport>,
+}
+
+/// A linked identity at a single sign-on provider.
+#[derive(Serialize)]
+struct SsoIdentityExport {
+    connection_id: String,
+    subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    linked_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    last_login_at: OffsetDateTime,
 }
 
 /// An export as its JSON document (also what `karen user export` writes).
@@ -219,6 +231,16 @@ pub fn user_export_json(export: UserExport, exported_at: OffsetDateTime) -> serd
                 "deleted": p.deleted_at.is_some(),
             })
         }),
+        sso_identities: export
+            .sso_identities
+            .into_iter()
+            .map(|i| SsoIdentityExport {
+                connection_id: i.connection_id.to_string(),
+                subject: i.subject,
+                linked_at: i.created_at,
+                last_login_at: i.last_login_at,
+            })
+            .collect(),
     };
     serde_json::to_value(view).unwrap_or_default()
 }

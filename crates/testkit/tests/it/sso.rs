@@ -178,6 +178,14 @@ async fn first_login_creates_the_user_and_later_ones_match_by_subject(backend: B
     assert_eq!(me.str("email"), "user1@idp.test");
     assert_eq!(me.body["roles"], json!(["admin", "member"]));
 
+    // The user's data export names the linked identity.
+    let export = app
+        .get(&format!("/v1/users/{user_id}/export"), &acme.owner_token)
+        .await;
+    assert_eq!(
+        export.expect(200).body["sso_identities"][0]["subject"],
+        "user-1"
+    );
     // An SSO account has no password.
     app.login("acme", "user1@idp.test", PASSWORD)
         .await
@@ -284,6 +292,16 @@ async fn state_and_pkce_bind_the_code_to_one_login(backend: Backend) {
     for bad in ["nonsense", "krs_AAAA", &format!("krs_{}", "A".repeat(86))] {
         expect_refused(&get(&with_param(&callback, "state", bad)).await, "state");
     }
+    // A state is no credential anywhere else.
+    let state = query_param(&callback, "state");
+    assert!(state.starts_with("krs_"));
+    app.get("/v1/me", &state)
+        .await
+        .expect_problem(401, "invalid_token");
+    let refresh = json!({"refresh_token": state});
+    app.call("POST", "/v1/auth/refresh", None, Some(refresh))
+        .await
+        .expect_problem(401, "invalid_token");
     // The genuine state works once; replaying it is refused.
     get(&callback).await.expect(200);
     expect_refused(&get(&callback).await, "state");

@@ -218,10 +218,13 @@ impl SsoRepo for SqlTenantTx {
         self.tx.execute(q).await.map(drop)
     }
 
-    async fn identities_of(&mut self, user: UserId) -> Result<i64> {
+    async fn identities_of(&mut self, user: UserId) -> Result<Vec<SsoIdentity>> {
         let q = self
-            .q("SELECT count(*) AS n FROM sso_identities WHERE tenant_id = $1 AND user_id = $2")
+            .q(
+                "SELECT * FROM sso_identities WHERE tenant_id = $1 AND user_id = $2 \
+                ORDER BY connection_id, subject",
+            )
             .bind(user.as_uuid());
-        self.tx.fetch_one(q).await?.get("n")
+        self.tx.fetch_all(q).await?.iter().map(identity).collect()
     }
 }

@@ -212,7 +212,10 @@ impl SsoService {
             Err(OidcError::Rejected(reason)) => {
                 return Err(self.refuse(tenant, None, reason, &ip).await);
             }
-            Err(error) => return Err(provider_problem(error)),
+            Err(error) => {
+                tracing::warn!(tenant_id = %tenant, %error, "sso code exchange failed at the provider");
+                return Err(provider_problem(error));
+            }
         };
         self.complete_login(tenant, &connection, identity, client)
             .await

@@ -12,6 +12,8 @@ pub struct ErasedRows {
     pub api_keys: u64,
     pub sessions: u64,
     pub mfa_rows: u64,
+    /// Links to the user's identities at single sign-on providers.
+    pub sso_identities: u64,
     pub personas: u64,
     pub budgets: u64,
     /// Usage records kept for billing, with user, key and conversation removed.
@@ -27,7 +29,7 @@ pub struct ErasedRows {
 /// The rows of a user that outlive the deletion of their content.
 #[async_trait]
 pub trait ErasureRepo: Send {
-    /// Deletes `user`'s API keys, sessions and refresh tokens, MFA rows,
+    /// Deletes `user`'s API keys, sessions and refresh tokens, MFA rows, SSO identity links,
     /// personal personas, user and key budgets, reservations and usage
     /// aggregates; detaches their usage records and kept documents; deletes
     /// the cached embeddings of `content_hashes`; replaces their id in legal

@@ -298,3 +298,63 @@ async fn forge_an_erasure(app: &TestApp, tenant: &TestTenant, bob: Uuid) {
         .unwrap();
     tx.commit().await.unwrap();
 }
+
+on_both_backends!(every_populated_user_can_be_erased_and_the_trail_verifies);
+
+/// A tenant with every kind of row (SSO identity links, SCIM provisioning and
+/// groups, MFA, keys, budgets, holds…): a held conversation blocks its
+/// owner's erasure; once lifted, every user but the owner is erased and the
+/// trail still verifies.
+async fn every_populated_user_can_be_erased_and_the_trail_verifies(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    app.populate(&acme).await;
+    let owner = acme.owner_token.as_str();
+    let users = app.get("/v1/users?limit=100", owner).await;
+    let users = users.expect(200).body["items"].as_array().unwrap().clone();
+    let others: Vec<(String, String)> = users
+        .iter()
+        .filter(|u| u["id"] != acme.owner_id.to_string())
+        .map(|u| {
+            (
+                u["id"].as_str().unwrap().to_owned(),
+                u["email"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(others.len() >= 2, "the member and the SCIM user: {users:?}");
+    let member = others
+        .iter()
+        .find(|(_, email)| email == "member@acme.test")
+        .unwrap();
+    erase(&app, owner, &member.0, &member.1)
+        .await
+        .expect_problem(409, "conflict");
+    let holds = app.get("/v1/legal-holds", owner).await;
+    for hold in holds.expect(200).body["items"].as_array().unwrap() {
+        let id = hold["id"].as_str().unwrap();
+        app.delete(&format!("/v1/legal-holds/{id}"), owner)
+            .await
+            .expect(204);
+    }
+    for (id, email) in &others {
+        let erased = erase(&app, owner, id, email).await;
+        assert_eq!(erased.status, 200, "{email}: {}", erased.text);
+    }
+    let listed = app.get("/v1/users?limit=100", owner).await;
+    assert_eq!(
+        listed.expect(200).body["items"].as_array().unwrap().len(),
+        1
+    );
+    let verified = app.karen.services.audit.verify(scope(&acme)).await.unwrap();
+    assert!(verified.problem.is_none(), "{:?}", verified.problem);
+    app.stop().await;
+}
+
+async fn erase(app: &TestApp, token: &str, id: &str, email: &str) -> karen_testkit::Reply {
+    let path = format!("/v1/users/{id}/erase");
+    app.post(&path, token, json!({"confirm_email": email}))
+        .await
+}

@@ -80,6 +80,12 @@ impl ErasureRepo for SqlTenantTx {
         ] {
             mfa_rows += self.for_user(sql, user).await?;
         }
+        let sso_identities = self
+            .for_user(
+                "DELETE FROM sso_identities WHERE tenant_id = $1 AND user_id = $2",
+                user,
+            )
+            .await?;
         let personas = self
             .for_user(
                 "DELETE FROM personas WHERE tenant_id = $1 AND owner_user_id = $2",
@@ -120,6 +126,7 @@ impl ErasureRepo for SqlTenantTx {
             api_keys,
             sessions,
             mfa_rows,
+            sso_identities,
             personas,
             budgets,
             usage_records_detached,

@@ -55,7 +55,38 @@ impl SqlTenantTx {
     pub(crate) fn q(&self, sql: &'static str) -> Query {
         self.tx.query(sql).bind(self.tenant.as_uuid())
     }
+
+    /// A statement of [`by_ids!`] with the tenant as `$1` and one batch of at
+    /// most [`IDS_PER_STATEMENT`] ids (not empty) as `$2`…`$17`; a shorter
+    /// batch repeats its last id, which `IN` ignores.
+    pub(crate) fn q_ids(&self, sql: &'static str, ids: &[uuid::Uuid]) -> Query {
+        let last = ids.last().copied().unwrap_or_default();
+        ids.iter()
+            .copied()
+            .chain(std::iter::repeat(last))
+            .take(IDS_PER_STATEMENT)
+            .fold(self.q(sql), Query::bind)
+    }
 }
+
+/// Ids per statement of a lookup by many ids: the statement stays static
+/// text, and a recall's candidates load in one or two round trips instead of
+/// one per row.
+pub(crate) const IDS_PER_STATEMENT: usize = 16;
+
+/// `SELECT * FROM <table> WHERE tenant_id = $1 AND id IN ($2, …, $17)`, for
+/// [`SqlTenantTx::q_ids`].
+macro_rules! by_ids {
+    ($table:literal) => {
+        concat!(
+            "SELECT * FROM ",
+            $table,
+            " WHERE tenant_id = $1 AND id IN \
+            ($2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+        )
+    };
+}
+pub(crate) use by_ids;
 
 /// `DELETE FROM <table> WHERE tenant_id = $1` for each tenant table, as static
 /// text (table names come from the fixed list, never from input).

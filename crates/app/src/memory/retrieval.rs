@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use karen_domain::library::Document;
+use karen_domain::library::{Document, StoredChunk};
 use karen_domain::memory::Memory;
 use karen_domain::ports::{EntryKey, EntryKind, Hit, SearchFilter};
 use karen_domain::words::{content_terms, mentions_any};
@@ -183,15 +183,63 @@ impl Retriever {
         };
         let principal = ctx.principal();
         let now = self.deps.clock.now();
-        let mut recall = Recall::default();
-        let mut documents: HashMap<DocumentId, Option<Document>> = HashMap::new();
+        // The candidates' rows, in one statement per kind (and one for their
+        // documents) rather than one per candidate.
+        let ids_of = |kind: EntryKind| -> Vec<uuid::Uuid> {
+            hits.iter()
+                .filter(|candidate| candidate.key.kind == kind)
+                .map(|candidate| candidate.key.id)
+                .collect()
+        };
+        let memory_ids: Vec<MemoryId> = ids_of(EntryKind::Memory)
+            .into_iter()
+            .map(MemoryId::from_uuid)
+            .collect();
+        let chunk_ids: Vec<ChunkId> = ids_of(EntryKind::Chunk)
+            .into_iter()
+            .map(ChunkId::from_uuid)
+            .collect();
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
+        let mut memories: HashMap<MemoryId, Memory> = if memory_ids.is_empty() {
+            HashMap::new()
+        } else {
+            tx.memories()
+                .memories_by_ids(&memory_ids)
+                .await?
+                .into_iter()
+                .map(|memory| (memory.id, memory))
+                .collect()
+        };
+        let mut chunks: HashMap<ChunkId, StoredChunk> = if chunk_ids.is_empty() {
+            HashMap::new()
+        } else {
+            tx.documents()
+                .chunks_by_ids(&chunk_ids)
+                .await?
+                .into_iter()
+                .map(|chunk| (chunk.id, chunk))
+                .collect()
+        };
+        let mut document_ids: Vec<DocumentId> =
+            chunks.values().map(|chunk| chunk.document_id).collect();
+        document_ids.sort_unstable();
+        document_ids.dedup();
+        let documents: HashMap<DocumentId, Document> = if document_ids.is_empty() {
+            HashMap::new()
+        } else {
+            tx.documents()
+                .documents_by_ids(&document_ids)
+                .await?
+                .into_iter()
+                .map(|document| (document.id, document))
+                .collect()
+        };
+        let mut recall = Recall::default();
         for candidate in hits {
             let (key, relevance) = (candidate.key, candidate.score);
             match key.kind {
                 EntryKind::Memory if recall.memories.len() < memory_limit.saturating_mul(2) => {
-                    let Some(memory) = tx.memories().memory(MemoryId::from_uuid(key.id)).await?
-                    else {
+                    let Some(memory) = memories.remove(&MemoryId::from_uuid(key.id)) else {
                         continue;
                     };
                     if memory.owner.is_some_and(|owner| owner != principal.user_id)
@@ -203,22 +251,15 @@ impl Retriever {
                     recall.memories.push(RecalledMemory { memory, score });
                 }
                 EntryKind::Chunk if recall.passages.len() < passage_limit => {
-                    let Some(chunk) = tx.documents().chunk(ChunkId::from_uuid(key.id)).await?
-                    else {
+                    let Some(chunk) = chunks.remove(&ChunkId::from_uuid(key.id)) else {
                         continue;
                     };
                     if !relevant(&candidate, &chunk.text) {
                         continue;
                     }
-                    let document = match documents.get(&chunk.document_id) {
-                        Some(known) => known.clone(),
-                        None => {
-                            let found = tx.documents().document(chunk.document_id).await?;
-                            documents.insert(chunk.document_id, found.clone());
-                            found
-                        }
-                    };
-                    let Some(document) = document.filter(|d| d.readable_with(&principal.roles))
+                    let Some(document) = documents
+                        .get(&chunk.document_id)
+                        .filter(|d| d.readable_with(&principal.roles))
                     else {
                         continue;
                     };

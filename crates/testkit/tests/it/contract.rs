@@ -12,7 +12,7 @@ use karen_domain::clock::{Clock, ManualClock, SystemClock};
 use karen_domain::ports::{CacheKey, Counters, RateLimiter, Store as _};
 use karen_domain::rate_limit::{Quota, RateLimitSubject};
 use karen_domain::values::Email;
-use karen_domain::{SystemReason, TenantId, TenantScope, UserId};
+use karen_domain::{ChunkId, DocumentId, MemoryId, SystemReason, TenantId, TenantScope, UserId};
 use karen_testkit::{Backend, spawn};
 use uuid::Uuid;
 
@@ -330,3 +330,71 @@ async fn store_contract(backend: Backend) {
 }
 
 on_both_backends!(store_contract);
+
+/// Lookups by many ids (what a recall loads its candidates with) find every
+/// row of the tenant across statement batches, and never another tenant's.
+async fn lookups_by_many_ids_stay_in_the_tenant(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let alpha = app.create_tenant("alpha").await;
+    let bravo = app.create_tenant("bravo").await;
+    let remember = |tenant: &karen_testkit::TestTenant, count: usize| {
+        let (app, token) = (&app, tenant.owner_token.clone());
+        async move {
+            let mut ids = Vec::new();
+            for i in 0..count {
+                let body = serde_json::json!({"content": format!("fact number {i}")});
+                let reply = app.post("/v1/memories", &token, body).await;
+                let created = reply.expect(201);
+                ids.push(MemoryId::from_uuid(created.str("id").parse().unwrap()));
+            }
+            ids
+        }
+    };
+    // More than one statement's worth of ids (16), and not a multiple of it.
+    let mine = remember(&alpha, 21).await;
+    let theirs = remember(&bravo, 3).await;
+    let mut asked: Vec<MemoryId> = theirs.clone();
+    asked.extend(mine.iter().copied());
+    asked.push(MemoryId::generate());
+    let scope = TenantScope::system(TenantId::from_uuid(alpha.id), SystemReason::Cli);
+    let mut tx = app.karen.store.tenant_read(scope).await.unwrap();
+    let mut found: Vec<MemoryId> = tx
+        .memories()
+        .memories_by_ids(&asked)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|memory| memory.id)
+        .collect();
+    found.sort_unstable();
+    let mut expected = mine.clone();
+    expected.sort_unstable();
+    assert_eq!(found, expected, "all of alpha's, none of bravo's");
+    assert!(
+        tx.memories()
+            .memories_by_ids(&theirs)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        tx.documents()
+            .chunks_by_ids(&[ChunkId::generate()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        tx.documents()
+            .documents_by_ids(&[DocumentId::generate()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    drop(tx);
+    app.stop().await;
+}
+
+on_both_backends!(lookups_by_many_ids_stay_in_the_tenant);

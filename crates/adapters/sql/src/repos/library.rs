@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::conn::Row;
 use crate::content::{KeyRing, Slot};
 use crate::rows;
-use crate::tenant::SqlTenantTx;
+use crate::tenant::{IDS_PER_STATEMENT, SqlTenantTx, by_ids};
 
 fn document(row: &Row) -> Result<Document> {
     let roles: Vec<String> = serde_json::from_str(&row.get::<String>("access_roles")?)
@@ -119,6 +119,18 @@ impl DocumentRepo for SqlTenantTx {
             .transpose()
     }
 
+    async fn documents_by_ids(&mut self, ids: &[DocumentId]) -> Result<Vec<Document>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(IDS_PER_STATEMENT) {
+            let batch: Vec<Uuid> = batch.iter().map(|id| id.as_uuid()).collect();
+            let q = self.q_ids(by_ids!("documents"), &batch);
+            for row in self.tx.fetch_all(q).await? {
+                found.push(document(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn list_documents(
         &mut self,
         after: Option<DocumentId>,
@@ -148,6 +160,16 @@ impl DocumentRepo for SqlTenantTx {
             .q("SELECT * FROM document_chunks WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
         self.fetch_optional_sealed(q, chunk).await
+    }
+
+    async fn chunks_by_ids(&mut self, ids: &[ChunkId]) -> Result<Vec<StoredChunk>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(IDS_PER_STATEMENT) {
+            let batch: Vec<Uuid> = batch.iter().map(|id| id.as_uuid()).collect();
+            let q = self.q_ids(by_ids!("document_chunks"), &batch);
+            found.extend(self.fetch_all_sealed(q, chunk).await?);
+        }
+        Ok(found)
     }
 
     async fn chunks_of(&mut self, document: DocumentId) -> Result<Vec<StoredChunk>> {

@@ -83,11 +83,26 @@ struct Entry<V> {
     value: V,
 }
 
+/// Whether the process caches at all (`[cache] enabled`). Off only to
+/// measure what the caches save: every lookup then goes to the store (and
+/// still counts as a miss), and embeddings are always computed afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caching {
+    pub enabled: bool,
+}
+
+impl Default for Caching {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
 /// A bounded map of values filed under their tenant's epoch.
 pub struct EpochCache<K, V> {
     name: &'static str,
     topic: Topic,
     ttl: Duration,
+    enabled: bool,
     entries: quick_cache::sync::Cache<K, Entry<V>>,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -104,10 +119,18 @@ where
             name,
             topic,
             ttl,
+            enabled: true,
             entries: quick_cache::sync::Cache::new(capacity.max(1)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// The same cache, answering from the store on every lookup when caching
+    /// is off.
+    pub fn switched(mut self, caching: Caching) -> Self {
+        self.enabled = caching.enabled;
+        self
     }
 
     /// The cache's name (for metrics).
@@ -148,6 +171,7 @@ where
 
     /// The value filed under `key` for `tenant` at `epoch`, if still fresh.
     fn get(&self, key: &K, tenant: TenantId, epoch: Option<u64>) -> Option<V> {
+        let epoch = epoch.filter(|_| self.enabled);
         let found = epoch.filter(|epoch| *epoch > 0).and_then(|epoch| {
             self.entries.get(key).filter(|entry| {
                 entry.tenant == tenant && entry.epoch == epoch && entry.stored.elapsed() < self.ttl
@@ -165,7 +189,7 @@ where
 
     /// Files a value loaded after reading `epoch` (nothing when it was unreadable or 0).
     fn put(&self, key: K, tenant: TenantId, epoch: Option<u64>, value: V) {
-        if let Some(epoch) = epoch.filter(|epoch| *epoch > 0) {
+        if let Some(epoch) = epoch.filter(|epoch| *epoch > 0 && self.enabled) {
             let entry = Entry {
                 tenant,
                 epoch,
@@ -213,6 +237,17 @@ mod tests {
         cache.put(3, a, Some(0), "never filed at 0");
         assert_eq!(cache.get(&3, a, Some(0)), None);
         assert_eq!(cache.hits_and_misses(), (1, 5));
+    }
+
+    #[test]
+    fn a_switched_off_cache_always_loads() {
+        let cache: EpochCache<u32, u32> =
+            EpochCache::new("test", Topic::Access, 16, Duration::from_secs(60))
+                .switched(Caching { enabled: false });
+        let tenant = TenantId::generate();
+        cache.put(1, tenant, Some(1), 7);
+        assert_eq!(cache.get(&1, tenant, Some(1)), None);
+        assert_eq!(cache.hits_and_misses(), (0, 1));
     }
 
     #[test]

@@ -107,6 +107,8 @@ pub struct Deps {
     pub retention: retention::RetentionSettings,
     /// Single sign-on: the OIDC client and Karen's public URL.
     pub sso: sso::SsoPorts,
+    /// Whether the in-process caches and the embedding cache are used.
+    pub caching: cache::Caching,
 }
 
 impl Deps {

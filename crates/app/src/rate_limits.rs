@@ -120,16 +120,20 @@ pub struct RateLimitService {
 
 impl RateLimitService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        let caching = deps.caching;
         Self {
             deps,
             // Plan changes, overrides and tenant deletion bump the tenant's
             // access epoch: every replica reloads on its next request.
-            limits: Arc::new(EpochCache::new(
-                "rate_limits",
-                Topic::Access,
-                10_000,
-                Duration::from_secs(60),
-            )),
+            limits: Arc::new(
+                EpochCache::new(
+                    "rate_limits",
+                    Topic::Access,
+                    10_000,
+                    Duration::from_secs(60),
+                )
+                .switched(caching),
+            ),
             shared_down_until_ms: Arc::new(AtomicI64::new(0)),
             last_logged_ms: Arc::new(AtomicI64::new(0)),
         }

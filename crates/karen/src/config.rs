@@ -45,6 +45,31 @@ pub struct Config {
     pub retention: crate::retention::RetentionConfig,
     pub encryption: crate::encryption::EncryptionConfig,
     pub sso: crate::sso::SsoConfig,
+    pub cache: CacheConfig,
+}
+
+/// `[cache]`: the in-process caches (see docs/operations.md, "Caches").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Off only to measure what the caches save (`bench/caching.sh`): every
+    /// lookup then reads the store and every embedding is computed afresh.
+    pub enabled: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+impl CacheConfig {
+    /// The switch the services take.
+    pub fn caching(&self) -> karen_app::cache::Caching {
+        karen_app::cache::Caching {
+            enabled: self.enabled,
+        }
+    }
 }
 
 /// `[audit]`: checkpoints of the tamper-evident audit trail.
@@ -94,6 +119,7 @@ impl Default for Config {
             retention: crate::retention::RetentionConfig::default(),
             encryption: crate::encryption::EncryptionConfig::default(),
             sso: crate::sso::SsoConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }

@@ -199,6 +199,7 @@ impl Karen {
             clock_for_router,
             store_for_router,
             counters.clone(),
+            config.cache.caching(),
         )?);
         let recorders = if config.metrics.enabled {
             Some(
@@ -247,6 +248,7 @@ impl Karen {
             },
             retention: config.retention.settings(),
             sso: sso_ports,
+            caching: config.cache.caching(),
             assistant: AssistantPolicy {
                 history_messages: i64::from(config.llm.history_messages),
                 prices: config

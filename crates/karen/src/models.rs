@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use karen_app::cache::{EpochCache, Topic};
+use karen_app::cache::{Caching, EpochCache, Topic};
 use karen_domain::clock::Clock;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
@@ -131,6 +131,7 @@ impl ConfiguredRouter {
         clock: Arc<dyn Clock>,
         store: Arc<dyn Store>,
         counters: Arc<dyn Counters>,
+        caching: Caching,
     ) -> anyhow::Result<Self> {
         let policy = OutboundPolicy::new(config.allow_private_addresses.iter().cloned());
         policy.validate().context("llm.allow_private_addresses")?;
@@ -208,19 +209,22 @@ impl ConfiguredRouter {
                 Topic::Routes,
                 ROUTE_CACHE_CAPACITY,
                 ROUTE_CACHE_TTL,
-            ),
+            )
+            .switched(caching),
             embedding_routes: EpochCache::new(
                 "embedding_routes",
                 Topic::Routes,
                 ROUTE_CACHE_CAPACITY,
                 ROUTE_CACHE_TTL,
-            ),
+            )
+            .switched(caching),
             tenant_configs: EpochCache::new(
                 "tenant_models",
                 Topic::Routes,
                 TENANT_CONFIG_CACHE_CAPACITY,
                 ROUTE_CACHE_TTL,
-            ),
+            )
+            .switched(caching),
             counters,
         })
     }

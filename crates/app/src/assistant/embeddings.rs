@@ -155,7 +155,11 @@ impl EmbeddingService {
                 if !seen.insert(hash.as_str()) {
                     continue;
                 }
-                let cached = tx.embeddings().embedding(&target.cache_key, hash).await?;
+                let cached = if self.deps.caching.enabled {
+                    tx.embeddings().embedding(&target.cache_key, hash).await?
+                } else {
+                    None
+                };
                 crate::telemetry::cache_lookup("embeddings", cached.is_some());
                 match cached {
                     Some(vector) => {

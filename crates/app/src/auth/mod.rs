@@ -67,14 +67,18 @@ pub struct AuthService {
 
 impl AuthService {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        let caching = deps.caching;
         Self {
             deps,
-            api_keys: Arc::new(EpochCache::new(
-                "api_keys",
-                Topic::Access,
-                API_KEY_CACHE_CAPACITY,
-                API_KEY_CACHE_TTL,
-            )),
+            api_keys: Arc::new(
+                EpochCache::new(
+                    "api_keys",
+                    Topic::Access,
+                    API_KEY_CACHE_CAPACITY,
+                    API_KEY_CACHE_TTL,
+                )
+                .switched(caching),
+            ),
         }
     }
 

@@ -52,14 +52,18 @@ pub(crate) fn space_of(model: &str, vector: &[f32]) -> VectorSpace {
 
 impl Indexer {
     pub(crate) fn new(deps: Arc<Deps>) -> Self {
+        let caching = deps.caching;
         Self {
             deps,
-            models: Arc::new(EpochCache::new(
-                "embedding_models",
-                Topic::Embedding,
-                10_000,
-                Duration::from_secs(60),
-            )),
+            models: Arc::new(
+                EpochCache::new(
+                    "embedding_models",
+                    Topic::Embedding,
+                    10_000,
+                    Duration::from_secs(60),
+                )
+                .switched(caching),
+            ),
         }
     }
 
@@ -121,7 +125,11 @@ impl Indexer {
         model: &EmbeddingModel,
         items: &[IndexItem],
     ) -> Result<Vec<Vec<f32>>> {
-        let mut vectors = self.cached(tx, &model.model, items).await?;
+        let mut vectors = if self.deps.caching.enabled {
+            self.cached(tx, &model.model, items).await?
+        } else {
+            vec![None; items.len()]
+        };
         let missing: Vec<usize> = (0..items.len()).filter(|i| vectors[*i].is_none()).collect();
         if !missing.is_empty() {
             let texts: Vec<String> = missing.iter().map(|i| items[*i].text.clone()).collect();

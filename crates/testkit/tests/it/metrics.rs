@@ -273,7 +273,37 @@ async fn a_separate_metrics_listener_keeps_metrics_off_the_api_port(backend: Bac
     app.stop().await;
 }
 
+/// `[cache] enabled = false` (what bench/caching.sh compares against): the
+/// same workload gives the same answers, and every lookup reads the store.
+async fn with_caches_off_every_lookup_is_a_miss(backend: Backend) {
+    let Some(app) = spawn_with(backend, |c| c.cache.enabled = false).await else {
+        return;
+    };
+    let key = workload(&app).await;
+    app.get("/v1/models", &key).await.expect(200);
+    let (_, _, text) = scrape(&app.base_url).await;
+    let samples = parse(&text);
+    let lookups = |result| {
+        value(
+            &samples,
+            "karen_cache_requests_total",
+            &[("result", result)],
+        )
+    };
+    assert_eq!(lookups("hit"), 0.0, "nothing is answered from a cache");
+    assert!(
+        value(
+            &samples,
+            "karen_cache_requests_total",
+            &[("cache", "api_keys"), ("result", "miss")]
+        ) >= 4.0
+    );
+    assert!(lookups("miss") >= 8.0);
+    app.stop().await;
+}
+
 on_both_backends!(
+    with_caches_off_every_lookup_is_a_miss,
     every_family_of_the_contract_is_exposed_after_a_workload,
     only_the_busiest_tenants_get_series_of_their_own,
     a_separate_metrics_listener_keeps_metrics_off_the_api_port,

@@ -10,10 +10,11 @@ use karen_domain::clock::to_millis;
 use karen_domain::ports::{DataCipher, DataKey, KeyProvider};
 use karen_domain::{Error, Result, TenantId};
 use time::OffsetDateTime;
+use uuid::Uuid;
 
 use crate::conn::{Query, Row};
 use crate::content::KeyRing;
-use crate::tenant::SqlTenantTx;
+use crate::tenant::{IDS_PER_STATEMENT, SqlTenantTx};
 
 /// A wrapped data key and its clear value, cached by tenant and version.
 type CachedKey = (Vec<u8>, Arc<DataKey>);
@@ -250,6 +251,22 @@ impl SqlTenantTx {
             .iter()
             .map(|row| decode(row, &keys))
             .collect()
+    }
+
+    /// The rows of a [`crate::tenant::by_ids!`] statement for `ids`, in
+    /// batches of [`IDS_PER_STATEMENT`], decoded with the tenant's keys.
+    pub(crate) async fn fetch_all_sealed_by_ids<T>(
+        &mut self,
+        sql: &'static str,
+        ids: &[Uuid],
+        decode: Decode<T>,
+    ) -> Result<Vec<T>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(IDS_PER_STATEMENT) {
+            let query = self.q_ids(sql, batch);
+            found.extend(self.fetch_all_sealed(query, decode).await?);
+        }
+        Ok(found)
     }
 
     /// Runs `query` and decodes the row, if any, with the tenant's keys.

@@ -200,40 +200,31 @@ impl Retriever {
             .map(ChunkId::from_uuid)
             .collect();
         let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
-        let mut memories: HashMap<MemoryId, Memory> = if memory_ids.is_empty() {
-            HashMap::new()
-        } else {
-            tx.memories()
-                .memories_by_ids(&memory_ids)
-                .await?
-                .into_iter()
-                .map(|memory| (memory.id, memory))
-                .collect()
-        };
-        let mut chunks: HashMap<ChunkId, StoredChunk> = if chunk_ids.is_empty() {
-            HashMap::new()
-        } else {
-            tx.documents()
-                .chunks_by_ids(&chunk_ids)
-                .await?
-                .into_iter()
-                .map(|chunk| (chunk.id, chunk))
-                .collect()
-        };
+        let mut memories: HashMap<MemoryId, Memory> = tx
+            .memories()
+            .memories_by_ids(&memory_ids)
+            .await?
+            .into_iter()
+            .map(|memory| (memory.id, memory))
+            .collect();
+        let mut chunks: HashMap<ChunkId, StoredChunk> = tx
+            .documents()
+            .chunks_by_ids(&chunk_ids)
+            .await?
+            .into_iter()
+            .map(|chunk| (chunk.id, chunk))
+            .collect();
         let mut document_ids: Vec<DocumentId> =
             chunks.values().map(|chunk| chunk.document_id).collect();
         document_ids.sort_unstable();
         document_ids.dedup();
-        let documents: HashMap<DocumentId, Document> = if document_ids.is_empty() {
-            HashMap::new()
-        } else {
-            tx.documents()
-                .documents_by_ids(&document_ids)
-                .await?
-                .into_iter()
-                .map(|document| (document.id, document))
-                .collect()
-        };
+        let documents: HashMap<DocumentId, Document> = tx
+            .documents()
+            .documents_by_ids(&document_ids)
+            .await?
+            .into_iter()
+            .map(|document| (document.id, document))
+            .collect();
         let mut recall = Recall::default();
         for candidate in hits {
             let (key, relevance) = (candidate.key, candidate.score);

@@ -418,7 +418,7 @@ pub trait MemoryRepo: Send {
     /// content hash exists.
     async fn insert_memory(&mut self, memory: &Memory) -> Result<bool>;
     async fn memory(&mut self, id: MemoryId) -> Result<Option<Memory>>;
-    /// Those of `ids` that exist, in no particular order.
+    /// Those of `ids` that exist, in no particular order (none asked: no statement).
     async fn memories_by_ids(&mut self, ids: &[MemoryId]) -> Result<Vec<Memory>>;
     async fn memory_by_hash(&mut self, content_hash: &str) -> Result<Option<Memory>>;
     /// In id order, after `after`.
@@ -441,7 +441,7 @@ pub trait DocumentRepo: Send {
     async fn insert_document(&mut self, document: &Document) -> Result<()>;
     async fn insert_chunk(&mut self, chunk: &StoredChunk) -> Result<()>;
     async fn document(&mut self, id: DocumentId) -> Result<Option<Document>>;
-    /// Those of `ids` that exist, in no particular order.
+    /// Those of `ids` that exist, in no particular order (none asked: no statement).
     async fn documents_by_ids(&mut self, ids: &[DocumentId]) -> Result<Vec<Document>>;
     /// In id order, after `after`.
     async fn list_documents(
@@ -452,7 +452,7 @@ pub trait DocumentRepo: Send {
     /// Deletes the document and its chunks.
     async fn delete_document(&mut self, id: DocumentId) -> Result<bool>;
     async fn chunk(&mut self, id: ChunkId) -> Result<Option<StoredChunk>>;
-    /// Those of `ids` that exist, in no particular order.
+    /// Those of `ids` that exist, in no particular order (none asked: no statement).
     async fn chunks_by_ids(&mut self, ids: &[ChunkId]) -> Result<Vec<StoredChunk>>;
     /// A document's chunks in order.
     async fn chunks_of(&mut self, document: DocumentId) -> Result<Vec<StoredChunk>>;

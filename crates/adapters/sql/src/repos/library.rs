@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::conn::Row;
 use crate::content::{KeyRing, Slot};
 use crate::rows;
-use crate::tenant::{IDS_PER_STATEMENT, SqlTenantTx, by_ids};
+use crate::tenant::{SqlTenantTx, by_ids};
 
 fn document(row: &Row) -> Result<Document> {
     let roles: Vec<String> = serde_json::from_str(&row.get::<String>("access_roles")?)
@@ -120,15 +120,10 @@ impl DocumentRepo for SqlTenantTx {
     }
 
     async fn documents_by_ids(&mut self, ids: &[DocumentId]) -> Result<Vec<Document>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(IDS_PER_STATEMENT) {
-            let batch: Vec<Uuid> = batch.iter().map(|id| id.as_uuid()).collect();
-            let q = self.q_ids(by_ids!("documents"), &batch);
-            for row in self.tx.fetch_all(q).await? {
-                found.push(document(&row)?);
-            }
-        }
-        Ok(found)
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        // Documents hold no sealed content; the keys go unused.
+        self.fetch_all_sealed_by_ids(by_ids!("documents"), &ids, |row, _| document(row))
+            .await
     }
 
     async fn list_documents(
@@ -163,13 +158,9 @@ impl DocumentRepo for SqlTenantTx {
     }
 
     async fn chunks_by_ids(&mut self, ids: &[ChunkId]) -> Result<Vec<StoredChunk>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(IDS_PER_STATEMENT) {
-            let batch: Vec<Uuid> = batch.iter().map(|id| id.as_uuid()).collect();
-            let q = self.q_ids(by_ids!("document_chunks"), &batch);
-            found.extend(self.fetch_all_sealed(q, chunk).await?);
-        }
-        Ok(found)
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        self.fetch_all_sealed_by_ids(by_ids!("document_chunks"), &ids, chunk)
+            .await
     }
 
     async fn chunks_of(&mut self, document: DocumentId) -> Result<Vec<StoredChunk>> {

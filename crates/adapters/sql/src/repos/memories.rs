@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::conn::Row;
 use crate::content::{KeyRing, Slot};
 use crate::rows;
-use crate::tenant::{IDS_PER_STATEMENT, SqlTenantTx, by_ids};
+use crate::tenant::{SqlTenantTx, by_ids};
 
 fn stored(column: &str, error: Error) -> Error {
     Error::internal(format!("stored memory {column} is invalid: {error}"))
@@ -90,13 +90,9 @@ impl MemoryRepo for SqlTenantTx {
     }
 
     async fn memories_by_ids(&mut self, ids: &[MemoryId]) -> Result<Vec<Memory>> {
-        let mut found = Vec::with_capacity(ids.len());
-        for batch in ids.chunks(IDS_PER_STATEMENT) {
-            let batch: Vec<Uuid> = batch.iter().map(|id| id.as_uuid()).collect();
-            let q = self.q_ids(by_ids!("memories"), &batch);
-            found.extend(self.fetch_all_sealed(q, memory).await?);
-        }
-        Ok(found)
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        self.fetch_all_sealed_by_ids(by_ids!("memories"), &ids, memory)
+            .await
     }
 
     async fn memory_by_hash(&mut self, content_hash: &str) -> Result<Option<Memory>> {

@@ -9,11 +9,15 @@
 # Results go to stdout; docs/benchmarks.md records a run.
 #
 #   cargo build --release -p karen -p karen-bench && bench/chat-completions.sh
+#
+# RATES, SECONDS_PER_RUN and HARD_BUDGET (1: a tenant budget that never binds,
+# so every call reserves; 0: none) change what runs.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-10}
 RATES=${RATES:-"500 1000 2000"}
+HARD_BUDGET=${HARD_BUDGET:-1}
 BODY='{"model":"fake-echo","messages":[{"role":"user","content":"hello there"}]}'
 STREAM_BODY='{"model":"fake-echo","messages":[{"role":"user","content":"hello there"}],"stream":true}'
 EMBED_BODY='{"model":"fake-embed","input":["hello there","general kenobi"]}'
@@ -29,9 +33,12 @@ run() {
   start_karen "$dir" "$@"
   bench_tenant '["chat:write","embeddings:create"]'
   # A budget that never binds: it is checked (and reserved against) on every call.
-  curl -sf -XPOST "$BASE/v1/budgets" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
-    -d '{"scope":"tenant","metric":"tokens","period":"month","limit":1000000000000,"enforcement":"hard"}' >/dev/null
-  echo "== $label"
+  # HARD_BUDGET=0 leaves it out (no hard budget applies: nothing is reserved).
+  if [ "$HARD_BUDGET" = 1 ]; then
+    curl -sf -XPOST "$BASE/v1/budgets" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
+      -d '{"scope":"tenant","metric":"tokens","period":"month","limit":1000000000000,"enforcement":"hard"}' >/dev/null
+  fi
+  echo "== $label (hard budget: $HARD_BUDGET)"
   for rate in $RATES; do
     load --rate "$rate" --connections 256 --body "$BODY" --token sk-bench --label "direct  rate $rate" "$UPSTREAM/chat/completions"
     load --rate "$rate" --connections 256 --body "$BODY" --token "$KEY" --label "karen   rate $rate" "$BASE/v1/chat/completions"

@@ -33,6 +33,8 @@ pub enum Topic {
     Routes,
     /// Which embedding model serves the tenant's searches (re-embedding jobs).
     Embedding,
+    /// The tenant's budgets (which calls must reserve before they run).
+    Budgets,
 }
 
 impl Topic {
@@ -41,6 +43,7 @@ impl Topic {
             Topic::Access => "access",
             Topic::Routes => "routes",
             Topic::Embedding => "embedding",
+            Topic::Budgets => "budgets",
         }
     }
 

@@ -140,6 +140,12 @@ impl Deps {
             .map(drop)
     }
 
+    /// Marks the tenant's cached budgets stale on every replica (a new hard
+    /// budget binds from the next call).
+    pub(crate) async fn budgets_changed(&self, tenant: karen_domain::TenantId) {
+        cache::invalidate(self.counters.as_ref(), tenant, cache::Topic::Budgets).await;
+    }
+
     /// Marks the tenant's cached model routes stale on every replica.
     pub(crate) async fn routes_changed(&self, tenant: karen_domain::TenantId) {
         cache::invalidate(self.counters.as_ref(), tenant, cache::Topic::Routes).await;

@@ -112,6 +112,7 @@ impl SystemReason {
             SystemReason::Indexing => "indexing",
             SystemReason::AuditForwarding => "audit_forwarding",
             SystemReason::Retention => "retention",
+            SystemReason::Metering => "metering",
         }
     }
 }

@@ -107,6 +107,8 @@ pub enum SystemReason {
     AuditForwarding,
     /// Deleting data older than the tenant's retention policy.
     Retention,
+    /// Writing the usage records of settled model calls (the usage writer).
+    Metering,
 }
 
 /// Who performed an action (recorded in the audit trail).

@@ -423,6 +423,8 @@ impl Karen {
         if let Some(metrics_server) = metrics_server {
             let _ = metrics_server.await;
         }
+        // The usage of calls answered during the drain is committed before the pool closes.
+        self.services.assistant.stop_metering().await;
         self.store.close().await;
         Ok(())
     }

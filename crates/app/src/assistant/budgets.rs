@@ -17,17 +17,23 @@ use karen_domain::permission::Permission;
 use karen_domain::ports::{Reservation, TenantTx};
 use karen_domain::{
     ApiKeyId, BudgetId, ConversationId, Error, ReservationId, Result, Subject, SystemReason,
-    TenantContext, TenantScope, UsageId, UserId,
+    TenantContext, TenantId, TenantScope, UsageId, UserId,
 };
 use time::OffsetDateTime;
 
+use super::meter::UsageWriter;
 use crate::Deps;
+use crate::cache::{EpochCache, Topic};
 
 /// The largest budget limit accepted (keeps every budget computation far from overflow).
 pub const MAX_BUDGET_LIMIT: i64 = 1_000_000_000_000_000;
 
 /// Completion tokens reserved when a request sets no `max_tokens`.
 pub const DEFAULT_COMPLETION_ALLOWANCE: u32 = 4096;
+/// Tenants whose budgets are kept in memory, at most.
+const BUDGET_CACHE_TENANTS: usize = 10_000;
+/// How long a tenant's budgets are kept (bounds staleness if an epoch bump is lost).
+const BUDGET_CACHE_TTL: Duration = Duration::from_secs(30);
 /// How long a reservation may stay unsettled before it counts as an interrupted call.
 pub(crate) const RESERVATION_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -54,7 +60,8 @@ pub struct BudgetStatus {
 /// What a call may do, granted by [`BudgetGuard::reserve`].
 #[derive(Debug, Clone)]
 pub(crate) struct Grant {
-    pub reservation: ReservationId,
+    /// `None` when no hard budget applies to the caller (nothing was reserved).
+    pub reservation: Option<ReservationId>,
     /// The most completion tokens the hard budgets still allow (`None`: no hard budget applies).
     pub completion_allowance: Option<u32>,
 }
@@ -83,10 +90,14 @@ pub(crate) struct CallPlan<'a> {
     pub generates: bool,
 }
 
-/// Reserves and settles budget around model calls.
+/// Reserves and settles budget around model calls (one per process: it
+/// holds the budget cache and the usage writer).
 #[derive(Clone)]
 pub(crate) struct BudgetGuard {
     deps: Arc<Deps>,
+    /// Each tenant's budgets, filed under the tenant's `budgets` epoch.
+    budgets: Arc<EpochCache<TenantId, Arc<Vec<Budget>>>>,
+    writer: UsageWriter,
 }
 
 fn subject_of(ctx: &TenantContext) -> (UserId, Option<ApiKeyId>) {
@@ -105,20 +116,47 @@ fn until(now: OffsetDateTime, at: OffsetDateTime) -> Duration {
 }
 
 impl BudgetGuard {
-    pub(crate) fn new(deps: Arc<Deps>) -> Self {
-        Self { deps }
+    /// The guard and its usage writer task (needs a Tokio runtime).
+    pub(crate) fn start(deps: Arc<Deps>) -> Self {
+        Self {
+            budgets: Arc::new(EpochCache::new(
+                "budgets",
+                Topic::Budgets,
+                BUDGET_CACHE_TENANTS,
+                BUDGET_CACHE_TTL,
+            )),
+            writer: UsageWriter::start(deps.clone()),
+            deps,
+        }
     }
 
     /// Checks the hard limits and writes the reservation; `budget_exceeded`
     /// (naming the limit and when it resets) if the prompt alone does not fit.
+    /// A caller no hard budget applies to reserves nothing (a budget created
+    /// later binds from the next call: creating one bumps the cache's epoch).
     pub(crate) async fn reserve(&self, plan: CallPlan<'_>) -> Result<Grant> {
-        let now = self.deps.clock.now();
         let (user, key) = subject_of(plan.ctx);
+        let applicable = self.applicable(plan.ctx, user, key).await?;
+        if applicable.is_empty() {
+            return Ok(Grant {
+                reservation: None,
+                completion_allowance: None,
+            });
+        }
+        if !applicable
+            .iter()
+            .any(|b| matches!(b.enforcement, Enforcement::Hard))
+        {
+            self.warn_soft(&plan, &applicable).await?;
+            return Ok(Grant {
+                reservation: None,
+                completion_allowance: None,
+            });
+        }
+        let now = self.deps.clock.now();
         let mut tx = self.deps.store.tenant(plan.ctx.scope()).await?;
         let budgets = tx.budgets().lock_applicable(user, key, now).await?;
         let prices = &self.deps.assistant;
-        let prompt_cost = prices.cost_micros(plan.model, plan.prompt_tokens, 0);
-        let per_completion_token = prices.cost_micros(plan.model, 0, 1000);
         // The most completion tokens every hard budget still allows (None: no hard budget applies).
         let mut budget_cap: Option<u32> = None;
         for budget in &budgets {
@@ -127,49 +165,8 @@ impl BudgetGuard {
                 .budgets()
                 .consumption(budget.scope, budget.metric, from, next)
                 .await?;
-            let remaining = budget.limit - used;
-            let (needed, fits) = match budget.metric {
-                // Only the input counts: it fits if it stays within the limit.
-                BudgetMetric::Tokens if !plan.generates => {
-                    let prompt = i64::from(plan.prompt_tokens);
-                    (prompt, remaining - prompt + 1)
-                }
-                BudgetMetric::CostMicros if !plan.generates => {
-                    (prompt_cost, remaining - prompt_cost + 1)
-                }
-                BudgetMetric::Tokens => {
-                    let prompt = i64::from(plan.prompt_tokens);
-                    (prompt, remaining - prompt)
-                }
-                BudgetMetric::CostMicros if per_completion_token > 0 => (
-                    prompt_cost,
-                    i64::try_from(
-                        (i128::from(remaining) - i128::from(prompt_cost)) * 1000
-                            / i128::from(per_completion_token),
-                    )
-                    .unwrap_or(i64::MAX),
-                ),
-                // Completion is free under this price table: only the prompt's cost matters.
-                BudgetMetric::CostMicros => (prompt_cost, i64::from(u32::MAX)),
-            };
-            match budget.enforcement {
-                Enforcement::Hard if fits < 1 => {
-                    crate::telemetry::budget_rejected(budget.scope);
-                    return Err(Error::BudgetExceeded {
-                        limit: budget.describe(),
-                        resets_at: next,
-                        retry_after: until(now, next),
-                    });
-                }
-                Enforcement::Hard => {
-                    let fits = u32::try_from(fits).unwrap_or(u32::MAX);
-                    budget_cap = Some(budget_cap.map_or(fits, |cap| cap.min(fits)));
-                }
-                Enforcement::Soft if used + needed > budget.limit => {
-                    tracing::warn!(tenant_id = %plan.ctx.tenant_id(), budget_id = %budget.id, used, limit = budget.limit,
-                        "soft budget exceeded");
-                }
-                Enforcement::Soft => {}
+            if let Some(fits) = self.assess(&plan, budget, used, now)? {
+                budget_cap = Some(budget_cap.map_or(fits, |cap| cap.min(fits)));
             }
         }
         let reserved_completion = if plan.generates {
@@ -196,10 +193,112 @@ impl BudgetGuard {
         tx.budgets().insert_reservation(&reservation).await?;
         tx.commit().await?;
         Ok(Grant {
-            reservation: reservation.id,
+            reservation: Some(reservation.id),
             // What the call may produce is what was reserved, not what the budget could hold.
             completion_allowance: budget_cap.map(|_| reserved_completion),
         })
+    }
+
+    /// The tenant's budgets that apply to `user` (through `key`), from the cache.
+    async fn applicable(
+        &self,
+        ctx: &TenantContext,
+        user: UserId,
+        key: Option<ApiKeyId>,
+    ) -> Result<Vec<Budget>> {
+        let tenant = ctx.tenant_id();
+        let all = self
+            .budgets
+            .get_or_load(self.deps.counters.as_ref(), tenant, tenant, || async {
+                let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
+                let budgets = tx.budgets().list_budgets().await?;
+                tx.commit().await?;
+                Ok::<_, Error>(Arc::new(budgets))
+            })
+            .await?;
+        Ok(all
+            .iter()
+            .filter(|b| match b.scope {
+                BudgetScope::Tenant => true,
+                BudgetScope::User(subject) => subject == user,
+                BudgetScope::ApiKey(subject) => Some(subject) == key,
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Only soft budgets apply: nothing to hold back, but a call over one is logged.
+    async fn warn_soft(&self, plan: &CallPlan<'_>, budgets: &[Budget]) -> Result<()> {
+        let now = self.deps.clock.now();
+        let mut tx = self.deps.store.tenant_read(plan.ctx.scope()).await?;
+        for budget in budgets {
+            let (from, next) = budget.period.window(now);
+            let used = tx
+                .budgets()
+                .consumption(budget.scope, budget.metric, from, next)
+                .await?;
+            self.assess(plan, budget, used, now)?;
+        }
+        tx.commit().await
+    }
+
+    /// Compares what `budget` has `used` with what the call needs: for a hard
+    /// budget the completion tokens it still allows (`budget_exceeded` if not
+    /// even the prompt fits), for a soft one `None` (and a warning when over).
+    fn assess(
+        &self,
+        plan: &CallPlan<'_>,
+        budget: &Budget,
+        used: i64,
+        now: OffsetDateTime,
+    ) -> Result<Option<u32>> {
+        let prices = &self.deps.assistant;
+        let prompt_cost = prices.cost_micros(plan.model, plan.prompt_tokens, 0);
+        let per_completion_token = prices.cost_micros(plan.model, 0, 1000);
+        let remaining = budget.limit - used;
+        let (needed, fits) = match budget.metric {
+            // Only the input counts: it fits if it stays within the limit.
+            BudgetMetric::Tokens if !plan.generates => {
+                let prompt = i64::from(plan.prompt_tokens);
+                (prompt, remaining - prompt + 1)
+            }
+            BudgetMetric::CostMicros if !plan.generates => {
+                (prompt_cost, remaining - prompt_cost + 1)
+            }
+            BudgetMetric::Tokens => {
+                let prompt = i64::from(plan.prompt_tokens);
+                (prompt, remaining - prompt)
+            }
+            BudgetMetric::CostMicros if per_completion_token > 0 => (
+                prompt_cost,
+                i64::try_from(
+                    (i128::from(remaining) - i128::from(prompt_cost)) * 1000
+                        / i128::from(per_completion_token),
+                )
+                .unwrap_or(i64::MAX),
+            ),
+            // Completion is free under this price table: only the prompt's cost matters.
+            BudgetMetric::CostMicros => (prompt_cost, i64::from(u32::MAX)),
+        };
+        match budget.enforcement {
+            Enforcement::Hard if fits < 1 => {
+                crate::telemetry::budget_rejected(budget.scope);
+                let (_, next) = budget.period.window(now);
+                Err(Error::BudgetExceeded {
+                    limit: budget.describe(),
+                    resets_at: next,
+                    retry_after: until(now, next),
+                })
+            }
+            Enforcement::Hard => Ok(Some(u32::try_from(fits).unwrap_or(u32::MAX))),
+            Enforcement::Soft => {
+                if used + needed > budget.limit {
+                    tracing::warn!(tenant_id = %plan.ctx.tenant_id(), budget_id = %budget.id, used, limit = budget.limit,
+                        "soft budget exceeded");
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// Replaces the reservation with the call's usage record (in `tx`, with
@@ -209,7 +308,10 @@ impl BudgetGuard {
         grant: &Grant,
         record: &UsageRecord,
     ) -> Result<()> {
-        if tx.budgets().delete_reservation(grant.reservation).await? {
+        let Some(reservation) = grant.reservation else {
+            return tx.usage().insert_usage(record).await;
+        };
+        if tx.budgets().delete_reservation(reservation).await? {
             tx.usage().insert_usage(record).await
         } else {
             // The reservation outlived its time to live and was already turned
@@ -219,11 +321,25 @@ impl BudgetGuard {
         }
     }
 
+    /// Replaces the reservation with the call's usage record through the usage
+    /// writer (for calls that store nothing else); returns once committed.
+    pub(crate) async fn settle_alone(&self, grant: &Grant, record: UsageRecord) -> Result<()> {
+        self.writer.write(grant.reservation, record).await
+    }
+
     /// Removes a reservation whose call never reached a provider.
     pub(crate) async fn release(&self, ctx: &TenantContext, grant: &Grant) -> Result<()> {
+        let Some(reservation) = grant.reservation else {
+            return Ok(());
+        };
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        tx.budgets().delete_reservation(grant.reservation).await?;
+        tx.budgets().delete_reservation(reservation).await?;
         tx.commit().await
+    }
+
+    /// Stops the usage writer after committing what it holds (on shutdown).
+    pub(crate) async fn stop(&self) {
+        self.writer.stop().await;
     }
 }
 
@@ -365,6 +481,7 @@ impl BudgetService {
             .audit(&mut *tx, ctx.scope().actor(), audit)
             .await?;
         tx.commit().await?;
+        self.deps.budgets_changed(ctx.tenant_id()).await;
         Ok(budget)
     }
 
@@ -379,7 +496,9 @@ impl BudgetService {
         self.deps
             .audit(&mut *tx, ctx.scope().actor(), audit)
             .await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.deps.budgets_changed(ctx.tenant_id()).await;
+        Ok(())
     }
 
     /// Settles reservations left by calls that never finished (after a crash),

@@ -78,9 +78,9 @@ struct Missing {
 }
 
 impl EmbeddingService {
-    pub(crate) fn new(deps: Arc<Deps>) -> Self {
+    pub(crate) fn new(deps: Arc<Deps>, guard: BudgetGuard) -> Self {
         Self {
-            guard: BudgetGuard::new(deps.clone()),
+            guard,
             deps,
         }
     }

@@ -51,9 +51,14 @@ pub(crate) struct MemoryWriter {
 }
 
 impl MemoryWriter {
-    pub(crate) fn new(deps: Arc<Deps>, memories: MemoryService, retriever: Retriever) -> Self {
+    pub(crate) fn new(
+        deps: Arc<Deps>,
+        memories: MemoryService,
+        retriever: Retriever,
+        guard: BudgetGuard,
+    ) -> Self {
         Self {
-            guard: BudgetGuard::new(deps.clone()),
+            guard,
             deps,
             memories,
             retriever,

@@ -87,15 +87,16 @@ struct Planned {
 }
 
 impl GatewayService {
-    pub(crate) fn new(deps: Arc<Deps>, memory: &MemoryServices) -> Self {
+    pub(crate) fn new(deps: Arc<Deps>, memory: &MemoryServices, guard: BudgetGuard) -> Self {
         Self {
-            guard: BudgetGuard::new(deps.clone()),
             retriever: memory.retriever.clone(),
             writer: MemoryWriter::new(
                 deps.clone(),
                 memory.memories.clone(),
                 memory.retriever.clone(),
+                guard.clone(),
             ),
+            guard,
             deps,
         }
     }
@@ -230,7 +231,7 @@ impl GatewayService {
         })
     }
 
-    /// Replaces the reservation with the call's usage record.
+    /// Replaces the reservation with the call's usage record (group-committed).
     async fn settle(
         &self,
         ctx: &TenantContext,
@@ -250,9 +251,7 @@ impl GatewayService {
             status,
             started,
         );
-        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        BudgetGuard::settle(&mut *tx, &planned.grant, &record).await?;
-        tx.commit().await
+        self.guard.settle_alone(&planned.grant, record).await
     }
 
     /// One whole completion, metered before it is returned.

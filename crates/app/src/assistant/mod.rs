@@ -6,6 +6,7 @@ mod conversations;
 mod embeddings;
 mod extraction;
 mod gateway;
+mod meter;
 mod personas;
 mod providers;
 mod turn;
@@ -82,16 +83,19 @@ pub struct AssistantServices {
     pub usage: UsageService,
     pub budgets: BudgetService,
     pub providers: ProviderService,
+    guard: budgets::BudgetGuard,
 }
 
 impl AssistantServices {
     pub(crate) fn new(deps: Arc<Deps>, memory: &crate::memory::MemoryServices) -> Self {
+        let guard = budgets::BudgetGuard::start(deps.clone());
         Self {
             conversations: ConversationService::new(deps.clone()),
             personas: PersonaService::new(deps.clone()),
-            chat: ChatService::new(deps.clone(), memory),
-            gateway: GatewayService::new(deps.clone(), memory),
-            embeddings: EmbeddingService::new(deps.clone()),
+            chat: ChatService::new(deps.clone(), memory, guard.clone()),
+            gateway: GatewayService::new(deps.clone(), memory, guard.clone()),
+            embeddings: EmbeddingService::new(deps.clone(), guard.clone()),
+            guard,
             usage: UsageService::new(deps.clone()),
             budgets: BudgetService::new(deps.clone()),
             providers: ProviderService::new(deps),
@@ -100,6 +104,12 @@ impl AssistantServices {
 }
 
 impl AssistantServices {
+    /// Commits the usage of calls still queued and stops the usage writer
+    /// (on shutdown, after in-flight requests finished).
+    pub async fn stop_metering(&self) {
+        self.guard.stop().await;
+    }
+
     /// What the OpenAI-compatible `GET /v1/models` lists: the chat models and
     /// aliases (with `chat:write`), then the embedding models (with
     /// `embeddings:create`); `permission_denied` with neither.

@@ -164,15 +164,16 @@ pub(crate) fn upstream_error(error: &LlmError) -> Error {
 }
 
 impl ChatService {
-    pub(crate) fn new(deps: Arc<Deps>, memory: &MemoryServices) -> Self {
+    pub(crate) fn new(deps: Arc<Deps>, memory: &MemoryServices, guard: BudgetGuard) -> Self {
         Self {
-            guard: BudgetGuard::new(deps.clone()),
             retriever: memory.retriever.clone(),
             writer: MemoryWriter::new(
                 deps.clone(),
                 memory.memories.clone(),
                 memory.retriever.clone(),
+                guard.clone(),
             ),
+            guard,
             deps,
         }
     }

@@ -321,6 +321,9 @@ pub struct ModelUsage {
 #[async_trait]
 pub trait UsageRepo: Send {
     async fn insert_usage(&mut self, record: &UsageRecord) -> Result<()>;
+    /// Inserts many records at once, with the daily aggregates summed per key
+    /// (what the usage writer commits for a batch of calls).
+    async fn insert_usage_batch(&mut self, records: &[UsageRecord]) -> Result<()>;
     /// Records matching `filter`, oldest first, after `after`, at most `limit`.
     async fn list_usage(
         &mut self,
@@ -378,6 +381,8 @@ pub trait BudgetRepo: Send {
     async fn insert_reservation(&mut self, reservation: &Reservation) -> Result<()>;
     /// Removes a reservation; `false` if it was already settled or reconciled.
     async fn delete_reservation(&mut self, id: ReservationId) -> Result<bool>;
+    /// Removes many reservations; returns those that were still there.
+    async fn delete_reservations(&mut self, ids: &[ReservationId]) -> Result<Vec<ReservationId>>;
     /// Reservations that expired before `at` (their calls never settled).
     async fn expired_reservations(&mut self, at: OffsetDateTime) -> Result<Vec<Reservation>>;
 }

@@ -42,6 +42,7 @@ mod insights;
 mod isolation;
 mod llm;
 mod memory;
+mod metering;
 mod metrics;
 mod mfa;
 mod migrations;

@@ -8,6 +8,7 @@ use karen_domain::{ApiKeyId, BudgetId, ConversationId, ReservationId, Result, Te
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::batch::{MAX_ROWS, statement};
 use crate::conn::Row;
 use crate::rows;
 use crate::tenant::SqlTenantTx;
@@ -168,6 +169,26 @@ impl BudgetRepo for SqlTenantTx {
             .q("DELETE FROM usage_reservations WHERE tenant_id = $1 AND id = $2")
             .bind(id.as_uuid());
         Ok(self.tx.execute(q).await? > 0)
+    }
+
+    async fn delete_reservations(&mut self, ids: &[ReservationId]) -> Result<Vec<ReservationId>> {
+        let mut deleted = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_ROWS) {
+            let sql = statement(
+                "DELETE FROM usage_reservations WHERE tenant_id = $1 AND id IN (",
+                0,
+                chunk.len(),
+                ") RETURNING id",
+            );
+            let mut q = self.q(sql);
+            for id in chunk {
+                q = q.bind(id.as_uuid());
+            }
+            for row in self.tx.fetch_all(q).await? {
+                deleted.push(ReservationId::from_uuid(row.get("id")?));
+            }
+        }
+        Ok(deleted)
     }
 
     async fn expired_reservations(&mut self, at: OffsetDateTime) -> Result<Vec<Reservation>> {

@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod audit;
+mod batch;
 mod budgets;
 mod conversations;
 mod embedding_jobs;

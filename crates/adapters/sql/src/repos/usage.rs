@@ -1,5 +1,7 @@
 //! Usage records.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use karen_domain::chat::{UsageRecord, UsageStatus};
 use karen_domain::clock::to_millis;
@@ -7,6 +9,7 @@ use karen_domain::ports::{ModelUsage, UsageFilter, UsageRepo, UsageTotals};
 use karen_domain::{ApiKeyId, ConversationId, Result, TenantId, UsageId, UserId};
 use uuid::Uuid;
 
+use super::batch::{MAX_ROWS, statement};
 use crate::conn::{Query, Row};
 use crate::rows;
 use crate::tenant::SqlTenantTx;
@@ -48,32 +51,10 @@ fn bind_filter(q: Query, filter: &UsageFilter) -> Query {
 /// Milliseconds in a day: aggregates are keyed by UTC midnight.
 const DAY_MS: i64 = 86_400_000;
 
-fn i32_of(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
-}
-
-#[async_trait]
-impl UsageRepo for SqlTenantTx {
-    async fn insert_usage(&mut self, r: &UsageRecord) -> Result<()> {
-        let q = self
-            .q("INSERT INTO usage_records (tenant_id, id, user_id, api_key_id, conversation_id, provider, model, \
-                prompt_tokens, completion_tokens, counted_locally, latency_ms, status, cost_micros, created_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)")
-            .bind(r.id.as_uuid())
-            .bind(r.user_id.map(|u| u.as_uuid()))
-            .bind(r.api_key_id.map(|k| k.as_uuid()))
-            .bind(r.conversation_id.map(|c| c.as_uuid()))
-            .bind(r.provider.as_str())
-            .bind(r.model.as_str())
-            .bind(i32_of(r.prompt_tokens))
-            .bind(i32_of(r.completion_tokens))
-            .bind(r.counted_locally)
-            .bind(i32_of(r.latency_ms))
-            .bind(r.status.as_str())
-            .bind(r.cost_micros)
-            .bind(to_millis(r.created_at));
-        self.tx.execute(q).await?;
-        // Keep the daily sums (what budgets read) in step, in this transaction.
+/// Tokens and cost per (scope, subject, UTC day) of `records`.
+fn daily_sums(records: &[UsageRecord]) -> BTreeMap<(&'static str, Uuid, i64), (i64, i64)> {
+    let mut sums = BTreeMap::new();
+    for r in records {
         let day = to_millis(r.created_at).div_euclid(DAY_MS) * DAY_MS;
         let tokens = i64::from(r.prompt_tokens) + i64::from(r.completion_tokens);
         let scopes = [
@@ -82,16 +63,70 @@ impl UsageRepo for SqlTenantTx {
             r.api_key_id.map(|k| ("api_key", k.as_uuid())),
         ];
         for (scope, subject) in scopes.into_iter().flatten() {
-            let q = self
-                .q("INSERT INTO usage_aggregates (tenant_id, scope, subject_id, day, tokens, cost_micros) \
-                    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, scope, subject_id, day) DO UPDATE SET \
-                    tokens = usage_aggregates.tokens + excluded.tokens, \
-                    cost_micros = usage_aggregates.cost_micros + excluded.cost_micros")
-                .bind(scope)
-                .bind(subject)
-                .bind(day)
-                .bind(tokens)
-                .bind(r.cost_micros);
+            let sum: &mut (i64, i64) = sums.entry((scope, subject, day)).or_default();
+            sum.0 = sum.0.saturating_add(tokens);
+            sum.1 = sum.1.saturating_add(r.cost_micros);
+        }
+    }
+    sums
+}
+
+fn i32_of(value: u32) -> i32 {
+    i32::try_from(value).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl UsageRepo for SqlTenantTx {
+    async fn insert_usage(&mut self, r: &UsageRecord) -> Result<()> {
+        self.insert_usage_batch(std::slice::from_ref(r)).await
+    }
+
+    async fn insert_usage_batch(&mut self, records: &[UsageRecord]) -> Result<()> {
+        for chunk in records.chunks(MAX_ROWS) {
+            let sql = statement(
+                "INSERT INTO usage_records (tenant_id, id, user_id, api_key_id, conversation_id, provider, model, \
+                 prompt_tokens, completion_tokens, counted_locally, latency_ms, status, cost_micros, created_at) VALUES ",
+                13,
+                chunk.len(),
+                "",
+            );
+            let mut q = self.q(sql);
+            for r in chunk {
+                q = q
+                    .bind(r.id.as_uuid())
+                    .bind(r.user_id.map(|u| u.as_uuid()))
+                    .bind(r.api_key_id.map(|k| k.as_uuid()))
+                    .bind(r.conversation_id.map(|c| c.as_uuid()))
+                    .bind(r.provider.clone())
+                    .bind(r.model.clone())
+                    .bind(i32_of(r.prompt_tokens))
+                    .bind(i32_of(r.completion_tokens))
+                    .bind(r.counted_locally)
+                    .bind(i32_of(r.latency_ms))
+                    .bind(r.status.as_str())
+                    .bind(r.cost_micros)
+                    .bind(to_millis(r.created_at));
+            }
+            self.tx.execute(q).await?;
+        }
+        // Keep the daily sums (what budgets read) in step, in this transaction;
+        // summed per key first (one statement may not touch a row twice), and in
+        // key order, so that concurrent writers lock the rows in the same order.
+        let sums = daily_sums(records);
+        let sums: Vec<_> = sums.into_iter().collect();
+        for chunk in sums.chunks(MAX_ROWS) {
+            let sql = statement(
+                "INSERT INTO usage_aggregates (tenant_id, scope, subject_id, day, tokens, cost_micros) VALUES ",
+                5,
+                chunk.len(),
+                " ON CONFLICT (tenant_id, scope, subject_id, day) DO UPDATE SET \
+                 tokens = usage_aggregates.tokens + excluded.tokens, \
+                 cost_micros = usage_aggregates.cost_micros + excluded.cost_micros",
+            );
+            let mut q = self.q(sql);
+            for ((scope, subject, day), (tokens, cost)) in chunk {
+                q = q.bind(*scope).bind(*subject).bind(*day).bind(*tokens).bind(*cost);
+            }
             self.tx.execute(q).await?;
         }
         Ok(())

@@ -79,10 +79,7 @@ struct Missing {
 
 impl EmbeddingService {
     pub(crate) fn new(deps: Arc<Deps>, guard: BudgetGuard) -> Self {
-        Self {
-            guard,
-            deps,
-        }
+        Self { guard, deps }
     }
 
     /// The embedding models the tenant may use: its own providers' models,

@@ -65,10 +65,7 @@ impl UsageWriter {
             record,
             done,
         };
-        self.sender
-            .send(settlement)
-            .await
-            .map_err(|_| stopped())?;
+        self.sender.send(settlement).await.map_err(|_| stopped())?;
         acknowledged.await.map_err(|_| stopped())?
     }
 

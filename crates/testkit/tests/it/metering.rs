@@ -51,7 +51,10 @@ async fn concurrent_calls_are_each_recorded_exactly_once(backend: Backend) {
     let (calls, _) = usage(&app, token).await;
     assert_eq!(calls, 40);
     let usage_page = app.get("/v1/usage?limit=100", token).await;
-    let items = usage_page.expect(200).body["items"].as_array().unwrap().clone();
+    let items = usage_page.expect(200).body["items"]
+        .as_array()
+        .unwrap()
+        .clone();
     let mut ids: Vec<&str> = items.iter().map(|i| i["id"].as_str().unwrap()).collect();
     ids.sort_unstable();
     ids.dedup();

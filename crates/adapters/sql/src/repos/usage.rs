@@ -125,7 +125,12 @@ impl UsageRepo for SqlTenantTx {
             );
             let mut q = self.q(sql);
             for ((scope, subject, day), (tokens, cost)) in chunk {
-                q = q.bind(*scope).bind(*subject).bind(*day).bind(*tokens).bind(*cost);
+                q = q
+                    .bind(*scope)
+                    .bind(*subject)
+                    .bind(*day)
+                    .bind(*tokens)
+                    .bind(*cost);
             }
             self.tx.execute(q).await?;
         }

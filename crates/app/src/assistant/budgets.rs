@@ -124,7 +124,8 @@ impl BudgetGuard {
                 Topic::Budgets,
                 BUDGET_CACHE_TENANTS,
                 BUDGET_CACHE_TTL,
-            )),
+            )
+            .switched(deps.caching)),
             writer: UsageWriter::start(deps.clone()),
             deps,
         }

@@ -14,13 +14,19 @@ use karen_domain::audit::{
 };
 use karen_domain::clock::Clock;
 use karen_domain::permission::Permission;
-use karen_domain::ports::{AuditSigner, Store, TenantTx};
+use karen_domain::ports::{AuditRepo, AuditSigner, Store, TenantTx};
 use karen_domain::{Actor, Result, TenantContext, TenantId, TenantScope};
 use serde::Serialize;
 use serde_json::Value;
 
+mod platform;
+
 /// Metric of events appended.
 pub const EVENTS_METRIC: &str = "karen_audit_events_total";
+/// Metric of platform events that could not be written after their action.
+pub const PLATFORM_WRITE_FAILURES_METRIC: &str = "karen_audit_platform_write_failures_total";
+/// Metric of permission refusals whose audit event could not be written.
+pub const DENIAL_WRITE_FAILURES_METRIC: &str = "karen_audit_denial_write_failures_total";
 /// Metric of failed verifications.
 pub const VERIFICATION_FAILURES_METRIC: &str = "karen_audit_verification_failures_total";
 
@@ -42,7 +48,9 @@ pub async fn with_request<F: Future>(info: RequestInfo, future: F) -> F::Output 
     REQUEST.scope(info, future).await
 }
 
-fn current_request() -> RequestInfo {
+/// The request context events recorded now would carry (for work handed to
+/// another task, which replays it with [`with_request`]).
+pub(crate) fn current_request() -> RequestInfo {
     REQUEST.try_with(Clone::clone).unwrap_or_default()
 }
 
@@ -119,6 +127,9 @@ pub struct AuditTrail {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     signer: Option<Arc<dyn AuditSigner>>,
+    /// Public keys of earlier signing keys, by key id: their checkpoints
+    /// still verify after a rotation.
+    retired_keys: BTreeMap<String, Vec<u8>>,
     policy: AuditPolicy,
 }
 
@@ -167,6 +178,16 @@ fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool
 }
 
 const VERIFY_BATCH: i64 = 10_000;
+
+/// The chain being verified, read as `tx.audit()` whichever transaction
+/// (tenant or platform) holds it.
+struct ChainReader<'a>(&'a mut dyn AuditRepo);
+
+impl ChainReader<'_> {
+    fn audit(&mut self) -> &mut dyn AuditRepo {
+        &mut *self.0
+    }
+}
 
 /// The first erased field no erasure event accounts for: every erased field
 /// must belong to an erasure whose `user.erase` event declares exactly the
@@ -220,7 +241,27 @@ impl AuditTrail {
             store,
             clock,
             signer,
+            retired_keys: BTreeMap::new(),
             policy,
+        }
+    }
+
+    /// Also accepts checkpoints signed by these retired raw Ed25519 public
+    /// keys (a key rotation keeps the old checkpoints verifiable).
+    pub fn with_retired_keys(mut self, public_keys: Vec<Vec<u8>>) -> Self {
+        self.retired_keys = public_keys
+            .into_iter()
+            .map(|key| (karen_domain::audit::key_id_of(&key), key))
+            .collect();
+        self
+    }
+
+    /// The public key that checks signatures by `key_id`: the current
+    /// signing key's or a retired one's.
+    fn verifying_key(&self, key_id: &str) -> Option<&[u8]> {
+        match &self.signer {
+            Some(signer) if signer.key_id() == key_id => Some(signer.public_key()),
+            _ => self.retired_keys.get(key_id).map(Vec::as_slice),
         }
     }
 
@@ -244,6 +285,19 @@ impl AuditTrail {
         actor: Actor,
         record: Record,
     ) -> Result<AuditEvent> {
+        let chain = tx.tenant_id();
+        self.append(tx.audit(), chain, actor, record).await
+    }
+
+    /// Appends to `chain` (the tenant's, or the platform's) and signs a
+    /// checkpoint when the policy's count is reached.
+    async fn append(
+        &self,
+        chain: &mut dyn AuditRepo,
+        chain_id: TenantId,
+        actor: Actor,
+        record: Record,
+    ) -> Result<AuditEvent> {
         let info = current_request();
         let entry = AuditEntry {
             actor: ActorRecord::of(actor),
@@ -257,11 +311,11 @@ impl AuditTrail {
             diff: diff_text(record.before, record.after),
             at: self.clock.now(),
         };
-        let event = tx.audit().append_audit(entry).await?;
+        let event = chain.append_audit(entry).await?;
         metrics::counter!(EVENTS_METRIC).increment(1);
         let every = i64::try_from(self.policy.checkpoint_every).unwrap_or(0);
         if every > 0 && event.seq % every == 0 {
-            self.sign_in(tx, event.seq, event.hash).await?;
+            self.sign_in(chain, chain_id, event.seq, event.hash).await?;
         }
         Ok(event)
     }
@@ -282,14 +336,14 @@ impl AuditTrail {
 
     async fn sign_in(
         &self,
-        tx: &mut dyn TenantTx,
+        chain: &mut dyn AuditRepo,
+        tenant: TenantId,
         seq: i64,
         hash: [u8; 32],
     ) -> Result<Option<Checkpoint>> {
         let Some(signer) = &self.signer else {
             return Ok(None);
         };
-        let tenant = tx.tenant_id();
         let signed_at = self.clock.now();
         let message = checkpoint_message(tenant, seq, &hash, signed_at);
         let checkpoint = Checkpoint {
@@ -300,7 +354,7 @@ impl AuditTrail {
             key_id: signer.key_id().to_owned(),
             signature: signer.sign(&message),
         };
-        tx.audit().insert_checkpoint(&checkpoint).await?;
+        chain.insert_checkpoint(&checkpoint).await?;
         Ok(Some(checkpoint))
     }
 
@@ -321,7 +375,8 @@ impl AuditTrail {
         if existing.first().is_some_and(|c| c.seq == seq) {
             return Ok(true);
         }
-        Ok(self.sign_in(tx, seq, hash).await?.is_some())
+        let tenant = tx.tenant_id();
+        Ok(self.sign_in(tx.audit(), tenant, seq, hash).await?.is_some())
     }
 
     /// Signs a checkpoint of the tenant's newest event, unless the newest
@@ -331,16 +386,24 @@ impl AuditTrail {
             return Ok(None);
         }
         let mut tx = self.store.tenant(scope).await?;
-        let Some((seq, hash)) = tx.audit().audit_head().await? else {
+        let checkpoint = self.checkpoint_head(tx.audit(), scope.tenant_id()).await?;
+        tx.commit().await?;
+        Ok(checkpoint)
+    }
+
+    async fn checkpoint_head(
+        &self,
+        chain: &mut dyn AuditRepo,
+        chain_id: TenantId,
+    ) -> Result<Option<Checkpoint>> {
+        let Some((seq, hash)) = chain.audit_head().await? else {
             return Ok(None);
         };
-        let last = tx.audit().last_checkpoint().await?.map_or(0, |c| c.seq);
+        let last = chain.last_checkpoint().await?.map_or(0, |c| c.seq);
         if last >= seq {
             return Ok(None);
         }
-        let checkpoint = self.sign_in(&mut *tx, seq, hash).await?;
-        tx.commit().await?;
-        Ok(checkpoint)
+        self.sign_in(chain, chain_id, seq, hash).await
     }
 
     /// One page of the caller's tenant's events (the read is itself audited).
@@ -417,6 +480,18 @@ impl AuditTrail {
     pub async fn verify(&self, scope: TenantScope) -> Result<VerifyReport> {
         let tenant = scope.tenant_id();
         let mut tx = self.store.tenant_read(scope).await?;
+        let report = self.verify_chain(tx.audit(), tenant).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Verifies one chain (a tenant's or the platform's, hashed under `tenant`).
+    async fn verify_chain(
+        &self,
+        chain: &mut dyn AuditRepo,
+        tenant: TenantId,
+    ) -> Result<VerifyReport> {
+        let mut tx = ChainReader(chain);
         let mut checkpoints = Vec::new();
         let mut after = 0;
         loop {
@@ -442,27 +517,24 @@ impl AuditTrail {
             }
         };
         for checkpoint in &checkpoints {
-            let known = self
-                .signer
-                .as_ref()
-                .filter(|s| s.key_id() == checkpoint.key_id);
-            match known {
+            match self.verifying_key(&checkpoint.key_id) {
                 None => note(problem(
                     checkpoint.seq,
                     "unknown_key",
                     format!(
-                        "checkpoint at {} is signed by key {}, which is not the configured key",
+                        "checkpoint at {} is signed by key {}, which is neither the configured \
+                         key nor a retired one",
                         checkpoint.seq, checkpoint.key_id
                     ),
                 )),
-                Some(signer) => {
+                Some(public_key) => {
                     let message = checkpoint_message(
                         tenant,
                         checkpoint.seq,
                         &checkpoint.hash,
                         checkpoint.signed_at,
                     );
-                    if !verify_signature(signer.public_key(), &message, &checkpoint.signature) {
+                    if !verify_signature(public_key, &message, &checkpoint.signature) {
                         note(problem(
                             checkpoint.seq,
                             "bad_signature",
@@ -573,7 +645,6 @@ impl AuditTrail {
                 expected = Some((event.seq + 1, hash));
             }
         }
-        tx.commit().await?;
         if let Some(p) = undeclared_erasure(&erasures, &declarations, report.first_seq) {
             note(p);
         }

@@ -128,6 +128,34 @@ impl Deps {
         self.audit.record(tx, actor, record).await.map(drop)
     }
 
+    /// Appends an event to the platform chain in `tx`, the platform
+    /// transaction of the operator action.
+    pub(crate) async fn audit_platform(
+        &self,
+        tx: &mut dyn karen_domain::ports::PlatformTx,
+        actor: karen_domain::Actor,
+        record: audit::Record,
+    ) -> karen_domain::Result<()> {
+        self.audit
+            .record_platform(tx, actor, record)
+            .await
+            .map(drop)
+    }
+
+    /// Records a platform event after the action committed elsewhere (its
+    /// tenant's chain holds the action atomically): a failure is logged and
+    /// counted, never turned into an error of the finished action.
+    pub(crate) async fn audit_platform_after(
+        &self,
+        actor: karen_domain::Actor,
+        record: audit::Record,
+    ) {
+        if let Err(error) = self.audit.record_platform_alone(actor, record).await {
+            metrics::counter!(audit::PLATFORM_WRITE_FAILURES_METRIC).increment(1);
+            tracing::error!(%error, "could not record an operator action in the platform audit chain");
+        }
+    }
+
     /// Records a read of tenant content in a transaction of its own.
     pub(crate) async fn audit_read(
         &self,

@@ -186,14 +186,30 @@ impl RateLimitService {
     }
 
     /// Replaces a tenant's overrides (operator); empty limits remove them.
-    pub async fn set_overrides(&self, tenant: TenantId, overrides: RateLimits) -> Result<()> {
+    pub async fn set_overrides(
+        &self,
+        actor: karen_domain::Actor,
+        tenant: TenantId,
+        overrides: RateLimits,
+    ) -> Result<()> {
         let mut tx = self.deps.store.platform().await?;
+        let before = tx.rate_limit_overrides(tenant).await?;
         let found = tx
             .set_rate_limit_overrides(tenant, &overrides, self.deps.clock.now())
             .await?;
         if !found {
             return Err(Error::NotFound("tenant"));
         }
+        let action = if overrides.is_empty() {
+            "tenant.rate_limits.clear"
+        } else {
+            "tenant.rate_limits.update"
+        };
+        let audit = crate::audit::Record::new(action)
+            .target("tenant", tenant)
+            .before(&before)
+            .after(&overrides);
+        self.deps.audit_platform(&mut *tx, actor, audit).await?;
         tx.commit().await?;
         self.deps.access_changed(tenant).await;
         tracing::info!(tenant_id = %tenant, "rate-limit overrides changed");

@@ -9,7 +9,9 @@ use karen_domain::ports::PurgeReport;
 use karen_domain::tenant::{Tenant, TenantSettings, TenantStatus};
 use karen_domain::user::{LoginFailures, Password, User, UserStatus};
 use karen_domain::values::{DisplayName, Email, PlanName, RoleName, Slug, TenantName};
-use karen_domain::{Error, Result, SystemReason, TenantContext, TenantId, TenantScope, UserId};
+use karen_domain::{
+    Actor, Error, Result, SystemReason, TenantContext, TenantId, TenantScope, UserId,
+};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::Record;
@@ -71,8 +73,10 @@ impl TenantService {
     }
 
     /// Creates a tenant with its owner and provisions it in every store. If any
-    /// step fails, what was created is removed again.
-    pub async fn create(&self, request: NewTenant) -> Result<CreatedTenant> {
+    /// step fails, what was created is removed again. `actor` (the operator,
+    /// or the system for a signup or the CLI) is recorded in the platform
+    /// chain with the registry row.
+    pub async fn create(&self, actor: Actor, request: NewTenant) -> Result<CreatedTenant> {
         let slug = Slug::parse(request.slug.trim())?;
         let name = TenantName::parse(&request.name)?;
         let plan = PlanName::parse(request.plan.as_deref().unwrap_or(DEFAULT_PLAN))?;
@@ -105,6 +109,12 @@ impl TenantService {
         };
         let mut platform = self.deps.store.platform().await?;
         platform.insert_tenant(&tenant).await?;
+        let created = Record::new("tenant.create")
+            .target("tenant", tenant.id)
+            .after(&tenant_json(&tenant));
+        self.deps
+            .audit_platform(&mut *platform, actor, created)
+            .await?;
         platform.commit().await?;
 
         let owner = User {
@@ -124,7 +134,8 @@ impl TenantService {
         let created = self.provision(&tenant, &owner).await;
         if let Err(error) = created {
             tracing::error!(tenant_id = %tenant.id, %error, "tenant creation failed; removing what was created");
-            if let Err(cleanup) = self.delete(tenant.id).await {
+            let cleaner = Actor::System(SystemReason::Lifecycle);
+            if let Err(cleanup) = self.delete(cleaner, tenant.id).await {
                 tracing::error!(tenant_id = %tenant.id, error = %cleanup, "cleanup of a failed tenant creation failed; run `karen tenant delete`");
             }
             return Err(error);
@@ -170,10 +181,14 @@ impl TenantService {
                 "a password is required to sign up",
             ));
         }
-        self.create(NewTenant {
-            plan: None,
-            ..request
-        })
+        let actor = Actor::System(SystemReason::Lifecycle);
+        self.create(
+            actor,
+            NewTenant {
+                plan: None,
+                ..request
+            },
+        )
         .await
     }
 
@@ -221,7 +236,7 @@ impl TenantService {
         Ok((tx, tenant))
     }
 
-    async fn set_status(&self, id: TenantId, status: TenantStatus) -> Result<Tenant> {
+    async fn set_status(&self, actor: Actor, id: TenantId, status: TenantStatus) -> Result<Tenant> {
         let (mut tx, mut tenant) = self.lifecycle_tx(id).await?;
         if tenant.status == TenantStatus::Deleting {
             return Err(Error::Conflict("the tenant is being deleted".into()));
@@ -239,26 +254,31 @@ impl TenantService {
             .target("tenant", id)
             .before(&before)
             .after(&tenant_json(&tenant));
-        let actor = karen_domain::Actor::System(SystemReason::Lifecycle);
-        self.deps.audit(&mut *tx, actor, audit).await?;
+        self.deps.audit(&mut *tx, actor, audit.clone()).await?;
         tx.commit().await?;
+        self.deps.audit_platform_after(actor, audit).await;
         self.deps.access_changed(id).await;
         tracing::info!(tenant_id = %id, status = status.as_str(), "tenant status changed");
         Ok(tenant)
     }
 
     /// Suspends a tenant: its users and keys are refused until resumed.
-    pub async fn suspend(&self, id: TenantId) -> Result<Tenant> {
-        self.set_status(id, TenantStatus::Suspended).await
+    pub async fn suspend(&self, actor: Actor, id: TenantId) -> Result<Tenant> {
+        self.set_status(actor, id, TenantStatus::Suspended).await
     }
 
     /// Resumes a suspended tenant.
-    pub async fn resume(&self, id: TenantId) -> Result<Tenant> {
-        self.set_status(id, TenantStatus::Active).await
+    pub async fn resume(&self, actor: Actor, id: TenantId) -> Result<Tenant> {
+        self.set_status(actor, id, TenantStatus::Active).await
     }
 
     /// Changes a tenant's name or plan (operator).
-    pub async fn update(&self, id: TenantId, changes: TenantChanges) -> Result<Tenant> {
+    pub async fn update(
+        &self,
+        actor: Actor,
+        id: TenantId,
+        changes: TenantChanges,
+    ) -> Result<Tenant> {
         let (mut tx, mut tenant) = self.lifecycle_tx(id).await?;
         let before = tenant_json(&tenant);
         if let Some(name) = changes.name {
@@ -273,24 +293,34 @@ impl TenantService {
             .target("tenant", id)
             .before(&before)
             .after(&tenant_json(&tenant));
-        let actor = karen_domain::Actor::System(SystemReason::Lifecycle);
-        self.deps.audit(&mut *tx, actor, audit).await?;
+        self.deps.audit(&mut *tx, actor, audit.clone()).await?;
         tx.commit().await?;
+        self.deps.audit_platform_after(actor, audit).await;
         self.deps.access_changed(id).await;
         Ok(tenant)
     }
 
     /// Deletes a tenant and all its data from every store, irreversibly. Safe
-    /// to repeat: an interrupted deletion resumes where it stopped.
-    pub async fn delete(&self, id: TenantId) -> Result<DeletionReport> {
+    /// to repeat: an interrupted deletion resumes where it stopped. The
+    /// platform chain records the decision (`tenant.delete`, with the
+    /// status change) and the completion (`tenant.delete.completed`, with
+    /// the registry row's removal and the counts of rows removed): the
+    /// tenant's own chain is purged with it.
+    pub async fn delete(&self, actor: Actor, id: TenantId) -> Result<DeletionReport> {
         let mut tx = self.deps.store.platform().await?;
         let mut tenant = tx
             .tenant_by_id(id)
             .await?
             .ok_or(Error::NotFound("tenant"))?;
+        let before = tenant_json(&tenant);
         tenant.status = TenantStatus::Deleting;
         tenant.updated_at = self.deps.clock.now();
         tx.update_tenant(&tenant).await?;
+        let decided = Record::new("tenant.delete")
+            .target("tenant", id)
+            .before(&before)
+            .after(&tenant_json(&tenant));
+        self.deps.audit_platform(&mut *tx, actor, decided).await?;
         tx.commit().await?;
         // Cached credentials stop matching now; once the counters are purged
         // below, the epoch reads 0, under which nothing is ever cached.
@@ -317,6 +347,15 @@ impl TenantService {
         let mut tx = self.deps.store.platform().await?;
         // The registry row goes last; foreign keys refuse it while any data remains.
         tx.delete_tenant(id).await?;
+        let removed: u64 = rows.rows_by_table.iter().map(|(_, n)| n).sum();
+        let completed = Record::new("tenant.delete.completed")
+            .target("tenant", id)
+            .after(&serde_json::json!({
+                "slug": tenant.slug.as_str(),
+                "rows_removed": removed,
+                "namespaces": namespaces,
+            }));
+        self.deps.audit_platform(&mut *tx, actor, completed).await?;
         tx.commit().await?;
         tracing::info!(tenant_id = %id, "tenant deleted");
         Ok(DeletionReport {

@@ -50,6 +50,16 @@ pub type ChainHash = [u8; 32];
 /// The "previous hash" of the first event of a chain.
 pub const GENESIS_HASH: ChainHash = [0; 32];
 
+/// The id under which the platform chain is hashed and signed: the nil UUID,
+/// which no tenant has (tenant ids are random). The platform chain records
+/// operator actions that belong to no tenant (tenant lifecycle, operator
+/// keys, platform settings). It is stored in tables of its own
+/// (`platform_audit_*`), not under this id in the tenant tables: it is no
+/// tenant's data, so it must not sit behind a tenant's row-level security,
+/// a tenant's purge must never reach it, and a reserved tenant row would
+/// surface in every list of tenants.
+pub const PLATFORM_CHAIN: TenantId = TenantId::from_uuid(uuid::Uuid::nil());
+
 const EVENT_DOMAIN_V1: &[u8; 16] = b"karen-audit-v1\0\0";
 const EVENT_DOMAIN_V2: &[u8; 16] = b"karen-audit-v2\0\0";
 const CHECKPOINT_DOMAIN: &[u8; 16] = b"karen-audit-ckpt";
@@ -353,6 +363,19 @@ pub fn checkpoint_message(
 /// A key's id: the first 16 hex digits of the SHA-256 of its public key.
 pub fn key_id_of(public_key: &[u8]) -> String {
     hex(&sha256(public_key)[..8])
+}
+
+/// Parses a raw Ed25519 public key given as 64 hex digits (as `karen audit
+/// keygen` and `GET /v1/audit/public-key` print it).
+pub fn parse_public_key(text: &str) -> Result<Vec<u8>> {
+    personal::unhex(text.trim())
+        .filter(|key| key.len() == 32)
+        .ok_or_else(|| {
+            Error::invalid(
+                Some("public_key"),
+                "an audit public key is 64 hex digits (a raw Ed25519 key)",
+            )
+        })
 }
 
 /// Lowercase hex.

@@ -161,3 +161,10 @@ impl TenantScope {
 pub struct OperatorPrincipal {
     pub key_id: OperatorKeyId,
 }
+
+impl OperatorPrincipal {
+    /// The actor recorded for what the operator does.
+    pub fn actor(&self) -> Actor {
+        Actor::Operator(self.key_id)
+    }
+}

@@ -147,23 +147,34 @@ impl<P: RoutePermission> FromRequestParts<AppState> for Authorized<P> {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        if let Some(ctx) = parts.extensions.get::<TenantContext>().cloned() {
-            return Self::check(ctx);
-        }
-        let ctx = state.services.auth.authenticate(bearer(parts)?).await?;
-        let span = tracing::Span::current();
-        span.record("tenant_id", tracing::field::display(ctx.tenant_id()));
-        span.record("user_id", tracing::field::display(ctx.principal().user_id));
-        crate::rate_limit::enforce_principal(parts, state, &ctx).await?;
-        parts.extensions.insert(ctx.clone());
-        Self::check(ctx)
-    }
-}
-
-impl<P: RoutePermission> Authorized<P> {
-    fn check(ctx: TenantContext) -> Result<Self, ApiError> {
-        if let Some(permission) = P::REQUIRED {
-            ctx.require(permission)?;
+        let ctx = match parts.extensions.get::<TenantContext>().cloned() {
+            Some(ctx) => ctx,
+            None => {
+                let ctx = state.services.auth.authenticate(bearer(parts)?).await?;
+                let span = tracing::Span::current();
+                span.record("tenant_id", tracing::field::display(ctx.tenant_id()));
+                span.record("user_id", tracing::field::display(ctx.principal().user_id));
+                crate::rate_limit::enforce_principal(parts, state, &ctx).await?;
+                parts.extensions.insert(ctx.clone());
+                ctx
+            }
+        };
+        if let Some(permission) = P::REQUIRED
+            && let Err(denied) = ctx.require(permission)
+        {
+            // One event per refused request (already past the rate limits);
+            // a failed write is logged and counted, the answer stays 403.
+            let route = parts
+                .extensions
+                .get::<axum::extract::MatchedPath>()
+                .map_or("unmatched", |path| path.as_str());
+            let route = format!("{} {route}", parts.method);
+            state
+                .services
+                .audit
+                .record_denial(&ctx, permission, &route)
+                .await;
+            return Err(denied.into());
         }
         Ok(Self {
             ctx,

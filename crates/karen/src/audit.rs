@@ -56,13 +56,24 @@ pub async fn verify(
     Ok(reports)
 }
 
+/// Verifies the platform chain (operator actions outside any tenant).
+pub async fn verify_platform(services: &Services) -> anyhow::Result<VerifyReport> {
+    Ok(services.audit.verify_platform().await?)
+}
+
 /// Signs a checkpoint of each tenant (or `only`) whose trail grew since its
-/// newest checkpoint; returns those written.
+/// newest checkpoint, and, when no tenant is named, of the platform chain;
+/// returns those written (the platform's under `audit::PLATFORM_CHAIN`).
 pub async fn checkpoint_all(
     services: &Services,
     only: Option<TenantId>,
 ) -> anyhow::Result<Vec<Checkpoint>> {
     let mut written = Vec::new();
+    if only.is_none()
+        && let Some(checkpoint) = services.audit.checkpoint_platform().await?
+    {
+        written.push(checkpoint);
+    }
     for tenant in tenants(services, only).await? {
         if let Some(checkpoint) = services.audit.checkpoint(scope(tenant.id)).await? {
             written.push(checkpoint);

@@ -80,6 +80,9 @@ pub struct AuditConfig {
     /// `<data_dir>/audit-signing.key`, created (mode 0600) on first start in
     /// minimal mode; in scale-out modes every replica must be given the same file.
     pub signing_key_file: Option<PathBuf>,
+    /// Raw Ed25519 public keys (64 hex digits each) of earlier signing keys:
+    /// checkpoints they signed still verify after the key is rotated.
+    pub retired_public_keys: Vec<String>,
     /// Sign a checkpoint after every this many events of a tenant (0: never by count).
     pub checkpoint_every: u64,
     /// Sign a checkpoint of every tenant with new events this often (0: never by time).
@@ -88,10 +91,35 @@ pub struct AuditConfig {
     pub forward: crate::audit_forward::AuditForwardConfig,
 }
 
+impl AuditConfig {
+    /// The retired public keys, parsed.
+    pub fn retired_keys(&self) -> Result<Vec<Vec<u8>>, karen_domain::Error> {
+        self.retired_public_keys
+            .iter()
+            .map(|key| karen_domain::audit::parse_public_key(key))
+            .collect()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        self.retired_public_keys
+            .iter()
+            .enumerate()
+            .filter(|(_, key)| karen_domain::audit::parse_public_key(key).is_err())
+            .map(|(index, _)| {
+                format!(
+                    "audit.retired_public_keys[{index}]: 64 hex digits (a raw Ed25519 public key, \
+                     as `karen audit keygen` prints it)"
+                )
+            })
+            .collect()
+    }
+}
+
 impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             signing_key_file: None,
+            retired_public_keys: Vec::new(),
             checkpoint_every: 1000,
             checkpoint_interval_secs: 3600,
             forward: crate::audit_forward::AuditForwardConfig::default(),
@@ -582,6 +610,7 @@ impl Config {
         problems.extend(self.tracing.problems());
         problems.extend(self.rate_limits.problems());
         problems.extend(self.audit.forward.problems());
+        problems.extend(self.audit.problems());
         problems.extend(self.retention.problems());
         problems.extend(self.sso.problems());
         problems.extend(self.encryption.problems());

@@ -157,16 +157,24 @@ impl Karen {
             .forward
             .forwarder(store_port.clone(), clock.clone())
             .context("setting up audit forwarding")?;
-        let audit = Arc::new(karen_app::audit::AuditTrail::new(
-            store_port.clone(),
-            clock.clone(),
-            audit_signer(&config)?,
-            karen_app::audit::AuditPolicy {
-                checkpoint_every: config.audit.checkpoint_every,
-                checkpoint_interval: (config.audit.checkpoint_interval_secs > 0)
-                    .then(|| Duration::from_secs(config.audit.checkpoint_interval_secs)),
-            },
-        ));
+        let audit = Arc::new(
+            karen_app::audit::AuditTrail::new(
+                store_port.clone(),
+                clock.clone(),
+                audit_signer(&config)?,
+                karen_app::audit::AuditPolicy {
+                    checkpoint_every: config.audit.checkpoint_every,
+                    checkpoint_interval: (config.audit.checkpoint_interval_secs > 0)
+                        .then(|| Duration::from_secs(config.audit.checkpoint_interval_secs)),
+                },
+            )
+            .with_retired_keys(
+                config
+                    .audit
+                    .retired_keys()
+                    .context("audit.retired_public_keys")?,
+            ),
+        );
         let ttl = Duration::from_secs(config.auth.access_token_ttl_secs);
         let tokens = Arc::new(
             JwtTokens::new(

@@ -172,7 +172,10 @@ pub(crate) async fn grant_app_role(pool: &sqlx::PgPool, role: &str) -> Result<()
         format!("REVOKE INSERT, UPDATE, DELETE ON _sqlx_migrations FROM {quoted}"),
         // The audit trail is append-only for the application (a trigger refuses
         // changes too); removal goes through the owner's guarded functions.
-        format!("REVOKE UPDATE, DELETE, TRUNCATE ON audit_events, audit_checkpoints FROM {quoted}"),
+        format!(
+            "REVOKE UPDATE, DELETE, TRUNCATE ON audit_events, audit_checkpoints, \
+             platform_audit_events, platform_audit_checkpoints FROM {quoted}"
+        ),
         // Migration 0015 revokes these from PUBLIC: only this role may call them.
         format!(
             "GRANT EXECUTE ON FUNCTION karen_audit_drop_prefix(UUID, BIGINT), \

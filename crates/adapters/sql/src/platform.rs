@@ -19,7 +19,7 @@ use crate::rows;
 pub(crate) const TOUCH_INTERVAL_MS: i64 = 60_000;
 
 pub(crate) struct SqlPlatformTx {
-    tx: Tx,
+    pub(crate) tx: Tx,
 }
 
 impl SqlPlatformTx {
@@ -242,6 +242,10 @@ impl PlatformTx for SqlPlatformTx {
             .bind(keep.as_uuid())
             .bind(to_millis(at));
         self.tx.execute(q).await
+    }
+
+    fn audit(&mut self) -> &mut dyn karen_domain::ports::AuditRepo {
+        self
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

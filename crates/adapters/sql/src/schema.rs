@@ -56,7 +56,14 @@ pub const TENANT_TABLES: &[&str] = &[
 pub const POSTGRES_DERIVED_TENANT_TABLES: &[&str] = &["text_entries"];
 
 /// Platform tables (no tenant's data): the registry and platform credentials.
-pub const PLATFORM_TABLES: &[&str] = &["tenants", "operator_keys", "signing_keys"];
+pub const PLATFORM_TABLES: &[&str] = &[
+    "tenants",
+    "operator_keys",
+    "signing_keys",
+    "platform_audit_events",
+    "platform_audit_head",
+    "platform_audit_checkpoints",
+];
 
 const SQLITE_DUMP: &str = "SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master \
      WHERE name NOT LIKE 'sqlite_%' AND name <> '_sqlx_migrations' ORDER BY type, name";

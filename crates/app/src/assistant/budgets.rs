@@ -119,13 +119,15 @@ impl BudgetGuard {
     /// The guard and its usage writer task (needs a Tokio runtime).
     pub(crate) fn start(deps: Arc<Deps>) -> Self {
         Self {
-            budgets: Arc::new(EpochCache::new(
-                "budgets",
-                Topic::Budgets,
-                BUDGET_CACHE_TENANTS,
-                BUDGET_CACHE_TTL,
-            )
-            .switched(deps.caching)),
+            budgets: Arc::new(
+                EpochCache::new(
+                    "budgets",
+                    Topic::Budgets,
+                    BUDGET_CACHE_TENANTS,
+                    BUDGET_CACHE_TTL,
+                )
+                .switched(deps.caching),
+            ),
             writer: UsageWriter::start(deps.clone()),
             deps,
         }
@@ -324,8 +326,13 @@ impl BudgetGuard {
 
     /// Replaces the reservation with the call's usage record through the usage
     /// writer (for calls that store nothing else); returns once committed.
-    pub(crate) async fn settle_alone(&self, grant: &Grant, record: UsageRecord) -> Result<()> {
-        self.writer.write(grant.reservation, record).await
+    pub(crate) async fn settle_alone(
+        &self,
+        grant: &Grant,
+        record: UsageRecord,
+        event: (karen_domain::Actor, crate::audit::Record),
+    ) -> Result<()> {
+        self.writer.write(grant.reservation, record, event).await
     }
 
     /// Removes a reservation whose call never reached a provider.

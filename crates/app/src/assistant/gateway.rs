@@ -251,7 +251,18 @@ impl GatewayService {
             status,
             started,
         );
-        self.guard.settle_alone(&planned.grant, record).await
+        // The call is metered, so it is recorded: model and counts, never
+        // the prompt or the answer (in the usage writer's transaction).
+        let completed = crate::audit::Record::new("chat.completion")
+            .target("model", &planned.chat.model)
+            .after(&serde_json::json!({
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "status": status.as_str(),
+            }));
+        self.guard
+            .settle_alone(&planned.grant, record, (ctx.scope().actor(), completed))
+            .await
     }
 
     /// One whole completion, metered before it is returned.

@@ -14,21 +14,25 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use karen_domain::chat::UsageRecord;
-use karen_domain::{Error, ReservationId, Result, SystemReason, TenantId, TenantScope};
+use karen_domain::{Actor, Error, ReservationId, Result, SystemReason, TenantId, TenantScope};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::Deps;
+use crate::{Deps, audit};
 
 /// Settled calls waiting for the writer, at most (then callers wait).
 const QUEUE_CAPACITY: usize = 4096;
 /// Calls committed in one batch, at most.
 const MAX_BATCH: usize = 512;
 
-/// One settled call: its usage record replaces its reservation.
+/// One settled call: its usage record replaces its reservation, and its
+/// audit event is appended in the same transaction.
 struct Settlement {
     reservation: Option<ReservationId>,
     record: UsageRecord,
+    event: (Actor, audit::Record),
+    /// The request the call came in, for its audit event.
+    request: audit::RequestInfo,
     done: oneshot::Sender<Result<()>>,
 }
 
@@ -58,11 +62,14 @@ impl UsageWriter {
         &self,
         reservation: Option<ReservationId>,
         record: UsageRecord,
+        event: (Actor, audit::Record),
     ) -> Result<()> {
         let (done, acknowledged) = oneshot::channel();
         let settlement = Settlement {
             reservation,
             record,
+            event,
+            request: audit::current_request(),
             done,
         };
         self.sender.send(settlement).await.map_err(|_| stopped())?;
@@ -178,6 +185,14 @@ async fn commit_tenant(deps: &Deps, tenant: TenantId, batch: &[Settlement]) -> R
         .map(|s| s.record.clone())
         .collect();
     tx.usage().insert_usage_batch(&records).await?;
+    for settlement in batch {
+        let (actor, event) = settlement.event.clone();
+        audit::with_request(
+            settlement.request.clone(),
+            deps.audit(&mut *tx, actor, event),
+        )
+        .await?;
+    }
     tx.commit().await
 }
 

@@ -27,6 +27,7 @@ use super::conversations::own_conversation;
 use super::extraction::{AnsweredTurn, MemoryWriter};
 use super::{count_locally, usage_record};
 use crate::Deps;
+use crate::audit::Record;
 use crate::memory::{MemoryServices, Retriever, TurnRecall};
 
 /// Finish reason of an answer cut off by a hard budget.
@@ -281,6 +282,10 @@ impl ChatService {
         let stored = async {
             let mut tx = self.deps.store.tenant(ctx.scope()).await?;
             tx.conversations().insert_message(&user_message).await?;
+            let posted = message_record(&user_message);
+            self.deps
+                .audit(&mut *tx, ctx.scope().actor(), posted)
+                .await?;
             // Only the activity time: a rename running meanwhile must not be undone.
             tx.conversations()
                 .touch_conversation(conversation.id, now)
@@ -564,6 +569,10 @@ impl ChatService {
         );
         let mut tx = self.deps.store.tenant(prepared.ctx.scope()).await?;
         tx.conversations().insert_message(&answer).await?;
+        let answered = message_record(&answer);
+        self.deps
+            .audit(&mut *tx, prepared.ctx.scope().actor(), answered)
+            .await?;
         BudgetGuard::settle(&mut *tx, &prepared.grant, &record).await?;
         tx.conversations()
             .touch_conversation(prepared.conversation, now)
@@ -571,4 +580,18 @@ impl ChatService {
         tx.commit().await?;
         Ok(answer)
     }
+}
+
+/// The audit event of a stored message (`message.create`): who posted it, or
+/// on whose behalf the assistant answered, where, and how it ended; never
+/// its content.
+fn message_record(message: &StoredMessage) -> Record {
+    Record::new("message.create")
+        .target("message", message.id)
+        .after(&serde_json::json!({
+            "conversation_id": message.conversation_id.to_string(),
+            "role": message.role.as_str(),
+            "status": message.status.as_str(),
+            "model": message.model,
+        }))
 }

@@ -184,6 +184,15 @@ impl AuthService {
         let mut tx = self.deps.store.platform().await?;
         let key = tx.operator_key(id).await?.ok_or_else(invalid)?;
         if !presented.matches(&key.secret_hash) || key.revoked_at.is_some() {
+            drop(tx);
+            // Only a presented id of a real key is recorded: someone holds
+            // it. Made-up ids are refused without a write, so guessing
+            // cannot flood the platform chain.
+            let failed = crate::audit::Record::new("operator.auth.failed")
+                .target("operator_key", id)
+                .outcome(karen_domain::audit::Outcome::Failure);
+            let actor = karen_domain::Actor::System(karen_domain::SystemReason::Authenticate);
+            self.deps.audit_platform_after(actor, failed).await;
             return Err(invalid());
         }
         tx.touch_operator_key(id, now).await?;
@@ -194,6 +203,7 @@ impl AuthService {
     /// Creates an operator key; the secret is returned once.
     pub async fn create_operator_key(
         &self,
+        actor: karen_domain::Actor,
         name: &str,
     ) -> Result<(OperatorKeyRecord, SecretString)> {
         let id = OperatorKeyId::generate();
@@ -208,6 +218,10 @@ impl AuthService {
         };
         let mut tx = self.deps.store.platform().await?;
         tx.insert_operator_key(&record).await?;
+        let audit = crate::audit::Record::new("operator_key.create")
+            .target("operator_key", id)
+            .after(&serde_json::json!({ "name": record.name.as_str() }));
+        self.deps.audit_platform(&mut *tx, actor, audit).await?;
         tx.commit().await?;
         Ok((record, minted.text))
     }
@@ -221,7 +235,8 @@ impl AuthService {
         if !existing.is_empty() {
             return Ok(None);
         }
-        let (_, secret) = self.create_operator_key("bootstrap").await?;
+        let actor = karen_domain::Actor::System(karen_domain::SystemReason::Lifecycle);
+        let (_, secret) = self.create_operator_key(actor, "bootstrap").await?;
         Ok(Some(secret))
     }
 
@@ -234,11 +249,17 @@ impl AuthService {
     }
 
     /// Revokes an operator key.
-    pub async fn revoke_operator_key(&self, id: OperatorKeyId) -> Result<()> {
+    pub async fn revoke_operator_key(
+        &self,
+        actor: karen_domain::Actor,
+        id: OperatorKeyId,
+    ) -> Result<()> {
         let mut tx = self.deps.store.platform().await?;
         if !tx.revoke_operator_key(id, self.deps.clock.now()).await? {
             return Err(Error::NotFound("operator key"));
         }
+        let audit = crate::audit::Record::new("operator_key.revoke").target("operator_key", id);
+        self.deps.audit_platform(&mut *tx, actor, audit).await?;
         tx.commit().await
     }
 

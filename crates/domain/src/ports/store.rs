@@ -93,6 +93,11 @@ pub trait PlatformTx: Send {
     /// Retires every key but `keep`.
     async fn retire_signing_keys(&mut self, keep: SigningKeyId, at: OffsetDateTime) -> Result<u64>;
 
+    /// The platform audit chain (operator actions that belong to no tenant;
+    /// see `audit::PLATFORM_CHAIN`). Forwarding marks and erasure are not
+    /// supported on it.
+    fn audit(&mut self) -> &mut dyn AuditRepo;
+
     async fn commit(self: Box<Self>) -> Result<()>;
 }
 

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiResult;
-use crate::extract::{ApiQuery, Authorized, perm};
+use crate::extract::{ApiQuery, Authorized, Operator, perm};
 
 pub(crate) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -27,6 +27,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(export_audit))
         .routes(routes!(list_checkpoints, create_checkpoint))
         .routes(routes!(checkpoint_key))
+        .routes(routes!(list_platform_audit))
 }
 
 /// Filters; all optional.
@@ -210,6 +211,34 @@ async fn list_audit(
         .services
         .audit
         .list(&auth.ctx, &filter, params.after()?, params.limit()?)
+        .await?;
+    Ok(Json(AuditPageView {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor.map(|s| s.to_string()),
+    }))
+}
+
+/// The platform chain (operator actions outside any tenant: tenant
+/// lifecycle, operator keys, platform settings, refused operator keys),
+/// oldest first, filtered. Operator keys only; this read is recorded there
+/// as `platform.audit.read`.
+#[utoipa::path(get, path = "/v1/platform/audit", tag = "platform", params(AuditParams), security(("operator" = [])),
+    responses((status = 200, body = AuditPageView)))]
+async fn list_platform_audit(
+    State(state): State<AppState>,
+    Operator(operator): Operator,
+    ApiQuery(mut params): ApiQuery<AuditParams>,
+) -> ApiResult<Json<AuditPageView>> {
+    if params.format.is_some() {
+        return Err(
+            Error::invalid(Some("format"), "format applies to /v1/audit/export only").into(),
+        );
+    }
+    let filter = params.filter()?;
+    let page = state
+        .services
+        .audit
+        .list_platform(&operator, &filter, params.after()?, params.limit()?)
         .await?;
     Ok(Json(AuditPageView {
         items: page.items.into_iter().map(Into::into).collect(),

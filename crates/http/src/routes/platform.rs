@@ -66,25 +66,28 @@ pub(crate) struct CreateTenantBody {
         (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "the slug is taken")))]
 async fn create_tenant(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiJson(body): ApiJson<CreateTenantBody>,
 ) -> ApiResult<(StatusCode, Json<TenantCreated>)> {
     let created = state
         .services
         .tenants
-        .create(NewTenant {
-            slug: body.slug,
-            name: body.name,
-            plan: body.plan,
-            owner_email: body.owner_email,
-            owner_name: body.owner_name,
-            owner_password: body
-                .owner_password
-                .as_deref()
-                .map(Password::parse)
-                .transpose()
-                .map_err(|e| ApiError::rename_field(e, OWNER_FIELDS))?,
-        })
+        .create(
+            operator.actor(),
+            NewTenant {
+                slug: body.slug,
+                name: body.name,
+                plan: body.plan,
+                owner_email: body.owner_email,
+                owner_name: body.owner_name,
+                owner_password: body
+                    .owner_password
+                    .as_deref()
+                    .map(Password::parse)
+                    .transpose()
+                    .map_err(|e| ApiError::rename_field(e, OWNER_FIELDS))?,
+            },
+        )
         .await
         .map_err(|e| ApiError::rename_field(e, OWNER_FIELDS))?;
     Ok((StatusCode::CREATED, Json(created.into())))
@@ -119,7 +122,7 @@ pub(crate) struct UpdateTenantBody {
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such tenant")))]
 async fn update_tenant(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<UpdateTenantBody>,
 ) -> ApiResult<Json<TenantView>> {
@@ -129,7 +132,12 @@ async fn update_tenant(
         plan: body.plan,
     };
     Ok(Json(
-        state.services.tenants.update(id, changes).await?.into(),
+        state
+            .services
+            .tenants
+            .update(operator.actor(), id, changes)
+            .await?
+            .into(),
     ))
 }
 
@@ -140,11 +148,18 @@ async fn update_tenant(
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such tenant")))]
 async fn suspend_tenant(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TenantView>> {
     let id: TenantId = path_id(&id)?;
-    Ok(Json(state.services.tenants.suspend(id).await?.into()))
+    Ok(Json(
+        state
+            .services
+            .tenants
+            .suspend(operator.actor(), id)
+            .await?
+            .into(),
+    ))
 }
 
 /// Resumes a suspended tenant.
@@ -154,11 +169,18 @@ async fn suspend_tenant(
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such tenant")))]
 async fn resume_tenant(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TenantView>> {
     let id: TenantId = path_id(&id)?;
-    Ok(Json(state.services.tenants.resume(id).await?.into()))
+    Ok(Json(
+        state
+            .services
+            .tenants
+            .resume(operator.actor(), id)
+            .await?
+            .into(),
+    ))
 }
 
 /// What a deletion removed.
@@ -178,11 +200,11 @@ pub(crate) struct Deleted {
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such tenant")))]
 async fn delete_tenant(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<Deleted>> {
     let id: TenantId = path_id(&id)?;
-    let report = state.services.tenants.delete(id).await?;
+    let report = state.services.tenants.delete(operator.actor(), id).await?;
     Ok(Json(Deleted {
         tenant_id: report.tenant_id.as_uuid(),
         rows: report

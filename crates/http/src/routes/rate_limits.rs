@@ -125,7 +125,7 @@ async fn get_overrides(
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json", description = "a quota out of range")))]
 async fn put_overrides(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<LimitsView>,
 ) -> ApiResult<Json<TenantRateLimits>> {
@@ -133,7 +133,7 @@ async fn put_overrides(
     state
         .services
         .rate_limits
-        .set_overrides(id, body.into_limits()?)
+        .set_overrides(operator.actor(), id, body.into_limits()?)
         .await?;
     tenant_limits(&state, id).await
 }
@@ -145,14 +145,14 @@ async fn put_overrides(
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such tenant")))]
 async fn delete_overrides(
     State(state): State<AppState>,
-    _operator: Operator,
+    Operator(operator): Operator,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<StatusCode> {
     let id: TenantId = path_id(&id)?;
     state
         .services
         .rate_limits
-        .set_overrides(id, RateLimits::default())
+        .set_overrides(operator.actor(), id, RateLimits::default())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -202,14 +202,17 @@ pub(super) async fn tenant(config: &Config, command: TenantCommand) -> anyhow::R
                 None
             };
             let created = tenants
-                .create(NewTenant {
-                    slug,
-                    name,
-                    plan,
-                    owner_email,
-                    owner_name,
-                    owner_password,
-                })
+                .create(
+                    karen_domain::Actor::System(SystemReason::Cli),
+                    NewTenant {
+                        slug,
+                        name,
+                        plan,
+                        owner_email,
+                        owner_name,
+                        owner_password,
+                    },
+                )
                 .await?;
             println!(
                 "tenant {} ({}) created; owner {} ({})",
@@ -253,11 +256,21 @@ pub(super) async fn tenant(config: &Config, command: TenantCommand) -> anyhow::R
             );
         }
         TenantCommand::Suspend { tenant } => {
-            let t = tenants.suspend(tenants.find(&tenant).await?.id).await?;
+            let t = tenants
+                .suspend(
+                    karen_domain::Actor::System(SystemReason::Cli),
+                    tenants.find(&tenant).await?.id,
+                )
+                .await?;
             println!("tenant {} suspended", t.slug);
         }
         TenantCommand::Resume { tenant } => {
-            let t = tenants.resume(tenants.find(&tenant).await?.id).await?;
+            let t = tenants
+                .resume(
+                    karen_domain::Actor::System(SystemReason::Cli),
+                    tenants.find(&tenant).await?.id,
+                )
+                .await?;
             println!("tenant {} resumed", t.slug);
         }
         TenantCommand::Delete { tenant, yes } => {
@@ -269,7 +282,9 @@ pub(super) async fn tenant(config: &Config, command: TenantCommand) -> anyhow::R
                 );
                 return Ok(ExitCode::from(2));
             }
-            let report = tenants.delete(found.id).await?;
+            let report = tenants
+                .delete(karen_domain::Actor::System(SystemReason::Cli), found.id)
+                .await?;
             let rows: u64 = report.rows.rows_by_table.iter().map(|(_, n)| n).sum();
             println!(
                 "tenant {} deleted: {rows} rows removed; also removed from: {}",
@@ -501,7 +516,9 @@ pub(super) async fn operator_key(
     let auth = &karen.services.auth;
     match command {
         OperatorKeyCommand::Create { name } => {
-            let (record, secret) = auth.create_operator_key(&name).await?;
+            let (record, secret) = auth
+                .create_operator_key(karen_domain::Actor::System(SystemReason::Cli), &name)
+                .await?;
             println!("operator key {} created", record.id);
             println!("key (shown once): {}", secret.expose_secret());
         }
@@ -517,7 +534,8 @@ pub(super) async fn operator_key(
         }
         OperatorKeyCommand::Revoke { id } => {
             let id = OperatorKeyId::parse(&id)?;
-            auth.revoke_operator_key(id).await?;
+            auth.revoke_operator_key(karen_domain::Actor::System(SystemReason::Cli), id)
+                .await?;
             println!("operator key {id} revoked");
         }
     }

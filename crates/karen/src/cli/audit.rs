@@ -16,16 +16,21 @@ use karen_domain::ports::AuditSigner as _;
 #[derive(Subcommand, Debug)]
 pub(super) enum AuditCommand {
     /// Check every hash, link and checkpoint signature; report the first bad
-    /// sequence number of each tenant; exit 1 if any chain fails.
+    /// sequence number of each tenant (and of the platform chain); exit 1 if
+    /// any chain fails.
     Verify {
-        /// One tenant (id or slug); all tenants if absent.
-        #[arg(long)]
+        /// One tenant (id or slug); all tenants and the platform chain if absent.
+        #[arg(long, conflicts_with = "platform")]
         tenant: Option<String>,
+        /// Only the platform chain (operator actions outside any tenant).
+        #[arg(long)]
+        platform: bool,
         /// Print the reports as JSON lines.
         #[arg(long)]
         json: bool,
     },
-    /// Sign a checkpoint of each tenant's newest event (those that grew since their last one).
+    /// Sign a checkpoint of each tenant's newest event (those that grew since
+    /// their last one), and of the platform chain's when no tenant is named.
     Checkpoint {
         /// One tenant (id or slug); all tenants if absent.
         #[arg(long)]
@@ -62,12 +67,25 @@ pub(super) async fn run(config: &Config, command: AuditCommand) -> anyhow::Resul
     }
     let karen = Karen::open(config.clone(), Arc::new(SystemClock)).await?;
     match command {
-        AuditCommand::Verify { tenant, json } => {
+        AuditCommand::Verify {
+            tenant,
+            platform,
+            json,
+        } => {
             let only = tenant_id(&karen, tenant.as_deref()).await?;
             let started = std::time::Instant::now();
-            let reports = karen::audit::verify(&karen.services, only).await?;
+            let mut reports: Vec<(String, karen_app::audit::VerifyReport)> = Vec::new();
+            if !platform {
+                for (tenant, report) in karen::audit::verify(&karen.services, only).await? {
+                    reports.push((tenant.slug.to_string(), report));
+                }
+            }
+            if only.is_none() {
+                let report = karen::audit::verify_platform(&karen.services).await?;
+                reports.push(("(platform)".to_owned(), report));
+            }
             let mut failed = false;
-            for (tenant, report) in &reports {
+            for (name, report) in &reports {
                 failed |= !report.ok();
                 if json {
                     println!("{}", serde_json::to_string(report)?);
@@ -75,18 +93,18 @@ pub(super) async fn run(config: &Config, command: AuditCommand) -> anyhow::Resul
                 }
                 match &report.problem {
                     None => println!(
-                        "{}: ok ({} events, {} checkpoints)",
-                        tenant.slug, report.events, report.checkpoints
+                        "{name}: ok ({} events, {} checkpoints)",
+                        report.events, report.checkpoints
                     ),
                     Some(problem) => println!(
-                        "{}: FAILED at sequence {} ({}): {}",
-                        tenant.slug, problem.seq, problem.kind, problem.detail
+                        "{name}: FAILED at sequence {} ({}): {}",
+                        problem.seq, problem.kind, problem.detail
                     ),
                 }
             }
             if !json {
                 eprintln!(
-                    "verified {} tenant(s) in {:.2}s",
+                    "verified {} chain(s) in {:.2}s",
                     reports.len(),
                     started.elapsed().as_secs_f64()
                 );

@@ -21,7 +21,7 @@ on_both_backends!(
     concurrent_requests_keep_the_chain_linear,
 );
 
-fn actions(reply: &karen_testkit::Reply) -> Vec<String> {
+pub(crate) fn actions(reply: &karen_testkit::Reply) -> Vec<String> {
     reply.body["items"]
         .as_array()
         .unwrap()
@@ -30,7 +30,7 @@ fn actions(reply: &karen_testkit::Reply) -> Vec<String> {
         .collect()
 }
 
-async fn verify(app: &TestApp, tenant: &TestTenant) -> karen_app::audit::VerifyReport {
+pub(crate) async fn verify(app: &TestApp, tenant: &TestTenant) -> karen_app::audit::VerifyReport {
     let id = karen_domain::TenantId::from_uuid(tenant.id);
     let mut reports = karen::audit::verify(&app.karen.services, Some(id))
         .await
@@ -40,7 +40,7 @@ async fn verify(app: &TestApp, tenant: &TestTenant) -> karen_app::audit::VerifyR
 
 /// Runs raw SQL as the database's owner (PostgreSQL, with triggers off: an
 /// attacker with that power) or on the SQLite file (triggers dropped first).
-async fn tamper(app: &TestApp, statements: &[String]) {
+pub(crate) async fn tamper(app: &TestApp, statements: &[String]) {
     match app.backend {
         Backend::Sqlite => {
             let pool = app.karen.store.sqlite_pool().unwrap();
@@ -49,6 +49,8 @@ async fn tamper(app: &TestApp, statements: &[String]) {
                 "audit_events_no_delete",
                 "audit_checkpoints_no_update",
                 "audit_checkpoints_no_delete",
+                "platform_audit_events_no_update",
+                "platform_audit_events_no_delete",
             ] {
                 sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP TRIGGER IF EXISTS {trigger}"
@@ -94,7 +96,7 @@ fn tenant_literal(app: &TestApp, tenant: &TestTenant) -> String {
 }
 
 /// A tenant with a few more events and a signed checkpoint at its newest one.
-async fn tenant_with_checkpoint(app: &TestApp, slug: &str) -> (TestTenant, i64) {
+pub(crate) async fn tenant_with_checkpoint(app: &TestApp, slug: &str) -> (TestTenant, i64) {
     let tenant = app.create_tenant(slug).await;
     for n in 0..3 {
         app.post(

@@ -1067,6 +1067,12 @@ async fn credentials_are_bound_to_their_tenant(backend: Backend) {
     app.get("/v1/platform/tenants", &key)
         .await
         .expect_problem(401, "invalid_token");
+    // The platform audit chain is the operator's alone.
+    for credential in [&alpha.owner_token, &key] {
+        app.get("/v1/platform/audit", credential)
+            .await
+            .expect_problem(401, "invalid_token");
+    }
     app.stop().await;
 }
 

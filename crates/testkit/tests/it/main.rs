@@ -27,6 +27,7 @@ mod assistant;
 mod assistant_upstream;
 mod audit;
 mod audit_forward;
+mod audit_platform;
 mod auth;
 mod budgets;
 mod compliance;

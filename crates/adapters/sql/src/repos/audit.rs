@@ -21,7 +21,7 @@ fn chain_hash(row: &Row, column: &str) -> Result<ChainHash> {
         .map_err(|_| Error::internal(format!("stored audit {column} is not 32 bytes")))
 }
 
-fn event(row: &Row) -> Result<AuditEvent> {
+pub(super) fn event(row: &Row) -> Result<AuditEvent> {
     let actor = ActorRecord::stored(
         &row.get::<String>("actor_kind")?,
         row.get("actor_id")?,
@@ -52,7 +52,7 @@ fn event(row: &Row) -> Result<AuditEvent> {
     })
 }
 
-fn checkpoint(row: &Row) -> Result<Checkpoint> {
+pub(super) fn checkpoint(row: &Row) -> Result<Checkpoint> {
     Ok(Checkpoint {
         tenant_id: TenantId::from_uuid(row.get("tenant_id")?),
         seq: row.get("seq")?,

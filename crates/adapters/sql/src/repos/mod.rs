@@ -11,6 +11,7 @@ mod library;
 mod memories;
 mod mfa;
 mod personas;
+mod platform_audit;
 mod providers;
 mod retention;
 mod roles;

@@ -163,6 +163,7 @@ const DECLARED_ROUTES: &str = "
     get /v1/platform/tenants/{tenant_id}  patch /v1/platform/tenants/{tenant_id}
     delete /v1/platform/tenants/{tenant_id}
     post /v1/platform/tenants/{tenant_id}/suspend  post /v1/platform/tenants/{tenant_id}/resume
+    get /v1/platform/audit
     get /v1/conversations  post /v1/conversations
     get /v1/conversations/{conversation_id}  patch /v1/conversations/{conversation_id}
     delete /v1/conversations/{conversation_id}

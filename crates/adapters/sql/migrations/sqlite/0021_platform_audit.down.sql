@@ -1,0 +1,3 @@
+DROP TABLE platform_audit_checkpoints;
+DROP TABLE platform_audit_head;
+DROP TABLE platform_audit_events;

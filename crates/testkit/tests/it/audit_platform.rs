@@ -30,36 +30,37 @@ async fn checkpoints_of_a_retired_key_still_verify(backend: Backend) {
     // Rotate: a new key signs from now on, the old public key is retired.
     let new_key = app.data_dir.join("audit-signing-2.key");
     karen_crypto::FileAuditSigner::load_or_create(&new_key, true).unwrap();
-    let rotated = app
-        .replica_with(|c| {
-            c.audit.signing_key_file = Some(new_key.clone());
-            c.audit.retired_public_keys = vec![old_public.clone()];
-        })
-        .await;
-    let signed = rotated
-        .post("/v1/audit/checkpoints", &tenant.owner_token, json!({}))
-        .await;
-    let newer = &signed.expect(200).body["checkpoint"];
-    assert!(newer["seq"].as_i64().unwrap() > seq);
-    assert_ne!(
-        newer["key_id"].as_str().unwrap(),
-        old_id,
-        "the new key signs"
-    );
-    let report = verify(&rotated, &tenant).await;
+    // (A restart with the new configuration: replicas would not share the
+    // SQLite file.)
+    let mut app = app;
+    app.config.audit.signing_key_file = Some(new_key.clone());
+    app.config.audit.retired_public_keys = vec![old_public.clone()];
+    let mut app = app.restart().await;
+    // More events, then a checkpoint signed by the new key.
+    app.post(
+        "/v1/users",
+        &tenant.owner_token,
+        json!({"email": "later@rotated.test", "password": PASSWORD}),
+    )
+    .await
+    .expect(201);
+    let id = karen_domain::TenantId::from_uuid(tenant.id);
+    let newer = karen::audit::checkpoint_all(&app.karen.services, Some(id))
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert!(newer.seq > seq);
+    assert_ne!(newer.key_id, old_id, "the new key signs");
+    let report = verify(&app, &tenant).await;
     assert!(report.ok(), "old and new checkpoints verify: {report:?}");
     assert!(report.checkpoints >= 2);
-    rotated.stop().await;
     // Without the retired key, the old checkpoint is by an unknown key.
-    let forgetful = app
-        .replica_with(|c| {
-            c.audit.signing_key_file = Some(new_key.clone());
-        })
-        .await;
-    let problem = verify(&forgetful, &tenant).await.problem.unwrap();
+    app.config.audit.retired_public_keys.clear();
+    let app = app.restart().await;
+    let problem = verify(&app, &tenant).await.problem.unwrap();
     assert_eq!(problem.kind, "unknown_key");
     assert_eq!(problem.seq, seq);
-    forgetful.stop().await;
     // A malformed retired key is a configuration error, named.
     let mut config = app.config.clone();
     config.audit.retired_public_keys = vec!["not-hex".into()];

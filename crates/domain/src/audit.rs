@@ -54,10 +54,10 @@ pub const GENESIS_HASH: ChainHash = [0; 32];
 /// which no tenant has (tenant ids are random). The platform chain records
 /// operator actions that belong to no tenant (tenant lifecycle, operator
 /// keys, platform settings). It is stored in tables of its own
-/// (`platform_audit_*`), not under this id in the tenant tables: it is no
-/// tenant's data, so it must not sit behind a tenant's row-level security,
-/// a tenant's purge must never reach it, and a reserved tenant row would
-/// surface in every list of tenants.
+/// (`platform_audit_*`, visible only to platform transactions), not under
+/// this id in the tenant tables: it is no tenant's data, so no tenant scope
+/// may reach it, a tenant's purge must never reach it, and a reserved
+/// tenant row would surface in every list of tenants.
 pub const PLATFORM_CHAIN: TenantId = TenantId::from_uuid(uuid::Uuid::nil());
 
 const EVENT_DOMAIN_V1: &[u8; 16] = b"karen-audit-v1\0\0";

@@ -4,11 +4,11 @@
 -- under the nil UUID (karen_domain::audit::PLATFORM_CHAIN).
 --
 -- Tables of their own rather than a reserved tenant id in audit_events: these
--- rows are no tenant's data, so they carry no tenant_id and no row-level
--- security (like tenants and operator_keys, they are reached only through the
--- platform transaction, which no tenant principal is given); a tenant purge
--- or retention run cannot reach them, so the record of a tenant's deletion
--- outlives the tenant.
+-- rows are no tenant's data, so they carry no tenant_id; like operator_keys,
+-- their row-level security policy admits only the platform transaction
+-- (karen.scope = 'platform'), which no tenant principal is given, so a
+-- tenant transaction sees no row of them. A tenant purge or retention run
+-- cannot reach them, so the record of a tenant's deletion outlives the tenant.
 --
 -- Append-only as the tenant trail: the application role may only INSERT and
 -- SELECT events and checkpoints (grant_app_role), and the trigger refuses
@@ -58,3 +58,19 @@ CREATE TRIGGER platform_audit_checkpoints_append_only BEFORE UPDATE OR DELETE ON
     FOR EACH ROW EXECUTE FUNCTION karen_audit_append_only();
 CREATE TRIGGER platform_audit_checkpoints_no_truncate BEFORE TRUNCATE ON platform_audit_checkpoints
     FOR EACH STATEMENT EXECUTE FUNCTION karen_audit_append_only();
+
+ALTER TABLE platform_audit_events ENABLE ROW LEVEL SECURITY;
+ALTER TABLE platform_audit_events FORCE ROW LEVEL SECURITY;
+CREATE POLICY platform_scope ON platform_audit_events
+    USING (current_setting('karen.scope', true) = 'platform')
+    WITH CHECK (current_setting('karen.scope', true) = 'platform');
+ALTER TABLE platform_audit_head ENABLE ROW LEVEL SECURITY;
+ALTER TABLE platform_audit_head FORCE ROW LEVEL SECURITY;
+CREATE POLICY platform_scope ON platform_audit_head
+    USING (current_setting('karen.scope', true) = 'platform')
+    WITH CHECK (current_setting('karen.scope', true) = 'platform');
+ALTER TABLE platform_audit_checkpoints ENABLE ROW LEVEL SECURITY;
+ALTER TABLE platform_audit_checkpoints FORCE ROW LEVEL SECURITY;
+CREATE POLICY platform_scope ON platform_audit_checkpoints
+    USING (current_setting('karen.scope', true) = 'platform')
+    WITH CHECK (current_setting('karen.scope', true) = 'platform');

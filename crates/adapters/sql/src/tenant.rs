@@ -33,6 +33,11 @@ pub(crate) struct SqlTenantTx {
     /// The audit chain's head after this transaction's appends, written to
     /// `audit_heads` at commit (see `repos/audit.rs`).
     pub(crate) audit_head: Option<(i64, karen_domain::audit::ChainHash)>,
+    /// Events appended in this transaction and not inserted yet (see
+    /// `repos/audit.rs`); dropped with the transaction on rollback.
+    pub(crate) audit_pending: Vec<karen_domain::audit::AuditEvent>,
+    /// The seed of this transaction's per-event salts (memory only).
+    pub(crate) audit_salts: Option<karen_domain::audit::personal::SaltSeed>,
 }
 
 impl SqlTenantTx {
@@ -43,6 +48,8 @@ impl SqlTenantTx {
             encryption,
             ring: None,
             audit_head: None,
+            audit_pending: Vec::new(),
+            audit_salts: None,
         }
     }
 

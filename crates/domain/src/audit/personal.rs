@@ -9,7 +9,8 @@
 //! `commitment = SHA-256("karen-audit-pii\0" ‖ field salt ‖ field index ‖ encoded value)`
 //!
 //! (an absent field commits to 32 zero bytes). Each field's salt is derived
-//! from one random 16-byte salt per event, stored beside it. Verification
+//! from one pseudorandom 16-byte salt per event, stored beside it (see
+//! [`SaltSeed`] for how event salts are drawn). Verification
 //! recomputes the commitments from the stored values, so a changed byte is
 //! caught exactly as before.
 //!
@@ -48,6 +49,7 @@ pub const PERSONAL_FIELDS: [&str; 6] = [
 
 const PII_DOMAIN: &[u8; 16] = b"karen-audit-pii\0";
 const SALT_DOMAIN: &[u8; 16] = b"karen-audit-salt";
+const SEED_DOMAIN: &[u8; 16] = b"karen-audit-seed";
 
 /// The prefix of every erasure pseudonym.
 pub const PSEUDONYM_PREFIX: &str = "erased:";
@@ -71,6 +73,50 @@ pub enum PersonalSeal {
     Salted(Salt),
     /// Version 2 after an erasure touched some fields.
     Redacted(Box<[FieldSeal; 6]>),
+}
+
+/// The source of the event salts of one transaction: one random seed, from
+/// which each event's salt is derived by a keyed hash of its sequence number,
+/// `SHA-256("karen-audit-seed" ‖ seed ‖ seq)[..16]`, instead of asking the
+/// operating system for 16 random bytes per event.
+///
+/// This keeps the property erasure relies on. The seed is never stored, logged
+/// or returned: it lives in memory for one transaction and is dropped with it.
+/// Without it, an event's salt is a pseudorandom function's output at an input
+/// no one else uses (sequence numbers are unique per chain and a seed serves
+/// one transaction of one chain), so knowing the salts of the transaction's
+/// other events reveals nothing about it. Once an erasure discards that salt,
+/// its commitments are exactly as unlinkable to a guessed value as if the salt
+/// had been drawn at random on its own.
+pub struct SaltSeed([u8; 32]);
+
+impl SaltSeed {
+    /// A seed from 32 bytes of the caller's random generator (two random
+    /// UUIDs will do: 244 random bits).
+    pub fn new(first: [u8; 16], second: [u8; 16]) -> Self {
+        let mut seed = [0; 32];
+        seed[..16].copy_from_slice(&first);
+        seed[16..].copy_from_slice(&second);
+        Self(seed)
+    }
+
+    /// The salt of event `seq`.
+    pub fn salt(&self, seq: i64) -> Salt {
+        let mut hasher = Sha256::new();
+        hasher.update(SEED_DOMAIN);
+        hasher.update(self.0);
+        hasher.update(seq.to_be_bytes());
+        let digest = hasher.finalize();
+        let mut salt = [0; 16];
+        salt.copy_from_slice(&digest[..16]);
+        salt
+    }
+}
+
+impl std::fmt::Debug for SaltSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SaltSeed([hidden])")
+    }
 }
 
 fn field_salt(event_salt: &Salt, index: usize) -> Salt {

@@ -26,6 +26,7 @@ mod api_keys;
 mod assistant;
 mod assistant_upstream;
 mod audit;
+mod audit_batch;
 mod audit_forward;
 mod audit_platform;
 mod auth;

@@ -1,7 +1,10 @@
 //! The audit trail: appends under the tenant's chain lock, reads in sequence
 //! order. Nothing here updates or deletes an event (tenant deletion aside).
 
+use std::sync::OnceLock;
+
 use async_trait::async_trait;
+use karen_domain::audit::personal::SaltSeed;
 use karen_domain::audit::{
     ActorRecord, AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, Outcome,
     PersonalSeal,
@@ -14,6 +17,57 @@ use time::OffsetDateTime;
 use crate::conn::{Row, Tx};
 use crate::rows;
 use crate::tenant::SqlTenantTx;
+
+/// The most events one INSERT writes: 32 rows of 16 parameters each (the
+/// tenant's `$1` is shared) stay under 999, SQLite's historical limit.
+const INSERT_ROWS: usize = 32;
+
+/// The columns of an event after `tenant_id`, in the order they are bound.
+const EVENT_COLUMNS: [&str; 16] = [
+    "seq",
+    "at",
+    "actor_kind",
+    "actor_id",
+    "actor_user_id",
+    "action",
+    "target_type",
+    "target_id",
+    "outcome",
+    "ip",
+    "user_agent",
+    "request_id",
+    "diff",
+    "prev_hash",
+    "hash",
+    "pii_salt",
+];
+
+/// `INSERT INTO audit_events … VALUES (…), …` for `rows` events, where
+/// `rows` is a power of two up to [`INSERT_ROWS`] (so a connection caches at
+/// most six prepared statements of it). Built once per size; the text holds
+/// nothing but placeholders.
+fn insert_statement(rows: usize) -> &'static str {
+    static STATEMENTS: [OnceLock<String>; 6] = [const { OnceLock::new() }; 6];
+    let size = rows.clamp(1, INSERT_ROWS).ilog2();
+    let Some(cell) = STATEMENTS.get(size as usize) else {
+        return insert_statement(1);
+    };
+    cell.get_or_init(|| {
+        let rows = 1usize << size;
+        let mut sql = format!(
+            "INSERT INTO audit_events (tenant_id, {}) VALUES ",
+            EVENT_COLUMNS.join(", ")
+        );
+        for row in 0..rows {
+            sql.push_str(if row == 0 { "($1" } else { ", ($1" });
+            for column in 0..EVENT_COLUMNS.len() {
+                sql.push_str(&format!(", ${}", 2 + row * EVENT_COLUMNS.len() + column));
+            }
+            sql.push(')');
+        }
+        sql
+    })
+}
 
 fn chain_hash(row: &Row, column: &str) -> Result<ChainHash> {
     row.get::<Vec<u8>>(column)?
@@ -94,8 +148,47 @@ impl SqlTenantTx {
         Ok((row.get::<i64>("seq")?, chain_hash(&row, "hash")?))
     }
 
-    /// Writes the head of this transaction's appends (if any) to the head row.
+    /// Inserts the events this transaction appended and has not written yet.
+    /// Appends are kept in memory and written in multi-row INSERTs (of up to
+    /// [`INSERT_ROWS`] events, at the latest when the transaction commits):
+    /// one statement instead of one per event. They stay in the transaction
+    /// of the action they record, so a failing write still fails the commit
+    /// and rolls the action back. Every read of the trail in this transaction
+    /// calls this first, so it sees its own appends.
+    pub(crate) async fn flush_audit(&mut self) -> Result<()> {
+        while !self.audit_pending.is_empty() {
+            let rows = 1usize << self.audit_pending.len().min(INSERT_ROWS).ilog2();
+            let mut insert = self.q(insert_statement(rows));
+            for event in self.audit_pending.drain(..rows) {
+                let (pii_salt, _) = event.personal.stored();
+                let e = event.entry;
+                insert = insert
+                    .bind(event.seq)
+                    .bind(to_millis(e.at))
+                    .bind(e.actor.kind)
+                    .bind(e.actor.id)
+                    .bind(e.actor.user_id)
+                    .bind(e.action)
+                    .bind(e.target_type)
+                    .bind(e.target_id)
+                    .bind(e.outcome.as_str())
+                    .bind(e.ip)
+                    .bind(e.user_agent)
+                    .bind(e.request_id)
+                    .bind(e.diff)
+                    .bind(event.prev_hash.to_vec())
+                    .bind(event.hash.to_vec())
+                    .bind(pii_salt);
+            }
+            self.tx.execute(insert).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes this transaction's pending events, then its chain head to the
+    /// head row (before commit).
     pub(crate) async fn flush_audit_head(&mut self) -> Result<()> {
+        self.flush_audit().await?;
         let Some((seq, hash)) = self.audit_head.take() else {
             return Ok(());
         };
@@ -111,6 +204,7 @@ impl SqlTenantTx {
     /// delete audit rows), directly on SQLite (a trigger allows it only while
     /// the tenant is being deleted).
     pub(crate) async fn purge_audit(&mut self, table: &str) -> Result<u64> {
+        self.flush_audit().await?;
         let postgres = matches!(self.tx, Tx::Postgres(..));
         let removed = match (table, postgres) {
             ("audit_heads", _) => {
@@ -155,34 +249,21 @@ impl SqlTenantTx {
 impl AuditRepo for SqlTenantTx {
     async fn append_audit(&mut self, entry: AuditEntry) -> Result<AuditEvent> {
         let (prev_seq, prev_hash) = self.head_for_append().await?;
-        // A fresh random salt per event (see audit::personal): 16 bytes from
-        // the operating system's generator, through uuid's v4.
-        let salt = PersonalSeal::Salted(*uuid::Uuid::new_v4().as_bytes());
+        let seed = match &self.audit_salts {
+            Some(seed) => seed,
+            // 244 random bits from the operating system, once per transaction.
+            None => self.audit_salts.insert(SaltSeed::new(
+                *uuid::Uuid::new_v4().as_bytes(),
+                *uuid::Uuid::new_v4().as_bytes(),
+            )),
+        };
+        let salt = PersonalSeal::Salted(seed.salt(prev_seq + 1));
         let event = entry.seal(self.tenant_id_value(), prev_seq, prev_hash, salt);
-        let e = &event.entry;
-        let (pii_salt, _) = event.personal.stored();
-        let insert = self
-            .q("INSERT INTO audit_events (tenant_id, seq, at, actor_kind, actor_id, actor_user_id, action, \
-                target_type, target_id, outcome, ip, user_agent, request_id, diff, prev_hash, hash, pii_salt) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)")
-            .bind(event.seq)
-            .bind(to_millis(e.at))
-            .bind(e.actor.kind)
-            .bind(e.actor.id.clone())
-            .bind(e.actor.user_id.clone())
-            .bind(e.action.clone())
-            .bind(e.target_type.clone())
-            .bind(e.target_id.clone())
-            .bind(e.outcome.as_str())
-            .bind(e.ip.clone())
-            .bind(e.user_agent.clone())
-            .bind(e.request_id.clone())
-            .bind(e.diff.clone())
-            .bind(event.prev_hash.to_vec())
-            .bind(event.hash.to_vec())
-            .bind(pii_salt);
-        self.tx.execute(insert).await?;
         self.audit_head = Some((event.seq, event.hash));
+        self.audit_pending.push(event.clone());
+        if self.audit_pending.len() >= INSERT_ROWS {
+            self.flush_audit().await?;
+        }
         Ok(event)
     }
 
@@ -192,6 +273,7 @@ impl AuditRepo for SqlTenantTx {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
+        self.flush_audit().await?;
         let q = self
             .q(
                 "SELECT * FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
@@ -215,6 +297,7 @@ impl AuditRepo for SqlTenantTx {
     }
 
     async fn audit_head(&mut self) -> Result<Option<(i64, ChainHash)>> {
+        self.flush_audit().await?;
         let q = self
             .q("SELECT seq, hash FROM audit_events WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1");
         match self.tx.fetch_optional(q).await? {
@@ -274,6 +357,7 @@ impl AuditRepo for SqlTenantTx {
         erased: &AuditEntry,
         personal: &PersonalSeal,
     ) -> Result<()> {
+        self.flush_audit().await?;
         let (salt, redactions) = personal.stored();
         if salt.is_some() || redactions.is_none() {
             return Err(Error::internal(

@@ -231,6 +231,7 @@ impl RetentionRepo for SqlTenantTx {
     async fn audit_prefix_before(&mut self, before: OffsetDateTime) -> Result<Option<AuditPrefix>> {
         // The prefix ends just before the first event at or after `before`
         // (or at the newest event when all are older).
+        self.flush_audit().await?;
         let bound = self
             .q("SELECT MIN(seq) AS first_young, (SELECT MIN(seq) FROM audit_events WHERE tenant_id = $1) AS first \
                 FROM audit_events WHERE tenant_id = $1 AND at >= $2")
@@ -269,6 +270,7 @@ impl RetentionRepo for SqlTenantTx {
         // PostgreSQL: the owner's guarded function (the application role may
         // not delete audit rows). SQLite: a trigger refuses the deletion of
         // any event no checkpoint covers.
+        self.flush_audit().await?;
         if matches!(self.tx, Tx::Postgres(..)) {
             let q = self
                 .q("SELECT karen_audit_drop_prefix($1, $2) AS removed")

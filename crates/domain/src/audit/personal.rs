@@ -504,6 +504,15 @@ mod tests {
     }
 
     #[test]
+    fn seeded_salts_differ_per_event_and_per_seed() {
+        let seed = SaltSeed::new([1; 16], [2; 16]);
+        assert_eq!(seed.salt(5), seed.salt(5));
+        assert_ne!(seed.salt(5), seed.salt(6));
+        assert_ne!(seed.salt(5), SaltSeed::new([1; 16], [3; 16]).salt(5));
+        assert_eq!(format!("{seed:?}"), "SaltSeed([hidden])");
+    }
+
+    #[test]
     fn version_one_events_cannot_be_erased() {
         let mask = ErasureMask {
             actor: true,

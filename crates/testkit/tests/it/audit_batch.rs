@@ -5,6 +5,7 @@
 
 use karen_app::audit::Record;
 use karen_domain::audit::AuditFilter;
+use karen_domain::ports::Store as _;
 use karen_domain::{Actor, SystemReason, TenantId, TenantScope};
 use karen_testkit::{Backend, spawn};
 

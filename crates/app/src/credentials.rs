@@ -31,6 +31,9 @@ pub enum Kind {
     /// The `state` of a single sign-on login: tenant id + login id + secret.
     /// Good for nothing but the SSO callback.
     SsoState,
+    /// The `RelayState` of a SAML login: tenant id + login id + a 128-bit
+    /// secret (SAML allows at most 80 bytes). Good for nothing but the ACS.
+    SamlRelay,
 }
 
 impl Kind {
@@ -41,13 +44,25 @@ impl Kind {
             Kind::Operator => "krn_op_",
             Kind::MfaChallenge => "krm_",
             Kind::SsoState => "krs_",
+            Kind::SamlRelay => "krq_",
         }
     }
 
     const fn id_count(self) -> usize {
         match self {
-            Kind::ApiKey | Kind::Refresh | Kind::MfaChallenge | Kind::SsoState => 2,
+            Kind::ApiKey
+            | Kind::Refresh
+            | Kind::MfaChallenge
+            | Kind::SsoState
+            | Kind::SamlRelay => 2,
             Kind::Operator => 1,
+        }
+    }
+
+    const fn secret_len(self) -> usize {
+        match self {
+            Kind::SamlRelay => SECRET_LEN / 2,
+            _ => SECRET_LEN,
         }
     }
 }
@@ -94,12 +109,13 @@ pub fn mint(kind: Kind, ids: &[Uuid]) -> Result<Minted> {
         return Err(Error::internal("wrong number of ids for credential"));
     }
     let secret = zeroize::Zeroizing::new(random_bytes::<SECRET_LEN>()?);
-    let mut raw = zeroize::Zeroizing::new(Vec::with_capacity(1 + 16 * ids.len() + SECRET_LEN));
+    let secret_len = kind.secret_len();
+    let mut raw = zeroize::Zeroizing::new(Vec::with_capacity(1 + 16 * ids.len() + secret_len));
     raw.push(VERSION);
     for id in ids {
         raw.extend_from_slice(id.as_bytes());
     }
-    raw.extend_from_slice(secret.as_ref());
+    raw.extend_from_slice(&secret[..secret_len]);
     let text = format!(
         "{}{}",
         kind.prefix(),
@@ -121,7 +137,7 @@ pub fn parse(kind: Kind, text: &str) -> Result<Presented> {
         return Err(invalid());
     }
     let raw = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.decode(body).map_err(|_| invalid())?);
-    if raw.len() != 1 + 16 * kind.id_count() + SECRET_LEN || raw.first() != Some(&VERSION) {
+    if raw.len() != 1 + 16 * kind.id_count() + kind.secret_len() || raw.first() != Some(&VERSION) {
         return Err(invalid());
     }
     let ids = (0..kind.id_count())
@@ -145,6 +161,8 @@ pub fn kind_of(text: &str) -> Option<Kind> {
         Some(Kind::MfaChallenge)
     } else if text.starts_with(Kind::SsoState.prefix()) {
         Some(Kind::SsoState)
+    } else if text.starts_with(Kind::SamlRelay.prefix()) {
+        Some(Kind::SamlRelay)
     } else {
         None
     }

@@ -405,14 +405,17 @@ impl TenantService {
                 ));
             }
             if settings.sso_required && !tenant.settings.sso_required {
-                let connection = tx
-                    .sso()
-                    .connection(karen_domain::sso::SsoKind::Oidc)
-                    .await?;
-                if !connection.is_some_and(|c| c.enabled) {
+                let mut enabled = false;
+                for kind in [
+                    karen_domain::sso::SsoKind::Oidc,
+                    karen_domain::sso::SsoKind::Saml,
+                ] {
+                    enabled |= tx.sso().connection(kind).await?.is_some_and(|c| c.enabled);
+                }
+                if !enabled {
                     return Err(Error::invalid(
                         Some("settings.sso_required"),
-                        "single sign-on cannot be required before an enabled connection exists; configure PUT /v1/tenant/sso/oidc first",
+                        "single sign-on cannot be required before an enabled connection exists; configure PUT /v1/tenant/sso/oidc or /v1/tenant/sso/saml first",
                     ));
                 }
             }

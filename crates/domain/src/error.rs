@@ -52,7 +52,7 @@ pub enum Error {
     TenantSuspended,
     /// The organisation requires single sign-on for this account.
     #[error(
-        "this organisation requires single sign-on; sign in through your identity provider at GET /v1/auth/sso/oidc/start?tenant=<organisation>"
+        "this organisation requires single sign-on; sign in through your identity provider at GET /v1/auth/sso/oidc/start?tenant=<organisation> (or /v1/auth/sso/saml/start?tenant=<organisation>)"
     )]
     SsoRequired,
     /// A single sign-on login was refused (the reason is audited too).

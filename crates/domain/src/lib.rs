@@ -22,6 +22,7 @@ pub mod principal;
 pub mod providers;
 pub mod rate_limit;
 pub mod retention;
+pub mod saml;
 pub mod scim;
 pub mod sso;
 pub mod tenant;

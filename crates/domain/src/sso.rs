@@ -1,5 +1,5 @@
-//! Single sign-on: a tenant's connections to identity providers (OIDC now,
-//! SAML later), the claim-to-role mapping, the pending logins and the
+//! Single sign-on: a tenant's connections to identity providers (OIDC and
+//! SAML 2.0), the claim-to-role mapping, the pending logins and the
 //! external identities linked to users. Protocol verification lives in the
 //! adapters; everything after "the provider vouches for this subject" is
 //! shared by every kind of connection.
@@ -23,7 +23,8 @@ use crate::{Error, SsoConnectionId, SsoStateId, TenantId, UserId};
 pub enum SsoKind {
     /// OpenID Connect (authorization code flow with PKCE).
     Oidc,
-    /// SAML 2.0 (not implemented yet; the storage already allows it).
+    /// SAML 2.0 (SP-initiated, HTTP-Redirect or HTTP-POST binding; the
+    /// response comes back by HTTP-POST).
     Saml,
 }
 
@@ -315,6 +316,18 @@ pub enum SsoFailure {
     EmailDomain,
     /// No role maps and the mapping has no default.
     NoRole,
+    /// SAML: no signature covers the assertion.
+    Unsigned,
+    /// SAML: the assertion was accepted before (replay cache).
+    Replay,
+    /// SAML: the Destination or the bearer Recipient is not this service
+    /// provider's assertion consumer URL.
+    Destination,
+    /// SAML: InResponseTo is not the request of this login.
+    InResponseTo,
+    /// SAML: the response is malformed or shaped to mislead a verifier
+    /// (several assertions, duplicate IDs, a DTD, an encrypted assertion…).
+    Malformed,
 }
 
 impl SsoFailure {
@@ -335,6 +348,11 @@ impl SsoFailure {
             SsoFailure::EmailInUse => "email_in_use",
             SsoFailure::EmailDomain => "email_domain",
             SsoFailure::NoRole => "no_role",
+            SsoFailure::Unsigned => "unsigned",
+            SsoFailure::Replay => "replay",
+            SsoFailure::Destination => "destination",
+            SsoFailure::InResponseTo => "in_response_to",
+            SsoFailure::Malformed => "malformed",
         }
     }
 
@@ -342,8 +360,9 @@ impl SsoFailure {
     pub const fn describe(self) -> &'static str {
         match self {
             SsoFailure::State => {
-                "the sign-in request is unknown, expired or already used; start again at GET /v1/auth/sso/oidc/start"
+                "the sign-in request is unknown, expired or already used; start again at GET /v1/auth/sso/oidc/start (or /v1/auth/sso/saml/start)"
             }
+            SsoFailure::Replay => "this identity provider answer was already used; start again",
             SsoFailure::ProviderError => "the identity provider refused the sign-in",
             SsoFailure::CodeExchange => {
                 "the identity provider did not accept the authorization code; start again"
@@ -354,7 +373,11 @@ impl SsoFailure {
             | SsoFailure::Audience
             | SsoFailure::Expired
             | SsoFailure::Nonce
-            | SsoFailure::Claims => {
+            | SsoFailure::Claims
+            | SsoFailure::Unsigned
+            | SsoFailure::Destination
+            | SsoFailure::InResponseTo
+            | SsoFailure::Malformed => {
                 "the identity provider's answer did not verify; start again, or ask an administrator to check the SSO connection"
             }
             SsoFailure::Email => {

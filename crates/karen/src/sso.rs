@@ -80,6 +80,7 @@ impl SsoConfig {
             let client = OidcHttpClient::new(policy, &timeouts, clock)
                 .map_err(|e| anyhow::anyhow!("sso: {e}"))?;
             ports.oidc = Some(Arc::new(client));
+            ports.saml = Some(Arc::new(karen_identity::saml::SamlCore));
         }
         Ok(ports)
     }

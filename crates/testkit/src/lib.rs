@@ -12,6 +12,7 @@ mod clock;
 pub mod fake_llm;
 pub mod oidc_provider;
 mod reply;
+pub mod saml_idp;
 mod services;
 mod totp;
 

@@ -27,6 +27,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "scim_group_members",
     "scim_groups",
     "scim_users",
+    "sso_consumed_assertions",
     "sso_identities",
     "sso_login_states",
     "sso_connections",

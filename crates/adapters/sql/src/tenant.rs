@@ -111,6 +111,7 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "scim_group_members" => "DELETE FROM scim_group_members WHERE tenant_id = $1",
         "scim_groups" => "DELETE FROM scim_groups WHERE tenant_id = $1",
         "scim_users" => "DELETE FROM scim_users WHERE tenant_id = $1",
+        "sso_consumed_assertions" => "DELETE FROM sso_consumed_assertions WHERE tenant_id = $1",
         "sso_identities" => "DELETE FROM sso_identities WHERE tenant_id = $1",
         "sso_login_states" => "DELETE FROM sso_login_states WHERE tenant_id = $1",
         "sso_connections" => "DELETE FROM sso_connections WHERE tenant_id = $1",

@@ -73,9 +73,13 @@ impl AuthService {
             Some(Kind::ApiKey) => self.authenticate_api_key(bearer).await,
             // Operator keys, refresh tokens and MFA challenges are not access
             // credentials for tenant routes.
-            Some(Kind::Operator | Kind::Refresh | Kind::MfaChallenge | Kind::SsoState) => {
-                Err(invalid())
-            }
+            Some(
+                Kind::Operator
+                | Kind::Refresh
+                | Kind::MfaChallenge
+                | Kind::SsoState
+                | Kind::SamlRelay,
+            ) => Err(invalid()),
             None => self.authenticate_access_token(bearer).await,
         }?;
         let principal = ctx.principal();

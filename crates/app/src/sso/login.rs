@@ -42,7 +42,7 @@ fn random_text() -> Result<String> {
     Ok(URL_SAFE_NO_PAD.encode(credentials::random_bytes::<32>()?))
 }
 
-fn scope(tenant: TenantId) -> TenantScope {
+pub(super) fn scope(tenant: TenantId) -> TenantScope {
     TenantScope::system(tenant, SystemReason::Login)
 }
 
@@ -426,7 +426,7 @@ impl SsoService {
 
     /// Records a refused login (`auth.sso.login.failed` with the reason) in a
     /// transaction of its own and counts it against the client's address.
-    async fn refuse(
+    pub(super) async fn refuse(
         &self,
         tenant: TenantId,
         user: Option<UserId>,

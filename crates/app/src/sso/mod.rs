@@ -1,6 +1,6 @@
 //! Single sign-on. A tenant administrator configures a connection to the
-//! organisation's identity provider (OIDC now; SAML will add its own
-//! protocol check and reuse the rest): issuer, client, scopes and a
+//! organisation's identity provider, OIDC (issuer, client, scopes) or SAML
+//! 2.0 (IdP metadata or certificate and SSO URL, see [`saml`]), with a
 //! claim-to-role mapping. Users then sign in at the provider; Karen creates
 //! their account on the first login (just in time), keeps their roles in step
 //! with the provider's claim on every login, and issues the same session
@@ -13,14 +13,19 @@
 //! if the provider fails).
 
 mod login;
+mod saml;
 
 pub use login::OidcCallback;
+pub use saml::{
+    SAML_ACS_PATH, SamlAcsPost, SamlConnection, SamlConnectionInput, SamlIdpSource,
+    saml_metadata_path,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use karen_domain::permission::{BuiltinRole, Permission};
-use karen_domain::ports::{OidcClient, OidcError};
+use karen_domain::ports::{OidcClient, OidcError, SamlServiceProvider};
 use karen_domain::sso::{OidcSettings, RoleMapping, SsoConnection, SsoKind};
 use karen_domain::{Error, Result, SsoConnectionId, TenantContext};
 use secrecy::SecretString;
@@ -39,6 +44,8 @@ pub const OIDC_CALLBACK_PATH: &str = "/v1/auth/sso/oidc/callback";
 pub struct SsoPorts {
     /// The OpenID Connect client; `None` switches SSO off (`feature_disabled`).
     pub oidc: Option<Arc<dyn OidcClient>>,
+    /// The SAML 2.0 service provider; `None` switches SAML off (`feature_disabled`).
+    pub saml: Option<Arc<dyn SamlServiceProvider>>,
     /// Karen's public base URL (`https://karen.example.com`); the callback is
     /// `<public_url>/v1/auth/sso/oidc/callback`. Unset: derived from the
     /// request only when it is addressed to a loopback host (development).
@@ -51,6 +58,7 @@ impl Default for SsoPorts {
     fn default() -> Self {
         Self {
             oidc: None,
+            saml: None,
             public_url: None,
             login_ttl: Duration::from_secs(600),
         }
@@ -93,7 +101,7 @@ fn oidc_settings(connection: &SsoConnection) -> Result<OidcSettings> {
 }
 
 /// The audited view of a connection (no secret, only whether one is set).
-fn connection_json(connection: &SsoConnection) -> serde_json::Value {
+pub(crate) fn connection_json(connection: &SsoConnection) -> serde_json::Value {
     json!({
         "kind": connection.kind.as_str(),
         "config": connection.config,
@@ -131,14 +139,20 @@ impl SsoService {
     /// The callback URL: the configured public URL, else the request's own
     /// origin when it is a loopback address (development and tests).
     pub(crate) fn redirect_uri(&self, request_origin: Option<&str>) -> Option<String> {
+        Some(format!(
+            "{}{OIDC_CALLBACK_PATH}",
+            self.public_base(request_origin)?
+        ))
+    }
+
+    /// Karen's public base URL without a trailing slash: the configured one,
+    /// else the request's own origin when it is a loopback address.
+    pub(crate) fn public_base(&self, request_origin: Option<&str>) -> Option<String> {
         let base = match &self.deps.sso.public_url {
             Some(url) => url.clone(),
             None => request_origin?.to_owned(),
         };
-        Some(format!(
-            "{}{OIDC_CALLBACK_PATH}",
-            base.trim_end_matches('/')
-        ))
+        Some(base.trim_end_matches('/').to_owned())
     }
 
     fn view(&self, connection: &SsoConnection) -> Result<OidcConnection> {
@@ -199,11 +213,8 @@ impl SsoService {
             .map_err(|e| field_named(e, "role_mapping"))?;
         Authority::Member(ctx).ensure_within(granted, "mapping to these roles")?;
         let existing = tx.sso().connection(SsoKind::Oidc).await?;
-        let tenant = tx.tenant().await?;
-        if tenant.settings.sso_required && !input.enabled {
-            return Err(Error::Conflict(
-                "the organisation requires single sign-on; set settings.sso_required to false before disabling the connection".into(),
-            ));
+        if !input.enabled {
+            ensure_not_last_required(&mut *tx, SsoKind::Oidc).await?;
         }
         let client_secret = match (input.client_secret, &existing) {
             (Some(secret), _) => secret,
@@ -259,11 +270,7 @@ impl SsoService {
     pub async fn delete_oidc_connection(&self, ctx: &TenantContext) -> Result<()> {
         ctx.require(Permission::TenantManage)?;
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        if tx.tenant().await?.settings.sso_required {
-            return Err(Error::Conflict(
-                "the organisation requires single sign-on; set settings.sso_required to false first".into(),
-            ));
-        }
+        ensure_not_last_required(&mut *tx, SsoKind::Oidc).await?;
         let existing = tx
             .sso()
             .connection(SsoKind::Oidc)
@@ -281,8 +288,29 @@ impl SsoService {
     }
 }
 
+/// Refuses to switch off or remove the connection of `kind` while the
+/// organisation requires single sign-on and no other enabled connection is left.
+pub(crate) async fn ensure_not_last_required(
+    tx: &mut dyn karen_domain::ports::TenantTx,
+    kind: SsoKind,
+) -> Result<()> {
+    if !tx.tenant().await?.settings.sso_required {
+        return Ok(());
+    }
+    let other = match kind {
+        SsoKind::Oidc => SsoKind::Saml,
+        SsoKind::Saml => SsoKind::Oidc,
+    };
+    if tx.sso().connection(other).await?.is_some_and(|c| c.enabled) {
+        return Ok(());
+    }
+    Err(Error::Conflict(
+        "the organisation requires single sign-on and this is its only enabled connection; set settings.sso_required to false first".into(),
+    ))
+}
+
 /// Names `field` as the field at fault of a validation error.
-fn field_named(error: Error, field: &str) -> Error {
+pub(crate) fn field_named(error: Error, field: &str) -> Error {
     match error {
         Error::Invalid { message, .. } => Error::invalid(Some(field), message),
         other => other,

@@ -9,6 +9,7 @@ mod llm;
 mod mfa;
 mod rate_limit;
 mod retention;
+mod saml;
 mod scim;
 mod security;
 mod sso;
@@ -30,6 +31,7 @@ pub use llm::{
 pub use mfa::MfaRepo;
 pub use rate_limit::RateLimiter;
 pub use retention::{AuditPrefix, ExpiredRow, RetentionRepo};
+pub use saml::SamlServiceProvider;
 pub use scim::ScimRepo;
 pub use security::{
     AccessClaims, AccessTokens, AuditSigner, DataCipher, DataKey, KeyProvider, PasswordHasher,

@@ -42,6 +42,16 @@ pub trait SsoRepo: Send {
     ) -> Result<()>;
     /// The identities linked to `user` (any connection).
     async fn identities_of(&mut self, user: UserId) -> Result<Vec<SsoIdentity>>;
+    /// Records a SAML assertion as consumed until `expires_at` (first removing
+    /// the tenant's entries expired at `now`); `false` if it was consumed
+    /// before: a replay. A unique key decides, so two replicas racing with
+    /// the same assertion cannot both succeed.
+    async fn consume_assertion(
+        &mut self,
+        assertion_id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool>;
 }
 
 /// Why an OIDC operation failed.

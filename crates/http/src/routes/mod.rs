@@ -23,6 +23,7 @@ mod scim;
 mod scim_discovery;
 pub(crate) mod scim_model;
 mod sso;
+mod sso_saml;
 pub(crate) mod system;
 mod tenant;
 mod usage;
@@ -40,6 +41,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(auth::routes())
         .merge(mfa::routes())
         .merge(sso::routes())
+        .merge(sso_saml::routes())
         .merge(users::routes())
         .merge(roles::routes())
         .merge(api_keys::routes())

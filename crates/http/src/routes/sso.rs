@@ -37,7 +37,8 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoleMappingView {
-    /// The ID token claim holding groups or roles (a string or a list), e.g. `groups`.
+    /// The ID token claim (OIDC) or attribute (SAML) holding groups or roles
+    /// (a string or a list), e.g. `groups`.
     claim: String,
     /// Claim value → role name (built-in or custom; never `owner`).
     #[serde(default)]
@@ -62,7 +63,7 @@ impl From<RoleMapping> for RoleMappingView {
 }
 
 impl RoleMappingView {
-    fn parse(self) -> Result<RoleMapping, karen_domain::Error> {
+    pub(super) fn parse(self) -> Result<RoleMapping, karen_domain::Error> {
         let field = |e: karen_domain::Error| ApiError::rename_field(e, &[("role", "role_mapping")]);
         if self.values.len() > karen_domain::sso::MAX_MAPPED_VALUES {
             return Err(karen_domain::Error::invalid(
@@ -218,7 +219,7 @@ pub(crate) struct StartQuery {
 
 /// The request's own origin when it is addressed to a loopback host (a
 /// development server without `sso.public_url`); never trusted otherwise.
-fn loopback_origin(headers: &HeaderMap) -> Option<String> {
+pub(super) fn loopback_origin(headers: &HeaderMap) -> Option<String> {
     let host = headers.get(header::HOST)?.to_str().ok()?;
     let name = match host.rsplit_once(':') {
         Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,

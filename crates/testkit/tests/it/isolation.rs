@@ -100,6 +100,15 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
     )
     .await
     .expect(200);
+    // …and through its SAML identity provider.
+    let b_saml = app
+        .put(
+            crate::sso_saml::SAML_CONNECTION,
+            &bravo.owner_token,
+            crate::sso_saml::saml_connection_body(),
+        )
+        .await;
+    let b_saml = b_saml.expect(200).str("id").to_owned();
 
     // Tenant B's objects.
     let (b_user, b_user_token) = app
@@ -540,6 +549,15 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         )
         .await
         .expect_problem(404, "not_found");
+        t.call(
+            "GET",
+            "/v1/tenant/sso/saml",
+            "/v1/tenant/sso/saml",
+            token,
+            None,
+        )
+        .await
+        .expect_problem(404, "not_found");
         t.call("GET", "/v1/permissions", "/v1/permissions", token, None)
             .await
             .expect(200);
@@ -645,6 +663,21 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         .await
         .expect(204);
     t.call("DELETE", sso_path, sso_path, owner, None)
+        .await
+        .expect_problem(404, "not_found");
+    let saml_path = "/v1/tenant/sso/saml";
+    let saml_body = crate::sso_saml::saml_connection_body();
+    let a_saml = t
+        .call("PUT", saml_path, saml_path, owner, Some(saml_body))
+        .await;
+    assert_ne!(a_saml.expect(200).str("id"), b_saml, "A's own connection");
+    t.call("GET", saml_path, saml_path, owner, None)
+        .await
+        .expect(200);
+    t.call("DELETE", saml_path, saml_path, owner, None)
+        .await
+        .expect(204);
+    t.call("DELETE", saml_path, saml_path, owner, None)
         .await
         .expect_problem(404, "not_found");
     // MFA: A enrolling and removing its own authenticator leaves B's alone.
@@ -995,6 +1028,8 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
 
     let b_sso = app.get("/v1/tenant/sso/oidc", &bravo.owner_token).await;
     assert_eq!(b_sso.expect(200).str("client_id"), OIDC_CLIENT_ID);
+    let b_saml_after = app.get("/v1/tenant/sso/saml", &bravo.owner_token).await;
+    assert_eq!(b_saml_after.expect(200).str("id"), b_saml);
     let b_mfa = app.get("/v1/auth/mfa", &b_user_token).await;
     assert_eq!(
         b_mfa.expect(200).str("totp"),

@@ -60,5 +60,6 @@ mod retention;
 mod rls;
 mod scim;
 mod sso;
+mod sso_saml;
 mod tenants;
 mod tls;

@@ -65,8 +65,11 @@ mod config;
 mod dsig;
 mod error;
 mod metadata;
+mod port;
 mod request;
 mod response;
+#[cfg(any(test, feature = "test-signing"))]
+pub mod signing;
 mod xml;
 
 #[cfg(test)]
@@ -78,6 +81,7 @@ pub use config::{
 };
 pub use error::SamlError;
 pub use metadata::{parse_idp_metadata, sp_metadata};
+pub use port::SamlCore;
 pub use request::{
     AuthnRequest, MAX_RELAY_STATE_BYTES, PostBinding, authn_request, new_request_id,
 };

@@ -1,6 +1,7 @@
 //! Single sign-on: connections (client secret sealed with the tenant's data
 //! key, see `content.rs`), pending logins (state and nonce as digests, the
-//! PKCE verifier sealed) and linked external identities.
+//! PKCE verifier sealed), linked external identities and the SAML replay
+//! cache (consumed assertion IDs).
 
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
@@ -226,5 +227,24 @@ impl SsoRepo for SqlTenantTx {
             )
             .bind(user.as_uuid());
         self.tx.fetch_all(q).await?.iter().map(identity).collect()
+    }
+
+    async fn consume_assertion(
+        &mut self,
+        assertion_id: &str,
+        expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<bool> {
+        let purge = self
+            .q("DELETE FROM sso_consumed_assertions WHERE tenant_id = $1 AND expires_at < $2")
+            .bind(to_millis(now));
+        self.tx.execute(purge).await?;
+        let q = self
+            .q("INSERT INTO sso_consumed_assertions (tenant_id, assertion_id, expires_at, created_at) \
+                VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, assertion_id) DO NOTHING")
+            .bind(assertion_id.to_owned())
+            .bind(to_millis(expires_at))
+            .bind(to_millis(now));
+        Ok(self.tx.execute(q).await? > 0)
     }
 }

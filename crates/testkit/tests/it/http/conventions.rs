@@ -183,10 +183,13 @@ const DECLARED_ROUTES: &str = "
     put /scim/v2/Groups/{group_id}  patch /scim/v2/Groups/{group_id}  delete /scim/v2/Groups/{group_id}
     get /scim/v2/ServiceProviderConfig  get /scim/v2/ResourceTypes  get /scim/v2/Schemas
     get /v1/tenant/sso/oidc  put /v1/tenant/sso/oidc  delete /v1/tenant/sso/oidc
-    get /v1/auth/sso/oidc/start  get /v1/auth/sso/oidc/callback";
+    get /v1/auth/sso/oidc/start  get /v1/auth/sso/oidc/callback
+    get /v1/tenant/sso/saml  put /v1/tenant/sso/saml  delete /v1/tenant/sso/saml
+    get /v1/auth/sso/saml/{tenant_slug}/metadata  get /v1/auth/sso/saml/start
+    post /v1/auth/sso/saml/acs";
 
 /// The routes that need no credential.
-const PUBLIC_ROUTES: [&str; 7] = [
+const PUBLIC_ROUTES: [&str; 10] = [
     "/healthz",
     "/readyz",
     "/v1/auth/login",
@@ -194,6 +197,9 @@ const PUBLIC_ROUTES: [&str; 7] = [
     "/v1/signup",
     "/v1/auth/sso/oidc/start",
     "/v1/auth/sso/oidc/callback",
+    "/v1/auth/sso/saml/{tenant_slug}/metadata",
+    "/v1/auth/sso/saml/start",
+    "/v1/auth/sso/saml/acs",
 ];
 
 fn declared_routes() -> Vec<(String, String)> {
@@ -375,6 +381,7 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{document_id}", &id)
             .replace("{hold_id}", &id)
             .replace("{group_id}", &id)
+            .replace("{tenant_slug}", "no-such-org")
             .replace("{alias}", "no-such-alias")
             .replace("{name}", "no-such-role");
         assert!(!concrete.contains('{'), "unexpected parameter in {path}");

@@ -494,6 +494,11 @@ fn full_body(method: &str, path: &str) -> Value {
             "client_id": "karen", "client_secret": "s3cret", "scopes": ["email"],
             "role_mapping": {"claim": "groups", "values": {"eng": "member"}, "default_role": "member"},
             "enabled": true}),
+        ("PUT", "/v1/tenant/sso/saml") => json!({
+            "idp_metadata": karen_testkit::saml_idp::saml_idp_metadata(),
+            "email_attribute": "email", "name_attribute": "displayName",
+            "role_mapping": {"claim": "groups", "values": {"eng": "member"}, "default_role": "member"},
+            "enabled": true}),
         _ => panic!("no sample body for {method} {path}: add one to full_body"),
     }
 }

@@ -18,7 +18,7 @@ use base64::Engine as _;
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
-use super::c14n::canonicalize;
+use super::signing::{SignatureSettings, sign_enveloped_with};
 use super::{Expectations, IdpConfig, SamlError, VerifiedAssertion, validate_response};
 
 pub(super) const IDP_ENTITY: &str = "https://idp.example.test/metadata";
@@ -27,7 +27,6 @@ pub(super) const ACS_URL: &str = "https://karen.example.test/saml/acme/acs";
 pub(super) const REQUEST_ID: &str = "_req0123456789abcdef";
 pub(super) const NOW: OffsetDateTime = datetime!(2026-12-02 21:00:00 UTC);
 
-const NS_DS: &str = "http://www.w3.org/2000/09/xmldsig#";
 pub(super) const RSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256";
 pub(super) const ECDSA_SHA256: &str = "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256";
 pub(super) const DIGEST_SHA256: &str = "http://www.w3.org/2001/04/xmlenc#sha256";
@@ -243,68 +242,13 @@ fn b64(bytes: &[u8]) -> String {
 /// Signs the element with `ID="{id}"` in `xml` with an enveloped signature
 /// placed right after its Issuer (where the schema puts it).
 pub(super) fn sign(xml: &str, id: &str, options: &SignOptions<'_>) -> String {
-    let document = roxmltree::Document::parse(xml).unwrap();
-    let find = |wanted: &str| {
-        document
-            .descendants()
-            .find(|node| node.attribute("ID") == Some(wanted))
-            .unwrap()
+    let settings = SignatureSettings {
+        signature_method: options.signature_method,
+        digest_method: options.digest_method,
+        reference_uri: options.reference_uri.as_deref(),
+        key_info_certificate: options.key_info_certificate.as_deref(),
     };
-    let element = find(id);
-    // The digest covers the element the Reference names (normally `element`).
-    let target = match options.reference_uri.as_deref() {
-        Some(uri) => find(uri.trim_start_matches('#')),
-        None => element,
-    };
-    let digest_algorithm = match options.digest_method {
-        DIGEST_SHA256 => &aws_lc_rs::digest::SHA256,
-        _ => &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-    };
-    let digest =
-        aws_lc_rs::digest::digest(digest_algorithm, &canonicalize(target, None, &[]).unwrap());
-    let uri = options
-        .reference_uri
-        .clone()
-        .unwrap_or_else(|| format!("#{id}"));
-    // Written in canonical form, so these bytes are what is signed.
-    let signed_info = format!(
-        concat!(
-            r#"<ds:SignedInfo xmlns:ds="{ds}">"#,
-            r#"<ds:CanonicalizationMethod Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"></ds:CanonicalizationMethod>"#,
-            r#"<ds:SignatureMethod Algorithm="{method}"></ds:SignatureMethod>"#,
-            r#"<ds:Reference URI="{uri}"><ds:Transforms>"#,
-            r#"<ds:Transform Algorithm="http://www.w3.org/2000/09/xmldsig#enveloped-signature"></ds:Transform>"#,
-            r#"<ds:Transform Algorithm="http://www.w3.org/2001/10/xml-exc-c14n#"></ds:Transform>"#,
-            r#"</ds:Transforms><ds:DigestMethod Algorithm="{digest_method}"></ds:DigestMethod>"#,
-            r#"<ds:DigestValue>{digest}</ds:DigestValue></ds:Reference></ds:SignedInfo>"#
-        ),
-        ds = NS_DS,
-        method = options.signature_method,
-        uri = uri,
-        digest_method = options.digest_method,
-        digest = b64(digest.as_ref()),
-    );
-    let signature_value = options.key.sign(signed_info.as_bytes());
-    let key_info = options
-        .key_info_certificate
-        .as_ref()
-        .map(|der| {
-            format!(
-                "<ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>",
-                b64(der)
-            )
-        })
-        .unwrap_or_default();
-    let signature = format!(
-        r#"<ds:Signature xmlns:ds="{NS_DS}">{signed_info}<ds:SignatureValue>{}</ds:SignatureValue>{key_info}</ds:Signature>"#,
-        b64(&signature_value)
-    );
-    let issuer_end = {
-        let start = element.range().start;
-        let close = "</saml:Issuer>";
-        start + xml[start..].find(close).unwrap() + close.len()
-    };
-    format!("{}{}{}", &xml[..issuer_end], signature, &xml[issuer_end..])
+    sign_enveloped_with(xml, id, &settings, |message| options.key.sign(message)).unwrap()
 }
 
 /// A response whose assertion is signed by the IdP: the usual shape.

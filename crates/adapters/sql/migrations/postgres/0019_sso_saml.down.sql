@@ -1,0 +1,2 @@
+DROP INDEX sso_consumed_assertions_by_expiry;
+DROP TABLE sso_consumed_assertions;

@@ -471,8 +471,9 @@ impl Provider {
 }
 
 impl crate::TestApp {
-    /// Writes an OIDC connection of `tenant`, a pending login through it and
-    /// the identity linking `user` to it, as a configured and used SSO would.
+    /// Writes an OIDC connection of `tenant`, a pending login through it, the
+    /// identity linking `user` to it and a consumed SAML assertion, as a
+    /// configured and used SSO would.
     pub async fn record_sso_rows(&self, tenant: &TestTenant, user: Uuid) {
         use karen_domain::ports::Store as _;
         use karen_domain::sso::{RoleMapping, SsoConnection, SsoIdentity, SsoKind, SsoLoginState};
@@ -530,6 +531,11 @@ impl crate::TestApp {
             })
             .await
             .expect("identity");
+        // A consumed SAML assertion (the replay cache).
+        tx.sso()
+            .consume_assertion("_populated", now + time::Duration::minutes(10), now)
+            .await
+            .expect("consumed assertion");
         tx.commit().await.expect("commit");
     }
 }

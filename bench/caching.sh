@@ -44,7 +44,8 @@ run_once() {
   local dir; dir=$(mktemp -d)
   fake_upstream_config > "$dir/karen.toml"
   start_karen "$dir" KAREN_CACHE__ENABLED="$enabled" "$@"
-  bench_tenant '["chat:write","embeddings:create"]'
+  # A tenant per run: on PostgreSQL both runs share one database.
+  bench_tenant '["chat:write","embeddings:create"]' "bench-caches-$enabled"
   echo "== $label, caches $( [ "$enabled" = true ] && echo on || echo off )"
   load --token "$KEY" --label "models      " "$BASE/v1/models"
   load --token "$KEY" --body "$EMBED_BODY" --label "embeddings  " "$BASE/v1/embeddings"

@@ -23,9 +23,18 @@ start_fake_upstream() {
 }
 
 # fake_upstream_config: a karen.toml routing fake-echo (chat) and fake-embed
-# (embeddings) to the fake upstream.
+# (embeddings) to the fake upstream, with rate limits far above what the
+# machine can send (they are still checked on every call).
 fake_upstream_config() {
   cat <<TOML
+[rate_limits.defaults]
+tenant = { requests = 1000000, window_secs = 1 }
+user = { requests = 1000000, window_secs = 1 }
+api_key = { requests = 1000000, window_secs = 1 }
+[rate_limits.plans.free]
+tenant = { requests = 1000000, window_secs = 1 }
+user = { requests = 1000000, window_secs = 1 }
+api_key = { requests = 1000000, window_secs = 1 }
 [llm]
 default_model = "fake-echo"
 allow_private_addresses = ["$UPSTREAM_HOST"]
@@ -44,7 +53,7 @@ TOML
 
 # start_karen DIR [VAR=value ...]: `karen serve` with DIR/karen.toml (when
 # present) and its data in DIR/data; waits until ready. Sets KAREN_PID and OP
-# (the operator key printed on first start).
+# (the operator key).
 start_karen() {
   local dir=$1; shift
   local config=()
@@ -56,20 +65,24 @@ start_karen() {
     kill -0 "$KAREN_PID" 2>/dev/null || { cat "$dir/stderr"; exit 1; }
     sleep 0.02
   done
-  OP=$(grep -o 'krn_op_[A-Za-z0-9_-]*' "$dir/stderr" | head -1)
+  # Printed on a database's first start only: a later start on the same
+  # database keeps the key of the first.
+  local printed; printed=$(grep -o 'krn_op_[A-Za-z0-9_-]*' "$dir/stderr" | head -1 || true)
+  OP=${printed:-${OP:-}}
 }
 
 stop_karen() {
   kill -TERM "$KAREN_PID"; wait "$KAREN_PID" || true
 }
 
-# bench_tenant SCOPES: creates tenant "bench" and sets TOKEN (its owner's
-# access token) and KEY (an API key with SCOPES, a JSON list).
+# bench_tenant SCOPES [SLUG]: creates tenant SLUG (default "bench") and sets
+# TOKEN (its owner's access token) and KEY (an API key with SCOPES, a JSON list).
 bench_tenant() {
+  local slug=${2:-bench}
   curl -sf -XPOST "$BASE/v1/platform/tenants" -H "authorization: Bearer $OP" -H 'content-type: application/json' \
-    -d "{\"slug\":\"bench\",\"name\":\"Bench\",\"owner_email\":\"o@bench.test\",\"owner_password\":\"$PASSWORD\"}" >/dev/null
+    -d "{\"slug\":\"$slug\",\"name\":\"Bench\",\"owner_email\":\"o@bench.test\",\"owner_password\":\"$PASSWORD\"}" >/dev/null
   TOKEN=$(curl -sf -XPOST "$BASE/v1/auth/login" -H 'content-type: application/json' \
-    -d "{\"tenant\":\"bench\",\"email\":\"o@bench.test\",\"password\":\"$PASSWORD\"}" | json '["access_token"]')
+    -d "{\"tenant\":\"$slug\",\"email\":\"o@bench.test\",\"password\":\"$PASSWORD\"}" | json '["access_token"]')
   KEY=$(curl -sf -XPOST "$BASE/v1/api-keys" -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' \
     -d "{\"name\":\"bench\",\"scopes\":$1}" | json '["key"]')
 }
@@ -85,6 +98,7 @@ each_backend() {
     local owner_url="${PG_ADMIN%/*}/$db"
     local app_url="postgres://karen_app@${owner_url#*@}"
     "$run" "PostgreSQL + Redis (mode standard)" KAREN_MODE=standard \
+      KAREN_MASTER_KEY="$(head -c 32 /dev/urandom | base64)" \
       KAREN_DATABASE__URL="$app_url" KAREN_DATABASE__MIGRATION_URL="$owner_url" \
       KAREN_REDIS__URL=redis://127.0.0.1:6379 KAREN_REDIS__KEY_PREFIX="karen-bench-$$:"
     psql "$PG_ADMIN" -qc "DROP DATABASE $db WITH (FORCE)" >/dev/null

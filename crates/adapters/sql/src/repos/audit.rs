@@ -1,8 +1,6 @@
 //! The audit trail: appends under the tenant's chain lock, reads in sequence
 //! order. Nothing here updates or deletes an event (tenant deletion aside).
 
-use std::sync::OnceLock;
-
 use async_trait::async_trait;
 use karen_domain::audit::personal::SaltSeed;
 use karen_domain::audit::{
@@ -14,7 +12,8 @@ use karen_domain::ports::AuditRepo;
 use karen_domain::{Error, Result, TenantId};
 use time::OffsetDateTime;
 
-use crate::conn::{Row, Tx};
+use super::batch::statement;
+use crate::conn::{Query, Row, Tx};
 use crate::rows;
 use crate::tenant::SqlTenantTx;
 
@@ -42,31 +41,65 @@ const EVENT_COLUMNS: [&str; 16] = [
     "pii_salt",
 ];
 
-/// `INSERT INTO audit_events … VALUES (…), …` for `rows` events, where
-/// `rows` is a power of two up to [`INSERT_ROWS`] (so a connection caches at
-/// most six prepared statements of it). Built once per size; the text holds
-/// nothing but placeholders.
-fn insert_statement(rows: usize) -> &'static str {
-    static STATEMENTS: [OnceLock<String>; 6] = [const { OnceLock::new() }; 6];
-    let size = rows.clamp(1, INSERT_ROWS).ilog2();
-    let Some(cell) = STATEMENTS.get(size as usize) else {
-        return insert_statement(1);
+/// The head of the multi-row INSERT (see [`super::batch::statement`]): the
+/// tenant, then the [`EVENT_COLUMNS`] of each event.
+const INSERT_HEAD: &str = "INSERT INTO audit_events (tenant_id, seq, at, actor_kind, actor_id, \
+    actor_user_id, action, target_type, target_id, outcome, ip, user_agent, request_id, diff, \
+    prev_hash, hash, pii_salt) VALUES ";
+
+/// Binds an event's [`EVENT_COLUMNS`], in order, to `query`.
+pub(super) fn bind_event(query: Query, event: AuditEvent) -> Query {
+    let (pii_salt, _) = event.personal.stored();
+    let e = event.entry;
+    query
+        .bind(event.seq)
+        .bind(to_millis(e.at))
+        .bind(e.actor.kind)
+        .bind(e.actor.id)
+        .bind(e.actor.user_id)
+        .bind(e.action)
+        .bind(e.target_type)
+        .bind(e.target_id)
+        .bind(e.outcome.as_str())
+        .bind(e.ip)
+        .bind(e.user_agent)
+        .bind(e.request_id)
+        .bind(e.diff)
+        .bind(event.prev_hash.to_vec())
+        .bind(event.hash.to_vec())
+        .bind(pii_salt)
+}
+
+/// The filter of [`AuditRepo::list_audit`] after `$select` (which ends in
+/// `WHERE` or `AND`; `$1` is the chain's id), in sequence order.
+macro_rules! filtered_events {
+    ($select:literal) => {
+        concat!(
+            $select,
+            " seq > $2 \
+            AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
+            AND ($5 IS NULL OR actor_kind = $5) AND ($6 IS NULL OR actor_id = $6) \
+            AND ($7 IS NULL OR action = $7) AND ($8 IS NULL OR target_type = $8) \
+            AND ($9 IS NULL OR target_id = $9) AND ($10 IS NULL OR outcome = $10) \
+            ORDER BY seq LIMIT $11"
+        )
     };
-    cell.get_or_init(|| {
-        let rows = 1usize << size;
-        let mut sql = format!(
-            "INSERT INTO audit_events (tenant_id, {}) VALUES ",
-            EVENT_COLUMNS.join(", ")
-        );
-        for row in 0..rows {
-            sql.push_str(if row == 0 { "($1" } else { ", ($1" });
-            for column in 0..EVENT_COLUMNS.len() {
-                sql.push_str(&format!(", ${}", 2 + row * EVENT_COLUMNS.len() + column));
-            }
-            sql.push(')');
-        }
-        sql
-    })
+}
+pub(super) use filtered_events;
+
+/// Binds `$2`… of [`filtered_events!`].
+pub(super) fn bind_filter(query: Query, filter: &AuditFilter, after_seq: i64, limit: i64) -> Query {
+    query
+        .bind(after_seq)
+        .bind(filter.from.map(to_millis))
+        .bind(filter.until.map(to_millis))
+        .bind(filter.actor_kind)
+        .bind(filter.actor_id.clone())
+        .bind(filter.action.clone())
+        .bind(filter.target_type.clone())
+        .bind(filter.target_id.clone())
+        .bind(filter.outcome.map(Outcome::as_str))
+        .bind(limit)
 }
 
 fn chain_hash(row: &Row, column: &str) -> Result<ChainHash> {
@@ -158,27 +191,10 @@ impl SqlTenantTx {
     pub(crate) async fn flush_audit(&mut self) -> Result<()> {
         while !self.audit_pending.is_empty() {
             let rows = 1usize << self.audit_pending.len().min(INSERT_ROWS).ilog2();
-            let mut insert = self.q(insert_statement(rows));
+            let sql = statement(INSERT_HEAD, EVENT_COLUMNS.len(), rows, "");
+            let mut insert = self.q(sql);
             for event in self.audit_pending.drain(..rows) {
-                let (pii_salt, _) = event.personal.stored();
-                let e = event.entry;
-                insert = insert
-                    .bind(event.seq)
-                    .bind(to_millis(e.at))
-                    .bind(e.actor.kind)
-                    .bind(e.actor.id)
-                    .bind(e.actor.user_id)
-                    .bind(e.action)
-                    .bind(e.target_type)
-                    .bind(e.target_id)
-                    .bind(e.outcome.as_str())
-                    .bind(e.ip)
-                    .bind(e.user_agent)
-                    .bind(e.request_id)
-                    .bind(e.diff)
-                    .bind(event.prev_hash.to_vec())
-                    .bind(event.hash.to_vec())
-                    .bind(pii_salt);
+                insert = bind_event(insert, event);
             }
             self.tx.execute(insert).await?;
         }
@@ -274,25 +290,10 @@ impl AuditRepo for SqlTenantTx {
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
         self.flush_audit().await?;
-        let q = self
-            .q(
-                "SELECT * FROM audit_events WHERE tenant_id = $1 AND seq > $2 \
-                AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
-                AND ($5 IS NULL OR actor_kind = $5) AND ($6 IS NULL OR actor_id = $6) \
-                AND ($7 IS NULL OR action = $7) AND ($8 IS NULL OR target_type = $8) \
-                AND ($9 IS NULL OR target_id = $9) AND ($10 IS NULL OR outcome = $10) \
-                ORDER BY seq LIMIT $11",
-            )
-            .bind(after_seq)
-            .bind(filter.from.map(to_millis))
-            .bind(filter.until.map(to_millis))
-            .bind(filter.actor_kind)
-            .bind(filter.actor_id.clone())
-            .bind(filter.action.clone())
-            .bind(filter.target_type.clone())
-            .bind(filter.target_id.clone())
-            .bind(filter.outcome.map(Outcome::as_str))
-            .bind(limit);
+        let q = self.q(filtered_events!(
+            "SELECT * FROM audit_events WHERE tenant_id = $1 AND"
+        ));
+        let q = bind_filter(q, filter, after_seq, limit);
         self.tx.fetch_all(q).await?.iter().map(event).collect()
     }
 
@@ -400,5 +401,22 @@ impl AuditRepo for SqlTenantTx {
             .as_ref()
             .map(checkpoint)
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_insert_names_the_bound_columns_in_order() {
+        let columns = format!("(tenant_id, {}) VALUES ", EVENT_COLUMNS.join(", "));
+        assert!(INSERT_HEAD.ends_with(&columns), "{INSERT_HEAD}");
+        assert_eq!(
+            statement(INSERT_HEAD, EVENT_COLUMNS.len(), 2, "")
+                .matches("($1, ")
+                .count(),
+            2
+        );
     }
 }

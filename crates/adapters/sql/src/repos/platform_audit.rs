@@ -5,15 +5,15 @@
 
 use async_trait::async_trait;
 use karen_domain::audit::{
-    AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, Outcome,
-    PLATFORM_CHAIN, PersonalSeal,
+    AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, PLATFORM_CHAIN,
+    PersonalSeal,
 };
 use karen_domain::clock::to_millis;
 use karen_domain::ports::AuditRepo;
 use karen_domain::{Error, Result};
 use time::OffsetDateTime;
 
-use super::audit::{checkpoint, event};
+use super::audit::{bind_event, bind_filter, checkpoint, event, filtered_events};
 use crate::conn::Query;
 use crate::platform::SqlPlatformTx;
 
@@ -64,29 +64,12 @@ impl AuditRepo for SqlPlatformTx {
         // version 2 (salted commitments) keeps one encoding for new events.
         let salt = PersonalSeal::Salted(*uuid::Uuid::new_v4().as_bytes());
         let event = entry.seal(PLATFORM_CHAIN, prev_seq, prev_hash, salt);
-        let e = &event.entry;
-        let (pii_salt, _) = event.personal.stored();
-        let insert = self
-            .tx
-            .query("INSERT INTO platform_audit_events (seq, at, actor_kind, actor_id, actor_user_id, action, \
+        let insert = self.tx.query(
+            "INSERT INTO platform_audit_events (seq, at, actor_kind, actor_id, actor_user_id, action, \
                 target_type, target_id, outcome, ip, user_agent, request_id, diff, prev_hash, hash, pii_salt) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)")
-            .bind(event.seq)
-            .bind(to_millis(e.at))
-            .bind(e.actor.kind)
-            .bind(e.actor.id.clone())
-            .bind(e.actor.user_id.clone())
-            .bind(e.action.clone())
-            .bind(e.target_type.clone())
-            .bind(e.target_id.clone())
-            .bind(e.outcome.as_str())
-            .bind(e.ip.clone())
-            .bind(e.user_agent.clone())
-            .bind(e.request_id.clone())
-            .bind(e.diff.clone())
-            .bind(event.prev_hash.to_vec())
-            .bind(event.hash.to_vec())
-            .bind(pii_salt);
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        );
+        let insert = bind_event(insert, event.clone());
         self.tx.execute(insert).await?;
         let head = self
             .tx
@@ -103,25 +86,10 @@ impl AuditRepo for SqlPlatformTx {
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AuditEvent>> {
-        let q = self
-            .pq(
-                "SELECT $1 AS tenant_id, e.* FROM platform_audit_events e WHERE seq > $2 \
-                AND ($3 IS NULL OR at >= $3) AND ($4 IS NULL OR at < $4) \
-                AND ($5 IS NULL OR actor_kind = $5) AND ($6 IS NULL OR actor_id = $6) \
-                AND ($7 IS NULL OR action = $7) AND ($8 IS NULL OR target_type = $8) \
-                AND ($9 IS NULL OR target_id = $9) AND ($10 IS NULL OR outcome = $10) \
-                ORDER BY seq LIMIT $11",
-            )
-            .bind(after_seq)
-            .bind(filter.from.map(to_millis))
-            .bind(filter.until.map(to_millis))
-            .bind(filter.actor_kind)
-            .bind(filter.actor_id.clone())
-            .bind(filter.action.clone())
-            .bind(filter.target_type.clone())
-            .bind(filter.target_id.clone())
-            .bind(filter.outcome.map(Outcome::as_str))
-            .bind(limit);
+        let q = self.pq(filtered_events!(
+            "SELECT $1 AS tenant_id, e.* FROM platform_audit_events e WHERE"
+        ));
+        let q = bind_filter(q, filter, after_seq, limit);
         self.tx.fetch_all(q).await?.iter().map(event).collect()
     }
 

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use karen_domain::audit::personal::{ErasureDeclaration, ErasureLedger};
 use karen_domain::audit::{
-    ActorRecord, AuditEntry, AuditEvent, AuditFilter, Checkpoint, GENESIS_HASH, Outcome,
+    ActorRecord, AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, Outcome,
     checkpoint_message, diff_text, event_hash,
 };
 use karen_domain::clock::Clock;
 use karen_domain::permission::Permission;
 use karen_domain::ports::{AuditRepo, AuditSigner, Store, TenantTx};
-use karen_domain::{Actor, Result, TenantContext, TenantId, TenantScope};
+use karen_domain::{Actor, Error, Result, TenantContext, TenantId, TenantScope};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -181,6 +181,25 @@ const VERIFY_BATCH: i64 = 10_000;
 
 /// The chain being verified, read as `tx.audit()` whichever transaction
 /// (tenant or platform) holds it.
+/// The hash of each event of `events` in `tenant`'s chain, each over its own
+/// stored previous hash (whether that is the right one is checked in order).
+fn event_hashes(tenant: TenantId, events: &[AuditEvent]) -> Vec<ChainHash> {
+    let mut buffer = Vec::with_capacity(512);
+    events
+        .iter()
+        .map(|event| {
+            event_hash(
+                &mut buffer,
+                tenant,
+                event.seq,
+                &event.prev_hash,
+                &event.entry,
+                &event.personal,
+            )
+        })
+        .collect()
+}
+
 struct ChainReader<'a>(&'a mut dyn AuditRepo);
 
 impl ChainReader<'_> {
@@ -544,18 +563,37 @@ impl AuditTrail {
                 }
             }
         }
-        let mut buffer = Vec::with_capacity(512);
         let mut erasures: BTreeMap<String, ErasureLedger> = BTreeMap::new();
         let mut declarations: BTreeMap<String, ErasureDeclaration> = BTreeMap::new();
         let mut expected: Option<(i64, [u8; 32])> = None;
         let mut next_checkpoint = 0usize;
         let mut after = 0;
         let filter = AuditFilter::default();
+        // Batch n is hashed on a blocking thread while batch n + 1 is read:
+        // each event's hash depends only on its own row (its stored previous
+        // hash), so hashing needs no order; the links are checked in order below.
+        let mut hashing: Option<tokio::task::JoinHandle<(Vec<AuditEvent>, Vec<ChainHash>)>> = None;
         'scan: loop {
             let batch = tx.audit().list_audit(&filter, after, VERIFY_BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            for event in &batch {
+            let next = batch.last().map(|last| last.seq);
+            let hashed = hashing.take();
+            if let Some(next) = next {
+                after = next;
+                hashing = Some(tokio::task::spawn_blocking(move || {
+                    let hashes = event_hashes(tenant, &batch);
+                    (batch, hashes)
+                }));
+            }
+            let Some(hashed) = hashed else {
+                if next.is_none() {
+                    break;
+                }
+                continue;
+            };
+            let (events, hashes) = hashed
+                .await
+                .map_err(|e| Error::internal(format!("audit hashing failed: {e}")))?;
+            for (event, hash) in events.iter().zip(hashes) {
                 report.events += 1;
                 report.last_seq = Some(event.seq);
                 let (want_seq, want_prev) = match expected {
@@ -603,14 +641,6 @@ impl AuditTrail {
                     ));
                     break 'scan;
                 }
-                let hash = event_hash(
-                    &mut buffer,
-                    tenant,
-                    event.seq,
-                    &want_prev,
-                    &event.entry,
-                    &event.personal,
-                );
                 if hash != event.hash {
                     note(problem(
                         event.seq,
@@ -643,6 +673,9 @@ impl AuditTrail {
                     declarations.insert(declared.pseudonym.clone(), declared);
                 }
                 expected = Some((event.seq + 1, hash));
+            }
+            if next.is_none() {
+                break;
             }
         }
         if let Some(p) = undeclared_erasure(&erasures, &declarations, report.first_seq) {

@@ -410,6 +410,25 @@ impl AuditTrail {
         Ok(checkpoint)
     }
 
+    /// A checkpoint asked for by a caller (`POST /v1/audit/checkpoints`):
+    /// signs the head as [`AuditTrail::checkpoint`] does, then records who
+    /// asked (an `audit.checkpoint` event, after the checkpoint it names).
+    pub async fn checkpoint_for(&self, ctx: &TenantContext) -> Result<Option<Checkpoint>> {
+        ctx.require(Permission::AuditRead)?;
+        if self.signer.is_none() {
+            return Ok(None);
+        }
+        let mut tx = self.store.tenant(ctx.scope()).await?;
+        let checkpoint = self.checkpoint_head(tx.audit(), ctx.tenant_id()).await?;
+        let mut record = Record::new("audit.checkpoint");
+        if let Some(signed) = &checkpoint {
+            record = record.target("checkpoint", signed.seq);
+        }
+        self.record(&mut *tx, ctx.scope().actor(), record).await?;
+        tx.commit().await?;
+        Ok(checkpoint)
+    }
+
     async fn checkpoint_head(
         &self,
         chain: &mut dyn AuditRepo,

@@ -439,6 +439,10 @@ impl MemoryService {
             .retriever
             .search(ctx, query, vec![EntryKind::Memory], limit, 0, None)
             .await?;
+        let found = serde_json::json!({ "memories": recall.memories.len() });
+        self.deps
+            .audit_read(ctx.scope(), Record::new("memory.search").after(&found))
+            .await?;
         Ok(recall.memories)
     }
 }

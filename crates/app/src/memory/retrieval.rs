@@ -11,11 +11,12 @@ use karen_domain::library::{Document, StoredChunk};
 use karen_domain::memory::Memory;
 use karen_domain::ports::{EntryKey, EntryKind, Hit, SearchFilter};
 use karen_domain::words::{content_terms, mentions_any};
-use karen_domain::{ChunkId, DocumentId, MemoryId, Result, TenantContext};
+use karen_domain::{ChunkId, DocumentId, MemoryId, Permission, Result, TenantContext};
 
 use super::indexer::Indexer;
 use tracing::Instrument as _;
 
+use crate::audit::Record;
 use crate::{Deps, telemetry};
 
 /// The rank constant of reciprocal rank fusion (the usual 60): a result's
@@ -151,6 +152,37 @@ impl Retriever {
                 similarity: similarities.get(&key).copied(),
             })
             .collect())
+    }
+
+    /// The hybrid search a caller runs (`POST /v1/search`): passages of the
+    /// documents they may read (needs `documents:read`), and their own and
+    /// shared memories too when they hold `memory:read`. The read is audited
+    /// (counts only: the query is content).
+    pub async fn search_visible(
+        &self,
+        ctx: &TenantContext,
+        query: &str,
+        limit: usize,
+    ) -> Result<Recall> {
+        ctx.require(Permission::DocumentsRead)?;
+        let mut kinds = vec![EntryKind::Chunk];
+        let memory_limit = if ctx.require(Permission::MemoryRead).is_ok() {
+            kinds.push(EntryKind::Memory);
+            limit
+        } else {
+            0
+        };
+        let recall = self
+            .search(ctx, query, kinds, memory_limit, limit, None)
+            .await?;
+        let found = serde_json::json!({
+            "memories": recall.memories.len(),
+            "passages": recall.passages.len(),
+        });
+        self.deps
+            .audit_read(ctx.scope(), Record::new("search.query").after(&found))
+            .await?;
+        Ok(recall)
     }
 
     /// Hybrid search over what the principal may see: their own and shared

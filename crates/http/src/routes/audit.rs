@@ -479,7 +479,7 @@ async fn create_checkpoint(
     if state.services.audit.public_key().is_none() {
         return Err(Error::FeatureDisabled("audit_checkpoints").into());
     }
-    let checkpoint = state.services.audit.checkpoint(auth.ctx.scope()).await?;
+    let checkpoint = state.services.audit.checkpoint_for(&auth.ctx).await?;
     Ok(Json(CheckpointCreated {
         checkpoint: checkpoint.map(Into::into),
     }))

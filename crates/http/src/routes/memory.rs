@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use karen_app::memory::{DocumentUpload, MemoryInput, MemoryListScope, Passage, RecalledMemory};
 use karen_domain::library::{Document, StoredChunk};
 use karen_domain::memory::Memory;
-use karen_domain::ports::EntryKind;
 use karen_domain::{DocumentId, Error, MemoryId};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -576,22 +575,11 @@ async fn search(
     ApiJson(body): ApiJson<SearchBody>,
 ) -> ApiResult<Json<SearchView>> {
     let (query, limit) = body.checked()?;
-    let mut kinds = vec![EntryKind::Chunk];
-    let memory_limit = if auth
-        .ctx
-        .require(karen_domain::Permission::MemoryRead)
-        .is_ok()
-    {
-        kinds.push(EntryKind::Memory);
-        limit
-    } else {
-        0
-    };
     let recall = state
         .services
         .memory
         .retriever
-        .search(&auth.ctx, query, kinds, memory_limit, limit, None)
+        .search_visible(&auth.ctx, query, limit)
         .await?;
     Ok(Json(SearchView {
         memories: recall.memories.into_iter().map(Into::into).collect(),

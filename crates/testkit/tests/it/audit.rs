@@ -19,6 +19,7 @@ on_both_backends!(
     an_action_whose_audit_write_fails_rolls_back,
     audit_rows_are_append_only,
     concurrent_requests_keep_the_chain_linear,
+    content_reads_and_searches_are_recorded,
 );
 
 pub(crate) fn actions(reply: &karen_testkit::Reply) -> Vec<String> {
@@ -359,12 +360,17 @@ async fn checkpoints_are_signed_and_published(backend: Backend) {
     let again = app
         .post("/v1/audit/checkpoints", &tenant.owner_token, json!({}))
         .await;
-    assert!(
-        again.expect(200).body["checkpoint"]["seq"]
-            .as_i64()
-            .unwrap()
-            > seq
-    );
+    let signed = again.expect(200).body["checkpoint"]["seq"]
+        .as_i64()
+        .unwrap();
+    assert!(signed > seq);
+    // Who asked for it is recorded right after the event it covers.
+    let asked = app
+        .get(&format!("/v1/audit?after={signed}"), &tenant.owner_token)
+        .await;
+    let asked = &asked.expect(200).body["items"][0];
+    assert_eq!(asked["action"], "audit.checkpoint");
+    assert_eq!(asked["target_id"], signed.to_string());
     // The key file is private to its owner (embedded mode writes it).
     #[cfg(unix)]
     if backend == Backend::Sqlite {
@@ -646,5 +652,77 @@ async fn concurrent_requests_keep_the_chain_linear(backend: Backend) {
     assert_eq!(report.events, before + 16);
     assert_eq!(report.first_seq, Some(1));
     assert_eq!(report.last_seq, Some(i64::try_from(report.events).unwrap()));
+    app.stop().await;
+}
+
+/// Reads of tenant content, searches included, are recorded (counts, never
+/// the query text), by the reader and only in their tenant's trail.
+async fn content_reads_and_searches_are_recorded(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let tenant = app.create_tenant("reader").await;
+    let other = app.create_tenant("elsewhere").await;
+    let (ada_id, ada) = app
+        .create_user(&tenant, "ada@reader.test", &["member"])
+        .await;
+    let owner = tenant.owner_token.as_str();
+    let memory = app
+        .post(
+            "/v1/memories",
+            &ada,
+            json!({"content": "The secret project is called Bluebird"}),
+        )
+        .await;
+    let memory_id = memory.expect(201).str("id").to_owned();
+    let markdown = "# Handbook\n\nBluebird launches in spring.";
+    app.upload(owner, "?file_name=h.md", "text/markdown", markdown.into())
+        .await
+        .expect(201);
+    app.get("/v1/memories", &ada).await.expect(200);
+    app.get(&format!("/v1/memories/{memory_id}"), &ada)
+        .await
+        .expect(200);
+    let found = app
+        .post("/v1/memories/search", &ada, json!({"query": "Bluebird"}))
+        .await;
+    assert_eq!(found.expect(200).body.as_array().unwrap().len(), 1);
+    let found = app
+        .post("/v1/search", &ada, json!({"query": "Bluebird"}))
+        .await;
+    assert_eq!(
+        found.expect(200).body["passages"].as_array().unwrap().len(),
+        1
+    );
+    app.get("/v1/documents", &ada).await.expect(200);
+
+    let trail = app.get("/v1/audit?limit=200", owner).await;
+    let trail = trail.expect(200);
+    let mine: Vec<&Value> = trail.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["actor"]["id"] == ada_id.to_string())
+        .collect();
+    let actions: Vec<&str> = mine.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for wanted in [
+        "memory.create",
+        "memory.list",
+        "memory.read",
+        "memory.search",
+        "search.query",
+        "document.list",
+    ] {
+        assert!(
+            actions.contains(&wanted),
+            "{wanted} missing from {actions:?}"
+        );
+    }
+    let search = mine.iter().find(|e| e["action"] == "search.query").unwrap();
+    assert!(!search.to_string().contains("Bluebird"), "{search}");
+    assert!(search["diff"].to_string().contains("passages"), "{search}");
+    // Nothing of this reached the other tenant's trail.
+    let theirs = app.get("/v1/audit?limit=200", &other.owner_token).await;
+    assert!(!theirs.expect(200).text.contains(&ada_id.to_string()));
     app.stop().await;
 }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use karen_domain::audit::AuditFilter;
 use karen_domain::audit::personal::ERASURE_ACTION;
-use karen_domain::mfa::{MfaRequirement, TotpState};
+use karen_domain::mfa::MfaRequirement;
 use karen_domain::page::PageRequest;
 use karen_domain::permission::Permission;
 use karen_domain::ports::TenantKeyInfo;
@@ -430,17 +430,9 @@ impl ComplianceService {
                 _ => break,
             }
         }
-        let mut enrolled = std::collections::BTreeSet::new();
-        for user in &users {
-            if tx
-                .mfa()
-                .totp(user.id)
-                .await?
-                .is_some_and(|t| t.state == TotpState::Active)
-            {
-                enrolled.insert(user.id);
-            }
-        }
+        // One statement for the tenant, not one per user (and no secret decrypted).
+        let enrolled: std::collections::BTreeSet<_> =
+            tx.mfa().active_totp_users().await?.into_iter().collect();
         let erasures = tx
             .audit()
             .list_audit(

@@ -13,6 +13,8 @@ use crate::{MfaChallengeId, Result, UserId};
 pub trait MfaRepo: Send {
     /// The user's authenticator, pending or active.
     async fn totp(&mut self, user: UserId) -> Result<Option<TotpRecord>>;
+    /// The users whose authenticator is active (no secret is read).
+    async fn active_totp_users(&mut self) -> Result<Vec<UserId>>;
     /// Stores a pending authenticator, replacing a pending one (never an active one:
     /// answers `false` then).
     async fn put_pending_totp(&mut self, totp: &TotpRecord) -> Result<bool>;

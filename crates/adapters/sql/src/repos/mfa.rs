@@ -56,6 +56,16 @@ impl MfaRepo for SqlTenantTx {
         self.fetch_optional_sealed(q, totp).await
     }
 
+    async fn active_totp_users(&mut self) -> Result<Vec<UserId>> {
+        let q = self.q("SELECT user_id FROM mfa_totp WHERE tenant_id = $1 AND state = 'active'");
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| Ok(UserId::from_uuid(row.get("user_id")?)))
+            .collect()
+    }
+
     async fn put_pending_totp(&mut self, t: &TotpRecord) -> Result<bool> {
         let keys = self.sealing_keys().await?;
         let sealed = keys.seal(

@@ -7,19 +7,19 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use karen_domain::audit::personal::{ErasureDeclaration, ErasureLedger};
 use karen_domain::audit::{
-    ActorRecord, AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, GENESIS_HASH, Outcome,
-    checkpoint_message, diff_text, event_hash,
+    ActorRecord, AuditEntry, AuditEvent, AuditFilter, Checkpoint, Outcome, checkpoint_message,
+    diff_text,
 };
 use karen_domain::clock::Clock;
 use karen_domain::permission::Permission;
 use karen_domain::ports::{AuditRepo, AuditSigner, Store, TenantTx};
-use karen_domain::{Actor, Error, Result, TenantContext, TenantId, TenantScope};
+use karen_domain::{Actor, Result, TenantContext, TenantId, TenantScope};
 use serde::Serialize;
 use serde_json::Value;
 
 mod platform;
+mod verify;
 
 /// Metric of events appended.
 pub const EVENTS_METRIC: &str = "karen_audit_events_total";
@@ -169,83 +169,6 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.problem.is_none()
     }
-}
-
-fn verify_signature(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public_key)
-        .verify(message, signature)
-        .is_ok()
-}
-
-const VERIFY_BATCH: i64 = 10_000;
-
-/// The chain being verified, read as `tx.audit()` whichever transaction
-/// (tenant or platform) holds it.
-/// The hash of each event of `events` in `tenant`'s chain, each over its own
-/// stored previous hash (whether that is the right one is checked in order).
-fn event_hashes(tenant: TenantId, events: &[AuditEvent]) -> Vec<ChainHash> {
-    let mut buffer = Vec::with_capacity(512);
-    events
-        .iter()
-        .map(|event| {
-            event_hash(
-                &mut buffer,
-                tenant,
-                event.seq,
-                &event.prev_hash,
-                &event.entry,
-                &event.personal,
-            )
-        })
-        .collect()
-}
-
-struct ChainReader<'a>(&'a mut dyn AuditRepo);
-
-impl ChainReader<'_> {
-    fn audit(&mut self) -> &mut dyn AuditRepo {
-        &mut *self.0
-    }
-}
-
-/// The first erased field no erasure event accounts for: every erased field
-/// must belong to an erasure whose `user.erase` event declares exactly the
-/// fields found (or, when retention removed the start of the erasure's
-/// fields, no more than it declared).
-fn undeclared_erasure(
-    found: &BTreeMap<String, ErasureLedger>,
-    declared: &BTreeMap<String, ErasureDeclaration>,
-    chain_start: Option<i64>,
-) -> Option<VerifyProblem> {
-    for (pseudonym, ledger) in found {
-        let problem = |detail: String| VerifyProblem {
-            seq: ledger.first_seq,
-            kind: "undeclared_erasure",
-            detail,
-        };
-        let Some(declaration) = declared.get(pseudonym) else {
-            return Some(problem(format!(
-                "event {} has fields erased as {pseudonym}, which no erasure event records",
-                ledger.first_seq
-            )));
-        };
-        let whole = chain_start.is_some_and(|start| start <= declaration.first_seq);
-        let consistent = if whole {
-            ledger.fields == declaration.fields
-                && ledger.first_seq == declaration.first_seq
-                && ledger.digest() == declaration.digest
-        } else {
-            ledger.fields <= declaration.fields
-        };
-        if !consistent {
-            return Some(problem(format!(
-                "the fields erased as {pseudonym} differ from what its erasure event records \
-                 ({} found, {} recorded)",
-                ledger.fields, declaration.fields
-            )));
-        }
-    }
-    None
 }
 
 impl AuditTrail {
@@ -518,205 +441,8 @@ impl AuditTrail {
     pub async fn verify(&self, scope: TenantScope) -> Result<VerifyReport> {
         let tenant = scope.tenant_id();
         let mut tx = self.store.tenant_read(scope).await?;
-        let report = self.verify_chain(tx.audit(), tenant).await?;
+        let report = self.verify_chain(tx.audit(), tenant, Some(scope)).await?;
         tx.commit().await?;
-        Ok(report)
-    }
-
-    /// Verifies one chain (a tenant's or the platform's, hashed under `tenant`).
-    async fn verify_chain(
-        &self,
-        chain: &mut dyn AuditRepo,
-        tenant: TenantId,
-    ) -> Result<VerifyReport> {
-        let mut tx = ChainReader(chain);
-        let mut checkpoints = Vec::new();
-        let mut after = 0;
-        loop {
-            let batch = tx.audit().list_checkpoints(after, 1000).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            checkpoints.extend(batch);
-        }
-        let mut report = VerifyReport {
-            tenant_id: tenant,
-            events: 0,
-            checkpoints: u64::try_from(checkpoints.len()).unwrap_or(0),
-            first_seq: None,
-            last_seq: None,
-            problem: None,
-        };
-        let problem =
-            |seq: i64, kind: &'static str, detail: String| VerifyProblem { seq, kind, detail };
-        let mut first_bad: Option<VerifyProblem> = None;
-        let mut note = |p: VerifyProblem| {
-            if first_bad.as_ref().is_none_or(|f| p.seq < f.seq) {
-                first_bad = Some(p);
-            }
-        };
-        for checkpoint in &checkpoints {
-            match self.verifying_key(&checkpoint.key_id) {
-                None => note(problem(
-                    checkpoint.seq,
-                    "unknown_key",
-                    format!(
-                        "checkpoint at {} is signed by key {}, which is neither the configured \
-                         key nor a retired one",
-                        checkpoint.seq, checkpoint.key_id
-                    ),
-                )),
-                Some(public_key) => {
-                    let message = checkpoint_message(
-                        tenant,
-                        checkpoint.seq,
-                        &checkpoint.hash,
-                        checkpoint.signed_at,
-                    );
-                    if !verify_signature(public_key, &message, &checkpoint.signature) {
-                        note(problem(
-                            checkpoint.seq,
-                            "bad_signature",
-                            format!("the signature of checkpoint {} is invalid", checkpoint.seq),
-                        ));
-                    }
-                }
-            }
-        }
-        let mut erasures: BTreeMap<String, ErasureLedger> = BTreeMap::new();
-        let mut declarations: BTreeMap<String, ErasureDeclaration> = BTreeMap::new();
-        let mut expected: Option<(i64, [u8; 32])> = None;
-        let mut next_checkpoint = 0usize;
-        let mut after = 0;
-        let filter = AuditFilter::default();
-        // Batch n is hashed on a blocking thread while batch n + 1 is read:
-        // each event's hash depends only on its own row (its stored previous
-        // hash), so hashing needs no order; the links are checked in order below.
-        let mut hashing: Option<tokio::task::JoinHandle<(Vec<AuditEvent>, Vec<ChainHash>)>> = None;
-        'scan: loop {
-            let batch = tx.audit().list_audit(&filter, after, VERIFY_BATCH).await?;
-            let next = batch.last().map(|last| last.seq);
-            let hashed = hashing.take();
-            if let Some(next) = next {
-                after = next;
-                hashing = Some(tokio::task::spawn_blocking(move || {
-                    let hashes = event_hashes(tenant, &batch);
-                    (batch, hashes)
-                }));
-            }
-            let Some(hashed) = hashed else {
-                if next.is_none() {
-                    break;
-                }
-                continue;
-            };
-            let (events, hashes) = hashed
-                .await
-                .map_err(|e| Error::internal(format!("audit hashing failed: {e}")))?;
-            for (event, hash) in events.iter().zip(hashes) {
-                report.events += 1;
-                report.last_seq = Some(event.seq);
-                let (want_seq, want_prev) = match expected {
-                    Some(e) => e,
-                    None => {
-                        report.first_seq = Some(event.seq);
-                        if event.seq == 1 {
-                            (1, GENESIS_HASH)
-                        } else {
-                            // A removed prefix must end at a checkpoint.
-                            match checkpoints.iter().find(|c| c.seq == event.seq - 1) {
-                                Some(c) => (event.seq, c.hash),
-                                None => {
-                                    note(problem(
-                                        1,
-                                        "missing_prefix",
-                                        format!(
-                                            "the chain starts at {} without a checkpoint at {}",
-                                            event.seq,
-                                            event.seq - 1
-                                        ),
-                                    ));
-                                    break 'scan;
-                                }
-                            }
-                        }
-                    }
-                };
-                if event.seq != want_seq {
-                    note(problem(
-                        want_seq,
-                        "missing_event",
-                        format!("event {want_seq} is missing (next is {})", event.seq),
-                    ));
-                    break 'scan;
-                }
-                if event.prev_hash != want_prev {
-                    note(problem(
-                        event.seq,
-                        "broken_link",
-                        format!(
-                            "event {} does not point at the hash of the event before it",
-                            event.seq
-                        ),
-                    ));
-                    break 'scan;
-                }
-                if hash != event.hash {
-                    note(problem(
-                        event.seq,
-                        "hash_mismatch",
-                        format!("event {} does not match its hash", event.seq),
-                    ));
-                    break 'scan;
-                }
-                while let Some(c) = checkpoints.get(next_checkpoint) {
-                    if c.seq > event.seq {
-                        break;
-                    }
-                    if c.seq == event.seq && c.hash != hash {
-                        note(problem(
-                            event.seq,
-                            "checkpoint_mismatch",
-                            format!("event {} differs from its signed checkpoint", event.seq),
-                        ));
-                        break 'scan;
-                    }
-                    next_checkpoint += 1;
-                }
-                for (index, by) in event.personal.erased_by() {
-                    erasures
-                        .entry(by.to_owned())
-                        .or_default()
-                        .add(event.seq, index);
-                }
-                if let Some(declared) = ErasureDeclaration::of(&event.entry) {
-                    declarations.insert(declared.pseudonym.clone(), declared);
-                }
-                expected = Some((event.seq + 1, hash));
-            }
-            if next.is_none() {
-                break;
-            }
-        }
-        if let Some(p) = undeclared_erasure(&erasures, &declarations, report.first_seq) {
-            note(p);
-        }
-        let last_seq = report.last_seq.unwrap_or(0);
-        if let Some(newest) = checkpoints.last()
-            && newest.seq > last_seq
-        {
-            note(problem(
-                last_seq + 1,
-                "truncated",
-                format!(
-                    "events after {last_seq} are missing: a signed checkpoint covers {}",
-                    newest.seq
-                ),
-            ));
-        }
-        report.problem = first_bad;
-        if report.problem.is_some() {
-            metrics::counter!(VERIFICATION_FAILURES_METRIC).increment(1);
-        }
         Ok(report)
     }
 }

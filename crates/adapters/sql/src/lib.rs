@@ -99,6 +99,11 @@ impl SqlStore {
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(Duration::from_secs(10))
                     .foreign_keys(true)
+                    // Rows cross from sqlx's SQLite worker thread through a
+                    // bounded channel; its default of 50 wakes the reader
+                    // every 50 rows, which dominated long scans (audit
+                    // verification) with thread switches.
+                    .row_buffer_size(1024)
                     // Deleted content is overwritten with zeros, not left in
                     // free pages (an erased user's messages must not linger).
                     .pragma("secure_delete", "ON");

@@ -92,7 +92,7 @@ impl AuditTrail {
     /// Verifies the platform chain as [`AuditTrail::verify`] does a tenant's.
     pub async fn verify_platform(&self) -> Result<VerifyReport> {
         let mut tx = self.store.platform().await?;
-        let report = self.verify_chain(tx.audit(), PLATFORM_CHAIN).await?;
+        let report = self.verify_chain(tx.audit(), PLATFORM_CHAIN, None).await?;
         tx.commit().await?;
         Ok(report)
     }

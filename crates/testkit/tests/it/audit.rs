@@ -16,6 +16,7 @@ on_both_backends!(
     verify_catches_a_deleted_event,
     verify_catches_a_reordering,
     verify_catches_a_truncated_tail,
+    verify_catches_tampering_at_every_position,
     an_action_whose_audit_write_fails_rolls_back,
     audit_rows_are_append_only,
     concurrent_requests_keep_the_chain_linear,
@@ -451,6 +452,50 @@ async fn verify_catches_a_reordering(backend: Backend) {
     })
     .await;
     assert_eq!(problem.seq, 3, "{problem:?}");
+    app.stop().await;
+}
+
+/// Verification reads a chain as two halves at once: a deleted or changed
+/// event is found at its own sequence number wherever it sits, at either
+/// end of either half included.
+async fn verify_catches_tampering_at_every_position(backend: Backend) {
+    let Some(app) = spawn(backend).await else {
+        return;
+    };
+    let (probe, _) = tenant_with_checkpoint(&app, "probe").await;
+    let head = verify(&app, &probe).await.last_seq.unwrap();
+    for seq in 1..=head {
+        let changed = format!("changed{seq}");
+        let (problem, _) = problem_after(&app, &changed, |t, _| {
+            vec![format!(
+                "UPDATE audit_events SET ip = '10.6.6.6' WHERE tenant_id = {t} AND seq = {seq}"
+            )]
+        })
+        .await;
+        assert_eq!(
+            (problem.seq, problem.kind),
+            (seq, "hash_mismatch"),
+            "{problem:?}"
+        );
+        // Deleting the newest event leaves a shorter chain that still verifies
+        // (the newest checkpoint is older); every other deletion shows.
+        if seq < head {
+            let deleted = format!("deleted{seq}");
+            let (problem, _) = problem_after(&app, &deleted, |t, _| {
+                vec![format!(
+                    "DELETE FROM audit_events WHERE tenant_id = {t} AND seq = {seq}"
+                )]
+            })
+            .await;
+            // Without its first event the chain starts without a checkpoint before it.
+            let kind = if seq == 1 {
+                "missing_prefix"
+            } else {
+                "missing_event"
+            };
+            assert_eq!((problem.seq, problem.kind), (seq, kind), "{problem:?}");
+        }
+    }
     app.stop().await;
 }
 

@@ -8,16 +8,17 @@ use aws_lc_rs::digest::{SHA256, digest};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use karen_domain::audit::Outcome;
-use karen_domain::ports::{AuthorizationRequest, CodeRedemption, OidcError, TenantTx};
+use karen_domain::ports::{AuthorizationRequest, CacheKey, CodeRedemption, OidcError, TenantTx};
 use karen_domain::sso::{
     ExternalIdentity, SsoConnection, SsoFailure, SsoIdentity, SsoKind, SsoLoginState,
 };
-use karen_domain::tenant::TenantStatus;
+use karen_domain::tenant::{Tenant, TenantStatus};
 use karen_domain::user::{LoginFailures, User, UserStatus};
 use karen_domain::values::{DisplayName, Email, RoleName, Slug};
 use karen_domain::{Actor, Error, Result, SsoStateId, SystemReason, TenantId, TenantScope, UserId};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use time::OffsetDateTime;
 
 use super::{SsoService, has_owner, oidc_settings};
 use crate::audit::Record;
@@ -30,6 +31,16 @@ pub struct OidcCallback {
     pub code: Option<String>,
     /// The provider's `error` parameter (the user declined, or it refused).
     pub error: Option<String>,
+}
+
+/// A login back from the provider, its pending login spent.
+pub(super) struct ReturningLogin {
+    pub(super) tenant: Tenant,
+    pub(super) login: SsoLoginState,
+    /// The connection the login started at, still enabled.
+    pub(super) connection: SsoConnection,
+    /// When it came back.
+    pub(super) now: OffsetDateTime,
 }
 
 /// A refusal of the login, or a failure of Karen itself.
@@ -46,6 +57,32 @@ pub(super) fn scope(tenant: TenantId) -> TenantScope {
     TenantScope::system(tenant, SystemReason::Login)
 }
 
+/// What a login start answers for an organisation without the connection,
+/// so that organisations without SSO and missing ones look the same.
+fn no_connection() -> Error {
+    Error::NotFound("SSO connection")
+}
+
+pub(super) fn public_url_missing() -> Error {
+    Error::Unavailable {
+        component: "sso",
+        detail: "Karen's public URL is not configured; set sso.public_url".into(),
+    }
+}
+
+/// The tenant's connection of `kind` when it is enabled (a disabled one
+/// answers like a missing one).
+pub(super) async fn enabled_connection(
+    tx: &mut dyn TenantTx,
+    kind: SsoKind,
+) -> Result<SsoConnection> {
+    tx.sso()
+        .connection(kind)
+        .await?
+        .filter(|c| c.enabled)
+        .ok_or_else(no_connection)
+}
+
 impl SsoService {
     /// Starts an OIDC login for the organisation `slug`: records a single-use
     /// login (state, nonce digest, sealed PKCE verifier) and returns the
@@ -53,27 +90,12 @@ impl SsoService {
     /// organisation answers exactly like one without SSO.
     pub async fn start_oidc(&self, slug: &str, request_origin: Option<&str>) -> Result<String> {
         let oidc = self.oidc()?.clone();
-        let missing = || Error::NotFound("SSO connection");
-        let slug = Slug::parse(slug.trim()).map_err(|_| missing())?;
-        let mut platform = self.deps.store.platform().await?;
-        let tenant = platform.tenant_by_slug(&slug).await?;
-        platform.commit().await?;
-        let tenant = tenant
-            .filter(|t| t.status == TenantStatus::Active)
-            .ok_or_else(missing)?;
+        let tenant = self.login_tenant(slug).await?;
         let redirect_uri = self
             .redirect_uri(request_origin)
-            .ok_or(Error::Unavailable {
-                component: "sso",
-                detail: "Karen's public URL is not configured; set sso.public_url".into(),
-            })?;
+            .ok_or_else(public_url_missing)?;
         let mut tx = self.deps.store.tenant(scope(tenant.id)).await?;
-        let connection = tx
-            .sso()
-            .connection(SsoKind::Oidc)
-            .await?
-            .filter(|c| c.enabled)
-            .ok_or_else(missing)?;
+        let connection = enabled_connection(&mut *tx, SsoKind::Oidc).await?;
         tx.commit().await?;
         let settings = oidc_settings(&connection)?;
 
@@ -98,26 +120,20 @@ impl SsoService {
             .await
             .map_err(provider_problem)?;
         let mut tx = self.deps.store.tenant(scope(tenant.id)).await?;
-        // Housekeeping: logins never finished are of no use after they expire.
-        tx.sso().purge_states(now).await?;
-        tx.sso()
-            .insert_state(&SsoLoginState {
-                id,
-                tenant_id: tenant.id,
-                connection_id: connection.id,
-                state_hash: minted.hash,
-                nonce_hash: credentials::hash(&nonce),
-                pkce_verifier: verifier,
-                redirect_uri,
-                expires_at: now + self.deps.sso.login_ttl,
-                used_at: None,
-                created_at: now,
-            })
-            .await?;
+        let login = SsoLoginState {
+            id,
+            tenant_id: tenant.id,
+            connection_id: connection.id,
+            state_hash: minted.hash,
+            nonce_hash: credentials::hash(&nonce),
+            pkce_verifier: verifier,
+            redirect_uri,
+            expires_at: now + self.deps.sso.login_ttl,
+            used_at: None,
+            created_at: now,
+        };
         let record = Record::new("auth.sso.start").target("sso_connection", connection.id);
-        self.deps
-            .audit(&mut *tx, Actor::System(SystemReason::Login), record)
-            .await?;
+        self.record_login_start(&mut *tx, &login, record).await?;
         tx.commit().await?;
         Ok(url)
     }
@@ -132,46 +148,15 @@ impl SsoService {
     ) -> Result<TokenPair> {
         let oidc = self.oidc()?.clone();
         let ip = ip_key(client);
-        self.auth.check_ip(ip.as_ref()).await?;
-        let refuse_state = async || {
-            self.auth.note_ip_failure(ip.as_ref()).await;
-            Error::SsoFailed(SsoFailure::State)
-        };
-        let Ok(presented) = credentials::parse(Kind::SsoState, callback.state.trim()) else {
-            return Err(refuse_state().await);
-        };
-        let tenant = TenantId::from_uuid(presented.ids[0]);
-        let id = SsoStateId::from_uuid(presented.ids[1]);
-        let mut platform = self.deps.store.platform().await?;
-        let registered = platform.tenant_by_id(tenant).await?;
-        platform.commit().await?;
-        if !registered.is_some_and(|t| t.status == TenantStatus::Active) {
-            return Err(refuse_state().await);
-        }
-
-        let now = self.deps.clock.now();
-        let mut tx = self.deps.store.tenant(scope(tenant)).await?;
-        let login = tx
-            .sso()
-            .state(id)
-            .await?
-            .filter(|s| presented.matches(&s.state_hash));
-        let Some(login) = login else {
-            drop(tx);
-            return Err(self.refuse(tenant, None, SsoFailure::State, &ip).await);
-        };
-        let fresh = login.used_at.is_none() && login.expires_at > now;
-        // Spent now, committed now: a replay finds it used even if this login fails.
-        let spent = fresh && tx.sso().spend_state(id, now).await?;
-        let connection = tx
-            .sso()
-            .connection(SsoKind::Oidc)
-            .await?
-            .filter(|c| c.enabled && c.id == login.connection_id);
-        tx.commit().await?;
-        let Some(connection) = connection.filter(|_| spent) else {
-            return Err(self.refuse(tenant, None, SsoFailure::State, &ip).await);
-        };
+        let ReturningLogin {
+            tenant,
+            login,
+            connection,
+            now,
+        } = self
+            .resume_login(Kind::SsoState, callback.state.trim(), SsoKind::Oidc, &ip)
+            .await?;
+        let tenant = tenant.id;
         if callback.error.is_some() {
             return Err(self
                 .refuse(tenant, None, SsoFailure::ProviderError, &ip)
@@ -219,6 +204,93 @@ impl SsoService {
         };
         self.complete_login(tenant, &connection, identity, client)
             .await
+    }
+
+    /// The organisation a login starts at, named by `slug`. A malformed slug,
+    /// an unknown organisation and an inactive one answer like one without
+    /// a connection.
+    pub(super) async fn login_tenant(&self, slug: &str) -> Result<Tenant> {
+        let slug = Slug::parse(slug.trim()).map_err(|_| no_connection())?;
+        let mut platform = self.deps.store.platform().await?;
+        let tenant = platform.tenant_by_slug(&slug).await?;
+        platform.commit().await?;
+        tenant
+            .filter(|t| t.status == TenantStatus::Active)
+            .ok_or_else(no_connection)
+    }
+
+    /// Records a login on its way to the provider and audits its start.
+    pub(super) async fn record_login_start(
+        &self,
+        tx: &mut dyn TenantTx,
+        login: &SsoLoginState,
+        record: Record,
+    ) -> Result<()> {
+        // Housekeeping: logins never finished are of no use after they expire.
+        tx.sso().purge_states(login.created_at).await?;
+        tx.sso().insert_state(login).await?;
+        self.deps
+            .audit(tx, Actor::System(SystemReason::Login), record)
+            .await
+    }
+
+    /// A login coming back from the provider with `presented`, a credential
+    /// of `credential` kind: it must name a pending login Karen issued at an
+    /// active organisation, unexpired and unused (spent at once, whatever
+    /// follows), whose connection of `kind` is still the enabled one.
+    pub(super) async fn resume_login(
+        &self,
+        credential: Kind,
+        presented: &str,
+        kind: SsoKind,
+        ip: &Option<CacheKey>,
+    ) -> Result<ReturningLogin> {
+        self.auth.check_ip(ip.as_ref()).await?;
+        let refuse_state = async || {
+            self.auth.note_ip_failure(ip.as_ref()).await;
+            Error::SsoFailed(SsoFailure::State)
+        };
+        let Ok(presented) = credentials::parse(credential, presented) else {
+            return Err(refuse_state().await);
+        };
+        let tenant_id = TenantId::from_uuid(presented.ids[0]);
+        let id = SsoStateId::from_uuid(presented.ids[1]);
+        let mut platform = self.deps.store.platform().await?;
+        let tenant = platform.tenant_by_id(tenant_id).await?;
+        platform.commit().await?;
+        let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Active) else {
+            return Err(refuse_state().await);
+        };
+
+        let now = self.deps.clock.now();
+        let mut tx = self.deps.store.tenant(scope(tenant_id)).await?;
+        let login = tx
+            .sso()
+            .state(id)
+            .await?
+            .filter(|s| presented.matches(&s.state_hash));
+        let Some(login) = login else {
+            drop(tx);
+            return Err(self.refuse(tenant_id, None, SsoFailure::State, ip).await);
+        };
+        let fresh = login.used_at.is_none() && login.expires_at > now;
+        // Spent now, committed now: a replay finds it used even if this login fails.
+        let spent = fresh && tx.sso().spend_state(id, now).await?;
+        let connection = tx
+            .sso()
+            .connection(kind)
+            .await?
+            .filter(|c| c.enabled && c.id == login.connection_id);
+        tx.commit().await?;
+        let Some(connection) = connection.filter(|_| spent) else {
+            return Err(self.refuse(tenant_id, None, SsoFailure::State, ip).await);
+        };
+        Ok(ReturningLogin {
+            tenant,
+            login,
+            connection,
+            now,
+        })
     }
 
     /// The part of a login every protocol shares, from a verified identity:
@@ -356,7 +428,7 @@ impl SsoService {
     async fn create_user(
         &self,
         tx: &mut dyn TenantTx,
-        tenant: &karen_domain::tenant::Tenant,
+        tenant: &Tenant,
         connection: &SsoConnection,
         identity: &ExternalIdentity,
         roles: Vec<RoleName>,
@@ -431,7 +503,7 @@ impl SsoService {
         tenant: TenantId,
         user: Option<UserId>,
         reason: SsoFailure,
-        ip: &Option<karen_domain::ports::CacheKey>,
+        ip: &Option<CacheKey>,
     ) -> Error {
         self.auth.note_ip_failure(ip.as_ref()).await;
         let recorded = async {

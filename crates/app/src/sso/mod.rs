@@ -25,10 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use karen_domain::permission::{BuiltinRole, Permission};
-use karen_domain::ports::{OidcClient, OidcError, SamlServiceProvider};
+use karen_domain::ports::{OidcClient, OidcError, SamlServiceProvider, TenantTx};
 use karen_domain::sso::{OidcSettings, RoleMapping, SsoConnection, SsoKind};
 use karen_domain::{Error, Result, SsoConnectionId, TenantContext};
 use secrecy::SecretString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -95,9 +97,29 @@ pub struct SsoService {
     auth: AuthService,
 }
 
-fn oidc_settings(connection: &SsoConnection) -> Result<OidcSettings> {
+/// What is stored of a connection besides its protocol's settings.
+struct ConnectionChange {
+    kind: SsoKind,
+    config: serde_json::Value,
+    client_secret: Option<SecretString>,
+    role_mapping: RoleMapping,
+    enabled: bool,
+}
+
+/// A protocol's settings (`protocol` names it in errors) as stored in a connection.
+fn stored_settings<S: DeserializeOwned>(connection: &SsoConnection, protocol: &str) -> Result<S> {
     serde_json::from_value(connection.config.clone())
-        .map_err(|e| Error::internal(format!("stored OIDC settings are invalid: {e}")))
+        .map_err(|e| Error::internal(format!("stored {protocol} settings are invalid: {e}")))
+}
+
+/// A protocol's settings as the config of a connection to store.
+fn settings_config<S: Serialize>(settings: &S, protocol: &str) -> Result<serde_json::Value> {
+    serde_json::to_value(settings)
+        .map_err(|e| Error::internal(format!("{protocol} settings do not serialize: {e}")))
+}
+
+fn oidc_settings(connection: &SsoConnection) -> Result<OidcSettings> {
+    stored_settings(connection, "OIDC")
 }
 
 /// The audited view of a connection (no secret, only whether one is set).
@@ -203,19 +225,15 @@ impl SsoService {
             .await
             .map_err(issuer_problem)?;
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        let names: Vec<String> = input
-            .role_mapping
-            .roles()
-            .map(ToString::to_string)
-            .collect();
-        let (_, granted) = crate::users::resolve_roles(&mut *tx, &names)
-            .await
-            .map_err(|e| field_named(e, "role_mapping"))?;
-        Authority::Member(ctx).ensure_within(granted, "mapping to these roles")?;
-        let existing = tx.sso().connection(SsoKind::Oidc).await?;
-        if !input.enabled {
-            ensure_not_last_required(&mut *tx, SsoKind::Oidc).await?;
-        }
+        let existing = self
+            .existing_for_put(
+                &mut *tx,
+                ctx,
+                SsoKind::Oidc,
+                &input.role_mapping,
+                input.enabled,
+            )
+            .await?;
         let client_secret = match (input.client_secret, &existing) {
             (Some(secret), _) => secret,
             (None, Some(old)) => old.client_secret.clone().ok_or_else(|| {
@@ -228,22 +246,71 @@ impl SsoService {
                 ));
             }
         };
-        let now = self.deps.clock.now();
         let mut settings = input.settings;
         settings.issuer = settings.issuer.trim().to_owned();
-        let config = serde_json::to_value(&settings)
-            .map_err(|e| Error::internal(format!("OIDC settings do not serialize: {e}")))?;
-        let connection = SsoConnection {
-            id: existing
-                .as_ref()
-                .map_or_else(SsoConnectionId::generate, |c| c.id),
-            tenant_id: ctx.tenant_id(),
+        let change = ConnectionChange {
             kind: SsoKind::Oidc,
-            config,
+            config: settings_config(&settings, "OIDC")?,
             client_secret: Some(client_secret),
             role_mapping: input.role_mapping,
             enabled: input.enabled,
-            created_at: existing.as_ref().map_or(now, |c| c.created_at),
+        };
+        let connection = self
+            .store_connection(&mut *tx, ctx, existing.as_ref(), change)
+            .await?;
+        tx.commit().await?;
+        self.view(&connection)
+    }
+
+    /// Removes the tenant's OIDC connection and the links of its identities
+    /// (the users stay, and keep any password they have).
+    pub async fn delete_oidc_connection(&self, ctx: &TenantContext) -> Result<()> {
+        self.delete_connection(ctx, SsoKind::Oidc).await
+    }
+
+    /// Checks what every protocol's connection shares before it is stored:
+    /// the mapped roles exist and grant nothing the administrator lacks, and
+    /// switching it off leaves single sign-on possible where it is required.
+    /// Returns the stored connection of `kind`, if any.
+    async fn existing_for_put(
+        &self,
+        tx: &mut dyn TenantTx,
+        ctx: &TenantContext,
+        kind: SsoKind,
+        role_mapping: &RoleMapping,
+        enabled: bool,
+    ) -> Result<Option<SsoConnection>> {
+        let names: Vec<String> = role_mapping.roles().map(ToString::to_string).collect();
+        let (_, granted) = crate::users::resolve_roles(tx, &names)
+            .await
+            .map_err(|e| field_named(e, "role_mapping"))?;
+        Authority::Member(ctx).ensure_within(granted, "mapping to these roles")?;
+        let existing = tx.sso().connection(kind).await?;
+        if !enabled {
+            ensure_not_last_required(tx, kind).await?;
+        }
+        Ok(existing)
+    }
+
+    /// Creates or replaces the connection of `change.kind` (keeping the id
+    /// and creation time of `existing`), audited as a create or an update.
+    async fn store_connection(
+        &self,
+        tx: &mut dyn TenantTx,
+        ctx: &TenantContext,
+        existing: Option<&SsoConnection>,
+        change: ConnectionChange,
+    ) -> Result<SsoConnection> {
+        let now = self.deps.clock.now();
+        let connection = SsoConnection {
+            id: existing.map_or_else(SsoConnectionId::generate, |c| c.id),
+            tenant_id: ctx.tenant_id(),
+            kind: change.kind,
+            config: change.config,
+            client_secret: change.client_secret,
+            role_mapping: change.role_mapping,
+            enabled: change.enabled,
+            created_at: existing.map_or(now, |c| c.created_at),
             updated_at: now,
         };
         tx.sso().put_connection(&connection).await?;
@@ -255,28 +322,24 @@ impl SsoService {
         let mut record = Record::new(action)
             .target("sso_connection", connection.id)
             .after(&connection_json(&connection));
-        if let Some(old) = &existing {
+        if let Some(old) = existing {
             record = record.before(&connection_json(old));
         }
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), record)
-            .await?;
-        tx.commit().await?;
-        self.view(&connection)
+        self.deps.audit(tx, ctx.scope().actor(), record).await?;
+        Ok(connection)
     }
 
-    /// Removes the tenant's OIDC connection and the links of its identities
-    /// (the users stay, and keep any password they have).
-    pub async fn delete_oidc_connection(&self, ctx: &TenantContext) -> Result<()> {
+    /// Removes the tenant's connection of `kind` and the links of its identities.
+    async fn delete_connection(&self, ctx: &TenantContext, kind: SsoKind) -> Result<()> {
         ctx.require(Permission::TenantManage)?;
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        ensure_not_last_required(&mut *tx, SsoKind::Oidc).await?;
+        ensure_not_last_required(&mut *tx, kind).await?;
         let existing = tx
             .sso()
-            .connection(SsoKind::Oidc)
+            .connection(kind)
             .await?
             .ok_or(Error::NotFound("SSO connection"))?;
-        tx.sso().delete_connection(SsoKind::Oidc).await?;
+        tx.sso().delete_connection(kind).await?;
         let record = Record::new("sso.connection.delete")
             .target("sso_connection", existing.id)
             .before(&connection_json(&existing));
@@ -290,10 +353,7 @@ impl SsoService {
 
 /// Refuses to switch off or remove the connection of `kind` while the
 /// organisation requires single sign-on and no other enabled connection is left.
-pub(crate) async fn ensure_not_last_required(
-    tx: &mut dyn karen_domain::ports::TenantTx,
-    kind: SsoKind,
-) -> Result<()> {
+pub(crate) async fn ensure_not_last_required(tx: &mut dyn TenantTx, kind: SsoKind) -> Result<()> {
     if !tx.tenant().await?.settings.sso_required {
         return Ok(());
     }

@@ -21,18 +21,14 @@ use karen_domain::saml::{SamlAuthnRequest, SamlBinding, SamlRefusal, SamlSetting
 use karen_domain::sso::{
     ExternalIdentity, RoleMapping, SsoConnection, SsoFailure, SsoKind, SsoLoginState,
 };
-use karen_domain::tenant::TenantStatus;
 use karen_domain::values::{Email, Slug};
-use karen_domain::{
-    Actor, Error, Result, SsoConnectionId, SsoStateId, SystemReason, TenantContext, TenantId,
-};
+use karen_domain::{Error, Result, SsoConnectionId, SsoStateId, TenantContext};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::login::scope;
-use super::{SsoService, connection_json, ensure_not_last_required, field_named};
-use crate::Authority;
+use super::login::{ReturningLogin, enabled_connection, public_url_missing, scope};
+use super::{ConnectionChange, SsoService, settings_config, stored_settings};
 use crate::audit::Record;
 use crate::auth::{ClientInfo, TokenPair, ip_key};
 use crate::credentials::{self, Kind};
@@ -92,8 +88,7 @@ pub struct SamlAcsPost {
 }
 
 fn saml_settings(connection: &SsoConnection) -> Result<SamlSettings> {
-    serde_json::from_value(connection.config.clone())
-        .map_err(|e| Error::internal(format!("stored SAML settings are invalid: {e}")))
+    stored_settings(connection, "SAML")
 }
 
 /// The AuthnRequest ID of a login: an xs:ID made of its id.
@@ -185,50 +180,25 @@ impl SsoService {
         settings.validate()?;
 
         let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        let names: Vec<String> = input
-            .role_mapping
-            .roles()
-            .map(ToString::to_string)
-            .collect();
-        let (_, granted) = crate::users::resolve_roles(&mut *tx, &names)
-            .await
-            .map_err(|e| field_named(e, "role_mapping"))?;
-        Authority::Member(ctx).ensure_within(granted, "mapping to these roles")?;
-        let existing = tx.sso().connection(SsoKind::Saml).await?;
-        if !input.enabled {
-            ensure_not_last_required(&mut *tx, SsoKind::Saml).await?;
-        }
+        let existing = self
+            .existing_for_put(
+                &mut *tx,
+                ctx,
+                SsoKind::Saml,
+                &input.role_mapping,
+                input.enabled,
+            )
+            .await?;
         let tenant = tx.tenant().await?;
-        let now = self.deps.clock.now();
-        let config = serde_json::to_value(&settings)
-            .map_err(|e| Error::internal(format!("SAML settings do not serialize: {e}")))?;
-        let connection = SsoConnection {
-            id: existing
-                .as_ref()
-                .map_or_else(SsoConnectionId::generate, |c| c.id),
-            tenant_id: ctx.tenant_id(),
+        let change = ConnectionChange {
             kind: SsoKind::Saml,
-            config,
+            config: settings_config(&settings, "SAML")?,
             client_secret: None,
             role_mapping: input.role_mapping,
             enabled: input.enabled,
-            created_at: existing.as_ref().map_or(now, |c| c.created_at),
-            updated_at: now,
         };
-        tx.sso().put_connection(&connection).await?;
-        let action = if existing.is_some() {
-            "sso.connection.update"
-        } else {
-            "sso.connection.create"
-        };
-        let mut record = Record::new(action)
-            .target("sso_connection", connection.id)
-            .after(&connection_json(&connection));
-        if let Some(old) = &existing {
-            record = record.before(&connection_json(old));
-        }
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), record)
+        let connection = self
+            .store_connection(&mut *tx, ctx, existing.as_ref(), change)
             .await?;
         tx.commit().await?;
         self.saml_view(&connection, tenant.slug.as_str())
@@ -237,23 +207,7 @@ impl SsoService {
     /// Removes the tenant's SAML connection and the links of its identities
     /// (the users stay).
     pub async fn delete_saml_connection(&self, ctx: &TenantContext) -> Result<()> {
-        ctx.require(Permission::TenantManage)?;
-        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
-        ensure_not_last_required(&mut *tx, SsoKind::Saml).await?;
-        let existing = tx
-            .sso()
-            .connection(SsoKind::Saml)
-            .await?
-            .ok_or(Error::NotFound("SSO connection"))?;
-        tx.sso().delete_connection(SsoKind::Saml).await?;
-        let record = Record::new("sso.connection.delete")
-            .target("sso_connection", existing.id)
-            .before(&connection_json(&existing));
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), record)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        self.delete_connection(ctx, SsoKind::Saml).await
     }
 
     /// The SP metadata of organisation `slug`. It depends on the slug and
@@ -280,25 +234,13 @@ impl SsoService {
         request_origin: Option<&str>,
     ) -> Result<SamlAuthnRequest> {
         let saml = self.saml()?;
-        let missing = || Error::NotFound("SSO connection");
-        let slug = Slug::parse(slug.trim()).map_err(|_| missing())?;
-        let mut platform = self.deps.store.platform().await?;
-        let tenant = platform.tenant_by_slug(&slug).await?;
-        platform.commit().await?;
-        let tenant = tenant
-            .filter(|t| t.status == TenantStatus::Active)
-            .ok_or_else(missing)?;
+        let tenant = self.login_tenant(slug).await?;
         let base = self
             .public_base(request_origin)
             .ok_or_else(public_url_missing)?;
-        let sp = Self::sp(&base, slug.as_str());
+        let sp = Self::sp(&base, tenant.slug.as_str());
         let mut tx = self.deps.store.tenant(scope(tenant.id)).await?;
-        let connection = tx
-            .sso()
-            .connection(SsoKind::Saml)
-            .await?
-            .filter(|c| c.enabled)
-            .ok_or_else(missing)?;
+        let connection = enabled_connection(&mut *tx, SsoKind::Saml).await?;
         let settings = saml_settings(&connection)?;
         let now = self.deps.clock.now();
         let id = SsoStateId::generate();
@@ -312,29 +254,23 @@ impl SsoService {
             relay.text.expose_secret(),
             now,
         )?;
-        // Housekeeping: logins never finished are of no use after they expire.
-        tx.sso().purge_states(now).await?;
-        tx.sso()
-            .insert_state(&SsoLoginState {
-                id,
-                tenant_id: tenant.id,
-                connection_id: connection.id,
-                state_hash: relay.hash,
-                nonce_hash: credentials::hash(&request_id),
-                // SAML has no PKCE; the column is sealed either way.
-                pkce_verifier: SecretString::from(String::new()),
-                redirect_uri: sp.acs_url,
-                expires_at: now + self.deps.sso.login_ttl,
-                used_at: None,
-                created_at: now,
-            })
-            .await?;
+        let login = SsoLoginState {
+            id,
+            tenant_id: tenant.id,
+            connection_id: connection.id,
+            state_hash: relay.hash,
+            nonce_hash: credentials::hash(&request_id),
+            // SAML has no PKCE; the column is sealed either way.
+            pkce_verifier: SecretString::from(String::new()),
+            redirect_uri: sp.acs_url,
+            expires_at: now + self.deps.sso.login_ttl,
+            used_at: None,
+            created_at: now,
+        };
         let record = Record::new("auth.sso.start")
             .target("sso_connection", connection.id)
             .after(&json!({ "kind": "saml", "binding": settings.binding_for(binding).as_str() }));
-        self.deps
-            .audit(&mut *tx, Actor::System(SystemReason::Login), record)
-            .await?;
+        self.record_login_start(&mut *tx, &login, record).await?;
         tx.commit().await?;
         Ok(request)
     }
@@ -346,45 +282,17 @@ impl SsoService {
     pub async fn finish_saml(&self, post: SamlAcsPost, client: &ClientInfo) -> Result<TokenPair> {
         let saml = self.saml()?;
         let ip = ip_key(client);
-        self.auth.check_ip(ip.as_ref()).await?;
         let relay = post.relay_state.as_deref().unwrap_or_default().trim();
-        let Ok(presented) = credentials::parse(Kind::SamlRelay, relay) else {
-            self.auth.note_ip_failure(ip.as_ref()).await;
-            return Err(Error::SsoFailed(SsoFailure::State));
-        };
-        let tenant_id = TenantId::from_uuid(presented.ids[0]);
-        let id = SsoStateId::from_uuid(presented.ids[1]);
-        let mut platform = self.deps.store.platform().await?;
-        let tenant = platform.tenant_by_id(tenant_id).await?;
-        platform.commit().await?;
-        let Some(tenant) = tenant.filter(|t| t.status == TenantStatus::Active) else {
-            self.auth.note_ip_failure(ip.as_ref()).await;
-            return Err(Error::SsoFailed(SsoFailure::State));
-        };
-
-        let now = self.deps.clock.now();
-        let mut tx = self.deps.store.tenant(scope(tenant_id)).await?;
-        let login = tx
-            .sso()
-            .state(id)
-            .await?
-            .filter(|s| presented.matches(&s.state_hash));
-        let Some(login) = login else {
-            drop(tx);
-            return Err(self.refuse(tenant_id, None, SsoFailure::State, &ip).await);
-        };
-        let fresh = login.used_at.is_none() && login.expires_at > now;
-        // Spent now, committed now: a replay finds it used even if this login fails.
-        let spent = fresh && tx.sso().spend_state(id, now).await?;
-        let connection = tx
-            .sso()
-            .connection(SsoKind::Saml)
-            .await?
-            .filter(|c| c.enabled && c.id == login.connection_id);
-        tx.commit().await?;
-        let Some(connection) = connection.filter(|_| spent) else {
-            return Err(self.refuse(tenant_id, None, SsoFailure::State, &ip).await);
-        };
+        let ReturningLogin {
+            tenant,
+            login,
+            connection,
+            now,
+        } = self
+            .resume_login(Kind::SamlRelay, relay, SsoKind::Saml, &ip)
+            .await?;
+        let tenant_id = tenant.id;
+        let id = login.id;
 
         // The ACS URL is the one this login's request named; the audience is
         // this tenant's entity ID on the same base.
@@ -419,13 +327,6 @@ impl SsoService {
         let identity = external_identity(&connection, &settings, assertion);
         self.complete_login(tenant_id, &connection, identity, client)
             .await
-    }
-}
-
-fn public_url_missing() -> Error {
-    Error::Unavailable {
-        component: "sso",
-        detail: "Karen's public URL is not configured; set sso.public_url".into(),
     }
 }
 

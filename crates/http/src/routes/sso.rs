@@ -143,11 +143,12 @@ pub(crate) struct OidcConnectionBody {
     scopes: Vec<String>,
     role_mapping: RoleMappingView,
     /// Default true.
-    #[serde(default = "enabled")]
+    #[serde(default = "enabled_by_default")]
     enabled: bool,
 }
 
-fn enabled() -> bool {
+/// The default of `enabled` in connection bodies.
+pub(super) fn enabled_by_default() -> bool {
     true
 }
 
@@ -248,8 +249,14 @@ async fn start_oidc(
         .sso
         .start_oidc(&query.tenant, origin.as_deref())
         .await?;
-    let location = header::HeaderValue::from_str(&url)
-        .map_err(|_| ApiError::from(karen_domain::Error::internal("unusable authorization URL")))?;
+    found(&url, "unusable authorization URL")
+}
+
+/// A 302 sending the browser to `url` (`unusable` says what it is, should it
+/// not fit in a header).
+pub(super) fn found(url: &str, unusable: &'static str) -> ApiResult<Response> {
+    let location = header::HeaderValue::from_str(url)
+        .map_err(|_| ApiError::from(karen_domain::Error::internal(unusable)))?;
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 

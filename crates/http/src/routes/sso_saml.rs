@@ -22,7 +22,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::auth::TokenResponse;
-use super::sso::{RoleMappingView, loopback_origin};
+use super::sso::{RoleMappingView, enabled_by_default, found, loopback_origin};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, Client, perm};
@@ -150,12 +150,8 @@ pub(crate) struct SamlConnectionBody {
     /// `claim` is the SAML attribute holding groups or roles.
     role_mapping: RoleMappingView,
     /// Default true.
-    #[serde(default = "enabled")]
+    #[serde(default = "enabled_by_default")]
     enabled: bool,
-}
-
-fn enabled() -> bool {
-    true
 }
 
 fn too_long(field: &str, text: &str) -> Result<(), Error> {
@@ -325,11 +321,7 @@ async fn start_saml(
         )
         .await?;
     match request {
-        SamlAuthnRequest::Redirect(url) => {
-            let location = HeaderValue::from_str(&url)
-                .map_err(|_| ApiError::from(Error::internal("unusable SAML redirect URL")))?;
-            Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
-        }
+        SamlAuthnRequest::Redirect(url) => found(&url, "unusable SAML redirect URL"),
         SamlAuthnRequest::Post {
             action,
             saml_request,
@@ -415,6 +407,15 @@ pub(crate) struct AcsForm {
     relay_state: Option<String>,
 }
 
+/// 413: a SAML response larger than [`MAX_ACS_FORM_BYTES`] (or the body limit).
+fn response_too_large() -> ApiError {
+    ApiError::http(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the SAML response is larger than this server accepts",
+    )
+}
+
 fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<AcsForm, ApiError> {
     let form = headers
         .get(header::CONTENT_TYPE)
@@ -428,11 +429,7 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<AcsForm, ApiError> {
         ));
     }
     if body.len() > MAX_ACS_FORM_BYTES {
-        return Err(ApiError::http(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the SAML response is larger than this server accepts",
-        ));
+        return Err(response_too_large());
     }
     serde_urlencoded::from_bytes(body).map_err(|e| {
         ApiError::bad_request(format!("the form needs SAMLResponse and RelayState: {e}"))
@@ -460,11 +457,7 @@ async fn saml_acs(
 ) -> ApiResult<Json<TokenResponse>> {
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::http(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the SAML response is larger than this server accepts",
-            )
+            response_too_large()
         } else {
             ApiError::bad_request("the request body could not be read")
         }

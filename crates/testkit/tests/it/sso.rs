@@ -7,12 +7,19 @@
 
 use std::time::Duration;
 
-use karen_domain::BuiltinRole;
 use karen_testkit::oidc_provider::{
     OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, SigningAlg, Tamper, TestIdentity, TestOidcProvider,
 };
 use karen_testkit::{Backend, PASSWORD, Reply, TestApp, TestTenant, spawn_with};
 use serde_json::{Value, json};
+
+use shared::{
+    audit_actions, expect_audited, expect_refused, expect_signed_in, get,
+    only_tenant_managers_may_configure, redirected_to, required_sso_scenario,
+    unknown_and_unconfigured_organisations_look_alike,
+};
+
+pub(crate) mod shared;
 
 const CONNECTION: &str = "/v1/tenant/sso/oidc";
 
@@ -46,34 +53,18 @@ fn connection_body(issuer: &str) -> Value {
     })
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(url: &str) -> Reply {
-    Reply::read_response(browser().get(url).send().await.unwrap()).await
-}
-
 /// `GET /v1/auth/sso/oidc/start` → the provider's authorization URL.
 async fn start(app: &TestApp, slug: &str) -> String {
-    let reply = get(&format!(
+    redirected_to(&format!(
         "{}/v1/auth/sso/oidc/start?tenant={slug}",
         app.base_url
     ))
-    .await;
-    reply.expect(302);
-    reply.header("location").unwrap().to_owned()
+    .await
 }
 
 /// The provider approves at once: → Karen's callback URL with code and state.
 async fn approve(authorize_url: &str) -> String {
-    let reply = get(authorize_url).await;
-    reply.expect(302);
-    reply.header("location").unwrap().to_owned()
+    redirected_to(authorize_url).await
 }
 
 /// A whole browser round trip; the callback's reply.
@@ -108,31 +99,6 @@ fn with_param(url: &str, name: &str, value: &str) -> String {
     parsed.to_string()
 }
 
-#[track_caller]
-fn expect_refused(reply: &Reply, reason: &str) {
-    reply.expect_problem(401, "sso_failed");
-    assert!(
-        reply.str("detail").contains(&format!("({reason})")),
-        "expected {reason}: {}",
-        reply.text
-    );
-}
-
-fn audit_actions(trail: &Reply) -> Vec<(String, String, String)> {
-    trail.body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["action"].as_str().unwrap_or_default().to_owned(),
-                e["outcome"].as_str().unwrap_or_default().to_owned(),
-                e["diff"].to_string(),
-            )
-        })
-        .collect()
-}
-
 async fn first_login_creates_the_user_and_later_ones_match_by_subject(backend: Backend) {
     let Some((app, provider, acme)) = setup(backend).await else {
         return;
@@ -149,20 +115,10 @@ async fn first_login_creates_the_user_and_later_ones_match_by_subject(backend: B
         "member"
     );
 
-    // First login (RS256): the account is made with the mapped role.
+    // First login (RS256): the account is made with the mapped role; its
+    // refresh token works like a password login's.
     let first = sso_login(&app, "acme").await;
-    first.expect(200);
-    let token = first.str("access_token").to_owned();
-    let me = app.get("/v1/me", &token).await;
-    me.expect(200);
-    assert_eq!(me.str("email"), "user1@idp.test");
-    assert_eq!(me.body["roles"], json!(["member"]));
-    let user_id = me.str("user_id").to_owned();
-    // Its refresh token works like a password login's.
-    let refresh = json!({"refresh_token": first.str("refresh_token")});
-    app.call("POST", "/v1/auth/refresh", None, Some(refresh))
-        .await
-        .expect(200);
+    let user_id = expect_signed_in(&app, &first, "user1@idp.test", json!(["member"])).await;
 
     // Later login (ES256), new groups and another email at the provider:
     // the same account (matched by subject), roles brought in step.
@@ -232,24 +188,21 @@ async fn first_login_creates_the_user_and_later_ones_match_by_subject(backend: B
     let trail = app.get("/v1/audit?limit=200", &acme.owner_token).await;
     trail.expect(200);
     assert!(!trail.text.contains(OIDC_CLIENT_SECRET));
-    let events = audit_actions(&trail);
-    for (action, outcome) in [
-        ("sso.connection.create", "success"),
-        ("auth.sso.start", "success"),
-        ("auth.sso.login", "success"),
-        ("auth.login", "success"),
-        ("user.create", "success"),
-        ("user.roles.sync", "success"),
-        ("auth.sso.login.failed", "failure"),
-        ("auth.sso.login.failed", "denied"),
-    ] {
-        assert!(
-            events.iter().any(|(a, o, _)| a == action && o == outcome),
-            "{action} {outcome} in {events:?}"
-        );
-    }
+    expect_audited(
+        &trail,
+        &[
+            ("sso.connection.create", "success"),
+            ("auth.sso.start", "success"),
+            ("auth.sso.login", "success"),
+            ("auth.login", "success"),
+            ("user.create", "success"),
+            ("user.roles.sync", "success"),
+            ("auth.sso.login.failed", "failure"),
+            ("auth.sso.login.failed", "denied"),
+        ],
+    );
     assert!(
-        events
+        audit_actions(&trail)
             .iter()
             .any(|(a, _, diff)| a == "auth.sso.login.failed" && diff.contains("no_role"))
     );
@@ -343,20 +296,7 @@ async fn state_and_pkce_bind_the_code_to_one_login(backend: Backend) {
         .await
         .expect_problem(400, "bad_request");
     // An organisation without SSO and one that does not exist look the same.
-    app.create_tenant("plain").await;
-    let plain = get(&format!(
-        "{}/v1/auth/sso/oidc/start?tenant=plain",
-        app.base_url
-    ))
-    .await;
-    let nowhere = get(&format!(
-        "{}/v1/auth/sso/oidc/start?tenant=nowhere",
-        app.base_url
-    ))
-    .await;
-    plain.expect_problem(404, "not_found");
-    nowhere.expect_problem(404, "not_found");
-    assert_eq!(plain.body["detail"], nowhere.body["detail"]);
+    unknown_and_unconfigured_organisations_look_alike(&app, "/v1/auth/sso/oidc/start").await;
     let trail = app.get("/v1/audit?limit=200", &acme.owner_token).await;
     assert!(trail.expect(200).text.contains("code_exchange"));
     app.stop().await;
@@ -422,59 +362,15 @@ async fn required_sso_refuses_password_logins_of_non_owners(backend: Backend) {
     let acme = app.create_tenant("acme").await;
     app.create_user(&acme, "member@acme.test", &["member"])
         .await;
-    let settings = |required: bool| {
-        json!({"settings": {"default_role": "member",
-        "allowed_email_domains": [], "sso_required": required}})
-    };
-    // Not before a connection exists.
-    app.patch("/v1/tenant", &acme.owner_token, settings(true))
-        .await
-        .expect_problem(422, "validation_failed");
-    app.put(
+    required_sso_scenario(
+        &app,
+        &acme,
         CONNECTION,
-        &acme.owner_token,
         connection_body(&provider.issuer),
+        async || sso_login(&app, "acme").await,
+        "/v1/auth/sso/oidc/start",
     )
-    .await
-    .expect(200);
-    let tenant = app
-        .patch("/v1/tenant", &acme.owner_token, settings(true))
-        .await;
-    assert_eq!(tenant.expect(200).body["settings"]["sso_required"], true);
-
-    app.login("acme", "member@acme.test", PASSWORD)
-        .await
-        .expect_problem(403, "sso_required");
-    // Owners keep the password as the way back in; SSO works.
-    app.login("acme", &acme.owner_email, PASSWORD)
-        .await
-        .expect(200);
-    sso_login(&app, "acme").await.expect(200);
-    // The connection cannot go while it is required.
-    app.delete(CONNECTION, &acme.owner_token)
-        .await
-        .expect_problem(409, "conflict");
-    let mut disabled = connection_body(&provider.issuer);
-    disabled["enabled"] = json!(false);
-    app.put(CONNECTION, &acme.owner_token, disabled)
-        .await
-        .expect_problem(409, "conflict");
-    app.patch("/v1/tenant", &acme.owner_token, settings(false))
-        .await
-        .expect(200);
-    app.login("acme", "member@acme.test", PASSWORD)
-        .await
-        .expect(200);
-    app.delete(CONNECTION, &acme.owner_token).await.expect(204);
-    app.get(CONNECTION, &acme.owner_token)
-        .await
-        .expect_problem(404, "not_found");
-    get(&format!(
-        "{}/v1/auth/sso/oidc/start?tenant=acme",
-        app.base_url
-    ))
-    .await
-    .expect_problem(404, "not_found");
+    .await;
     app.stop().await;
 }
 
@@ -482,30 +378,10 @@ async fn only_tenant_managers_configure_sso(backend: Backend) {
     let Some((app, provider, acme)) = setup(backend).await else {
         return;
     };
-    for role in BuiltinRole::ALL {
-        let email = format!("rbac-{}@acme.test", role.name().replace('_', "-"));
-        let (_, token) = app.create_user(&acme, &email, &[role.name()]).await;
-        let allowed = role
-            .permissions()
-            .contains(karen_domain::Permission::TenantManage);
-        let body = connection_body(&provider.issuer);
-        let replies = [
-            app.get(CONNECTION, &token).await,
-            app.put(CONNECTION, &token, body).await,
-        ];
-        for reply in replies {
-            if allowed {
-                reply.expect(200);
-            } else {
-                reply.expect_problem(403, "permission_denied");
-            }
-        }
-        if !allowed {
-            app.delete(CONNECTION, &token)
-                .await
-                .expect_problem(403, "permission_denied");
-        }
-    }
+    only_tenant_managers_may_configure(&app, &acme, CONNECTION, || {
+        connection_body(&provider.issuer)
+    })
+    .await;
     // Mapping to the owner role is refused; so is an unknown role.
     let mut owner = connection_body(&provider.issuer);
     owner["role_mapping"]["values"]["root"] = json!("owner");

@@ -8,14 +8,19 @@
 
 use std::time::Duration;
 
-use karen_domain::BuiltinRole;
 use karen_domain::clock::Clock as _;
 use karen_testkit::saml_idp::{
     ReceivedRequest, SAML_IDP_ENTITY, SAML_IDP_KEY, SAML_IDP_SSO_POST, SAML_IDP_SSO_REDIRECT,
     SamlTamper, SamlUser, saml_idp_metadata, saml_response,
 };
-use karen_testkit::{Backend, PASSWORD, Reply, TestApp, TestTenant, spawn};
+use karen_testkit::{Backend, Reply, TestApp, TestTenant, spawn};
 use serde_json::{Value, json};
+
+use crate::sso::shared::{
+    browser, expect_audited, expect_refused, expect_signed_in, get,
+    only_tenant_managers_may_configure, redirected_to, required_sso_scenario,
+    unknown_and_unconfigured_organisations_look_alike,
+};
 
 pub(crate) const SAML_CONNECTION: &str = "/v1/tenant/sso/saml";
 
@@ -36,30 +41,16 @@ async fn setup(backend: Backend) -> Option<(TestApp, TestTenant)> {
     Some((app, acme))
 }
 
-fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
-async fn get(url: &str) -> Reply {
-    Reply::read_response(browser().get(url).send().await.unwrap()).await
-}
-
 /// `GET /v1/auth/sso/saml/start` with the HTTP-Redirect binding: the request
 /// the browser brings to the IdP.
 async fn start(app: &TestApp, slug: &str) -> ReceivedRequest {
-    let reply = get(&format!(
+    let location = redirected_to(&format!(
         "{}/v1/auth/sso/saml/start?tenant={slug}",
         app.base_url
     ))
     .await;
-    reply.expect(302);
-    let location = reply.header("location").unwrap();
     assert!(location.starts_with(SAML_IDP_SSO_REDIRECT), "{location}");
-    ReceivedRequest::from_redirect(location)
+    ReceivedRequest::from_redirect(&location)
 }
 
 /// Posts the IdP's answer to the ACS as the browser would.
@@ -93,17 +84,6 @@ fn alice() -> SamlUser {
     SamlUser::new("alice@acme.test", &["engineering"])
 }
 
-#[track_caller]
-fn expect_refused(reply: &Reply, reason: &str) {
-    reply.expect_problem(401, "sso_failed");
-    assert!(
-        reply.str("detail").contains(&format!("({reason})")),
-        "expected {reason}: {}",
-        reply.text
-    );
-    assert!(reply.body.get("access_token").is_none());
-}
-
 async fn saml_login_creates_the_user_with_mapped_roles_in_both_bindings(backend: Backend) {
     let Some((app, acme)) = setup(backend).await else {
         return;
@@ -135,18 +115,9 @@ async fn saml_login_creates_the_user_with_mapped_roles_in_both_bindings(backend:
     assert_eq!(request.acs_url, acs_url);
     assert!(request.relay_state.starts_with("krq_") && request.relay_state.len() <= 80);
     let response = saml_response(&request, &alice(), &SamlTamper::None, app.clock.now());
-    let first = acs(&app, &request.relay_state, &response).await;
-    first.expect(200);
-    let me = app.get("/v1/me", first.str("access_token")).await;
-    me.expect(200);
-    assert_eq!(me.str("email"), "alice@acme.test");
-    assert_eq!(me.body["roles"], json!(["member"]));
-    let user_id = me.str("user_id").to_owned();
     // The refresh token works like a password login's.
-    let refresh = json!({"refresh_token": first.str("refresh_token")});
-    app.call("POST", "/v1/auth/refresh", None, Some(refresh))
-        .await
-        .expect(200);
+    let first = acs(&app, &request.relay_state, &response).await;
+    let user_id = expect_signed_in(&app, &first, "alice@acme.test", json!(["member"])).await;
 
     // HTTP-POST binding, asked for: an auto-submitting form whose script
     // alone may run and which may post only to the IdP. Response-level
@@ -189,23 +160,17 @@ async fn saml_login_creates_the_user_with_mapped_roles_in_both_bindings(backend:
 
     let trail = app.get("/v1/audit?limit=200", &acme.owner_token).await;
     trail.expect(200);
-    for (action, outcome) in [
-        ("sso.connection.create", "success"),
-        ("auth.sso.start", "success"),
-        ("auth.sso.login", "success"),
-        ("user.create", "success"),
-        ("user.roles.sync", "success"),
-        ("auth.sso.login.failed", "failure"),
-    ] {
-        assert!(
-            trail.body["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|e| { e["action"] == action && e["outcome"] == outcome }),
-            "{action} {outcome}"
-        );
-    }
+    expect_audited(
+        &trail,
+        &[
+            ("sso.connection.create", "success"),
+            ("auth.sso.start", "success"),
+            ("auth.sso.login", "success"),
+            ("user.create", "success"),
+            ("user.roles.sync", "success"),
+            ("auth.sso.login.failed", "failure"),
+        ],
+    );
     assert!(trail.text.contains("\"saml\""));
     app.stop().await;
 }
@@ -339,20 +304,7 @@ async fn relay_state_and_replay_cache_make_responses_single_use(backend: Backend
     .await
     .expect_problem(400, "bad_request");
     // An organisation without SAML and one that does not exist look the same.
-    app.create_tenant("plain").await;
-    let plain = get(&format!(
-        "{}/v1/auth/sso/saml/start?tenant=plain",
-        app.base_url
-    ))
-    .await;
-    let nowhere = get(&format!(
-        "{}/v1/auth/sso/saml/start?tenant=nowhere",
-        app.base_url
-    ))
-    .await;
-    plain.expect_problem(404, "not_found");
-    nowhere.expect_problem(404, "not_found");
-    assert_eq!(plain.body["detail"], nowhere.body["detail"]);
+    unknown_and_unconfigured_organisations_look_alike(&app, "/v1/auth/sso/saml/start").await;
     get(&format!(
         "{}/v1/auth/sso/saml/NOT%20A%20SLUG/metadata",
         app.base_url
@@ -414,30 +366,7 @@ async fn only_tenant_managers_configure_saml(backend: Backend) {
     let Some((app, acme)) = setup(backend).await else {
         return;
     };
-    for role in BuiltinRole::ALL {
-        let email = format!("rbac-{}@acme.test", role.name().replace('_', "-"));
-        let (_, token) = app.create_user(&acme, &email, &[role.name()]).await;
-        let allowed = role
-            .permissions()
-            .contains(karen_domain::Permission::TenantManage);
-        let replies = [
-            app.get(SAML_CONNECTION, &token).await,
-            app.put(SAML_CONNECTION, &token, saml_connection_body())
-                .await,
-        ];
-        for reply in replies {
-            if allowed {
-                reply.expect(200);
-            } else {
-                reply.expect_problem(403, "permission_denied");
-            }
-        }
-        if !allowed {
-            app.delete(SAML_CONNECTION, &token)
-                .await
-                .expect_problem(403, "permission_denied");
-        }
-    }
+    only_tenant_managers_may_configure(&app, &acme, SAML_CONNECTION, saml_connection_body).await;
 
     // Bad metadata and certificates: 422 naming the field and the SAML code.
     let with_idp = |idp: Value| {
@@ -530,48 +459,15 @@ async fn required_sso_applies_to_saml(backend: Backend) {
     let acme = app.create_tenant("acme").await;
     app.create_user(&acme, "member@acme.test", &["member"])
         .await;
-    let settings = |required: bool| {
-        json!({"settings": {"default_role": "member",
-        "allowed_email_domains": [], "sso_required": required}})
-    };
-    app.patch("/v1/tenant", &acme.owner_token, settings(true))
-        .await
-        .expect_problem(422, "validation_failed");
-    app.put(SAML_CONNECTION, &acme.owner_token, saml_connection_body())
-        .await
-        .expect(200);
-    app.patch("/v1/tenant", &acme.owner_token, settings(true))
-        .await
-        .expect(200);
-    app.login("acme", "member@acme.test", PASSWORD)
-        .await
-        .expect_problem(403, "sso_required");
-    app.login("acme", &acme.owner_email, PASSWORD)
-        .await
-        .expect(200);
-    saml_login(&app, "acme", &alice(), &SamlTamper::None)
-        .await
-        .expect(200);
-    app.delete(SAML_CONNECTION, &acme.owner_token)
-        .await
-        .expect_problem(409, "conflict");
-    let mut disabled = saml_connection_body();
-    disabled["enabled"] = json!(false);
-    app.put(SAML_CONNECTION, &acme.owner_token, disabled)
-        .await
-        .expect_problem(409, "conflict");
-    app.patch("/v1/tenant", &acme.owner_token, settings(false))
-        .await
-        .expect(200);
-    app.delete(SAML_CONNECTION, &acme.owner_token)
-        .await
-        .expect(204);
-    get(&format!(
-        "{}/v1/auth/sso/saml/start?tenant=acme",
-        app.base_url
-    ))
-    .await
-    .expect_problem(404, "not_found");
+    required_sso_scenario(
+        &app,
+        &acme,
+        SAML_CONNECTION,
+        saml_connection_body(),
+        async || saml_login(&app, "acme", &alice(), &SamlTamper::None).await,
+        "/v1/auth/sso/saml/start",
+    )
+    .await;
     app.stop().await;
 }
 

@@ -10,7 +10,10 @@ use karen_domain::values::printable;
 use karen_domain::{Error, Permission, PermissionSet, Result, ScimGroupId, TenantContext, UserId};
 use time::OffsetDateTime;
 
-use super::{ListQuery, ScimGroupView, ScimList, ScimService, ceiling, uniqueness};
+use super::{
+    ListQuery, ScimGroupView, ScimList, ScimService, ceiling, check_body_id, conflict_as_taken,
+    uniqueness,
+};
 use crate::audit::Record;
 
 async fn existing(tx: &mut dyn TenantTx, id: ScimGroupId) -> Result<ScimGroup> {
@@ -157,10 +160,10 @@ impl ScimService {
             created_at: now,
             updated_at: now,
         };
-        tx.scim().insert_group(&group).await.map_err(|e| match e {
-            Error::Conflict(_) => taken(&group.display_name),
-            other => other,
-        })?;
+        tx.scim()
+            .insert_group(&group)
+            .await
+            .map_err(|e| conflict_as_taken(e, || taken(&group.display_name)))?;
         for member in &draft.members {
             tx.scim().add_group_member(group.id, *member, now).await?;
             self.sync_roles(&mut *tx, ctx, ceiling, *member, now)
@@ -171,11 +174,7 @@ impl ScimService {
         let audit = Record::new("scim.group.create")
             .target("group", group.id)
             .after(&after);
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), audit)
-            .await?;
-        tx.commit().await?;
-        self.deps.access_changed(ctx.tenant_id()).await;
+        self.commit_change(tx, ctx, audit).await?;
         Ok(ScimGroupView {
             group,
             members: Some(draft.members),
@@ -190,16 +189,7 @@ impl ScimService {
         draft: GroupDraft,
         if_match: Option<&str>,
     ) -> Result<ScimGroupView> {
-        if draft
-            .id
-            .as_deref()
-            .is_some_and(|given| given != id.to_string())
-        {
-            return Err(Error::scim(
-                ScimErrorType::Mutability,
-                "id is read-only and differs from the id in the path",
-            ));
-        }
+        check_body_id(draft.id.as_deref(), &id.to_string())?;
         self.change_group(ctx, id, if_match, "scim.group.replace", |_| Ok(draft))
             .await
     }
@@ -278,10 +268,7 @@ impl ScimService {
             .scim()
             .update_group(&group, read_version)
             .await
-            .map_err(|e| match e {
-                Error::Conflict(_) => taken(&group.display_name),
-                other => other,
-            })?;
+            .map_err(|e| conflict_as_taken(e, || taken(&group.display_name)))?;
         if !updated {
             // Another request changed the group since it was read: the member
             // lists compared above are stale, so nothing of this one applies.
@@ -309,11 +296,7 @@ impl ScimService {
             .target("group", id)
             .before(&before)
             .after(&after);
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), audit)
-            .await?;
-        tx.commit().await?;
-        self.deps.access_changed(ctx.tenant_id()).await;
+        self.commit_change(tx, ctx, audit).await?;
         Ok(ScimGroupView {
             group,
             members: Some(wanted.members),
@@ -358,11 +341,7 @@ impl ScimService {
         let audit = Record::new("scim.group.delete")
             .target("group", id)
             .before(&before);
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), audit)
-            .await?;
-        tx.commit().await?;
-        self.deps.access_changed(ctx.tenant_id()).await;
+        self.commit_change(tx, ctx, audit).await?;
         Ok(())
     }
 }

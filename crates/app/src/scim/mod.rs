@@ -150,7 +150,42 @@ fn uniqueness(message: String) -> Error {
     Error::scim(ScimErrorType::Uniqueness, message)
 }
 
+/// A store's uniqueness conflict as SCIM's `uniqueness` error (`taken`).
+fn conflict_as_taken(error: Error, taken: impl FnOnce() -> Error) -> Error {
+    match error {
+        Error::Conflict(_) => taken(),
+        other => other,
+    }
+}
+
+/// Refuses a resource body whose `id` differs from the id in the path (PUT).
+fn check_body_id(given: Option<&str>, path_id: &str) -> Result<()> {
+    if given.is_some_and(|given| given != path_id) {
+        return Err(Error::scim(
+            ScimErrorType::Mutability,
+            "id is read-only and differs from the id in the path",
+        ));
+    }
+    Ok(())
+}
+
 impl ScimService {
+    /// Ends a change: audits it, commits, and lets cached access decisions
+    /// of the tenant go (roles or accounts may have changed).
+    async fn commit_change(
+        &self,
+        mut tx: Box<dyn TenantTx>,
+        ctx: &TenantContext,
+        audit: Record,
+    ) -> Result<()> {
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), audit)
+            .await?;
+        tx.commit().await?;
+        self.deps.access_changed(ctx.tenant_id()).await;
+        Ok(())
+    }
+
     /// Makes the user's roles follow their groups: adds the role of each group
     /// named like a role, and removes roles that a group granted and no group
     /// grants any more. Audited as `scim.user.roles` when something changed.

@@ -14,8 +14,8 @@ use karen_domain::{Error, Result, TenantContext, UserId};
 use time::OffsetDateTime;
 
 use super::{
-    ListQuery, ScimList, ScimService, ScimUserView, ceiling, ensure_not_last_owner, uniqueness,
-    within,
+    ListQuery, ScimList, ScimService, ScimUserView, ceiling, check_body_id, conflict_as_taken,
+    ensure_not_last_owner, uniqueness, within,
 };
 use crate::audit::Record;
 use crate::auth::end_all_sessions;
@@ -224,10 +224,10 @@ impl ScimService {
                     created_at: now,
                     updated_at: now,
                 };
-                tx.users().insert_user(&user).await.map_err(|e| match e {
-                    Error::Conflict(_) => taken(&attrs.user_name),
-                    other => other,
-                })?;
+                tx.users()
+                    .insert_user(&user)
+                    .await
+                    .map_err(|e| conflict_as_taken(e, || taken(&attrs.user_name)))?;
                 let record = record_of(None, &user, &attrs, now);
                 tx.scim().put_scim_user(&record).await?;
                 ScimUserView {
@@ -239,11 +239,7 @@ impl ScimService {
         let audit = Record::new("scim.user.create")
             .target("user", view.user.id)
             .after(&audit_json(&view));
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), audit)
-            .await?;
-        tx.commit().await?;
-        self.deps.access_changed(ctx.tenant_id()).await;
+        self.commit_change(tx, ctx, audit).await?;
         Ok(view)
     }
 
@@ -255,16 +251,7 @@ impl ScimService {
         draft: UserDraft,
         if_match: Option<&str>,
     ) -> Result<ScimUserView> {
-        if draft
-            .id
-            .as_deref()
-            .is_some_and(|given| given != id.to_string())
-        {
-            return Err(Error::scim(
-                ScimErrorType::Mutability,
-                "id is read-only and differs from the id in the path",
-            ));
-        }
+        check_body_id(draft.id.as_deref(), &id.to_string())?;
         let attrs = draft.finish()?;
         self.change_user(ctx, id, if_match, "scim.user.replace", |_| Ok(attrs))
             .await
@@ -312,11 +299,7 @@ impl ScimService {
             .target("user", id)
             .before(&before)
             .after(&after_json);
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), audit)
-            .await?;
-        tx.commit().await?;
-        self.deps.access_changed(ctx.tenant_id()).await;
+        self.commit_change(tx, ctx, audit).await?;
         if sessions_ended.is_some() {
             tracing::info!(tenant_id = %ctx.tenant_id(), user_id = %id, "user deprovisioned through scim; sessions ended");
         }
@@ -371,10 +354,10 @@ impl ScimService {
             UserStatus::Disabled
         };
         user.updated_at = now;
-        tx.users().update_user(&user).await.map_err(|e| match e {
-            Error::Conflict(_) => taken(&attrs.user_name),
-            other => other,
-        })?;
+        tx.users()
+            .update_user(&user)
+            .await
+            .map_err(|e| conflict_as_taken(e, || taken(&attrs.user_name)))?;
         let record = record_of(view.scim.as_ref(), &user, attrs, now);
         tx.scim().put_scim_user(&record).await?;
         Ok((
@@ -417,11 +400,7 @@ impl ScimService {
             .target("user", id)
             .before(&before)
             .after(&serde_json::json!({ "sessions_ended": ended.unwrap_or(0) }));
-        self.deps
-            .audit(&mut *tx, ctx.scope().actor(), audit)
-            .await?;
-        tx.commit().await?;
-        self.deps.access_changed(ctx.tenant_id()).await;
+        self.commit_change(tx, ctx, audit).await?;
         tracing::info!(tenant_id = %ctx.tenant_id(), user_id = %id, "user deleted through scim; account disabled");
         Ok(())
     }

@@ -7,6 +7,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use karen_app::scim::{ScimGroupView, ScimUserView};
 use karen_domain::scim::patch;
 use karen_domain::scim::resource::{GroupDraft, UserDraft};
 use karen_domain::{Error, ScimGroupId, UserId};
@@ -40,10 +41,62 @@ fn group_id(text: &str) -> Result<ScimGroupId, Error> {
     ScimGroupId::parse(text).map_err(|_| Error::NotFound("group"))
 }
 
-/// 201 with `Location` and `ETag`.
-fn created(body: &Value, location: String, etag: String) -> Response {
-    let mut response = scim_response(StatusCode::CREATED, body, Some(etag));
-    if let Ok(value) = HeaderValue::from_str(&location) {
+/// A resource as the handlers answer it: its document, version and URL.
+trait ScimResource {
+    /// The whole SCIM document.
+    fn document(&self) -> Value;
+    /// The version, sent as `ETag`.
+    fn version(&self) -> String;
+    /// The path of the resource (`Location`).
+    fn location(&self) -> String;
+}
+
+impl ScimResource for ScimUserView {
+    fn document(&self) -> Value {
+        user_json(self)
+    }
+
+    fn version(&self) -> String {
+        self.etag()
+    }
+
+    fn location(&self) -> String {
+        format!("{}/Users/{}", scim_model::BASE, self.user.id)
+    }
+}
+
+impl ScimResource for ScimGroupView {
+    fn document(&self) -> Value {
+        group_json(self)
+    }
+
+    fn version(&self) -> String {
+        self.etag()
+    }
+
+    fn location(&self) -> String {
+        format!("{}/Groups/{}", scim_model::BASE, self.group.id)
+    }
+}
+
+/// 200 with `body` (the resource's document, perhaps projected) and its `ETag`.
+fn shown(resource: &impl ScimResource, body: &Value) -> Response {
+    scim_response(StatusCode::OK, body, Some(resource.version()))
+}
+
+/// 200 with the whole changed resource and its `ETag`.
+fn changed(resource: &impl ScimResource) -> Response {
+    shown(resource, &resource.document())
+}
+
+/// 201 with the new resource, its `Location` and `ETag`.
+fn created(resource: &impl ScimResource) -> Response {
+    let mut response = scim_response(
+        StatusCode::CREATED,
+        &resource.document(),
+        Some(resource.version()),
+    );
+    if let Ok(value) = HeaderValue::from_str(&resource.location()) {
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
@@ -79,12 +132,7 @@ async fn create_user(
 ) -> ApiResult<Response> {
     let attrs = UserDraft::from_json(&body)?.finish()?;
     let view = state.services.scim.create_user(&auth.ctx, attrs).await?;
-    let json = user_json(&view);
-    Ok(created(
-        &json,
-        format!("{}/Users/{}", scim_model::BASE, view.user.id),
-        view.etag(),
-    ))
+    Ok(created(&view))
 }
 
 /// One user.
@@ -103,8 +151,7 @@ async fn get_user(
         .scim
         .get_user(&auth.ctx, user_id(&id)?)
         .await?;
-    let body = params.projection().apply(user_json(&view));
-    Ok(scim_response(StatusCode::OK, &body, Some(view.etag())))
+    Ok(shown(&view, &params.projection().apply(view.document())))
 }
 
 /// Replaces a user's attributes; `active: false` deprovisions (disables the
@@ -129,11 +176,7 @@ async fn replace_user(
         .scim
         .replace_user(&auth.ctx, id, draft, if_match(&headers).as_deref())
         .await?;
-    Ok(scim_response(
-        StatusCode::OK,
-        &user_json(&view),
-        Some(view.etag()),
-    ))
+    Ok(changed(&view))
 }
 
 /// Changes a user with PATCH operations (Okta's and Entra's shapes);
@@ -158,11 +201,7 @@ async fn patch_user(
         .scim
         .patch_user(&auth.ctx, id, &operations, if_match(&headers).as_deref())
         .await?;
-    Ok(scim_response(
-        StatusCode::OK,
-        &user_json(&view),
-        Some(view.etag()),
-    ))
+    Ok(changed(&view))
 }
 
 /// Deletes a user: the account is disabled (kept for the audit trail), its
@@ -219,11 +258,7 @@ async fn create_group(
 ) -> ApiResult<Response> {
     let draft = GroupDraft::from_json(&body)?;
     let view = state.services.scim.create_group(&auth.ctx, draft).await?;
-    Ok(created(
-        &group_json(&view),
-        format!("{}/Groups/{}", scim_model::BASE, view.group.id),
-        view.etag(),
-    ))
+    Ok(created(&view))
 }
 
 /// One group.
@@ -243,8 +278,7 @@ async fn get_group(
         .scim
         .get_group(&auth.ctx, group_id(&id)?, projection.keeps("members"))
         .await?;
-    let body = projection.apply(group_json(&view));
-    Ok(scim_response(StatusCode::OK, &body, Some(view.etag())))
+    Ok(shown(&view, &projection.apply(view.document())))
 }
 
 /// Replaces a group's name, externalId and members.
@@ -267,11 +301,7 @@ async fn replace_group(
         .scim
         .replace_group(&auth.ctx, id, draft, if_match(&headers).as_deref())
         .await?;
-    Ok(scim_response(
-        StatusCode::OK,
-        &group_json(&view),
-        Some(view.etag()),
-    ))
+    Ok(changed(&view))
 }
 
 /// Changes a group with PATCH operations: rename, add or remove members.
@@ -295,11 +325,7 @@ async fn patch_group(
         .scim
         .patch_group(&auth.ctx, id, &operations, if_match(&headers).as_deref())
         .await?;
-    Ok(scim_response(
-        StatusCode::OK,
-        &group_json(&view),
-        Some(view.etag()),
-    ))
+    Ok(changed(&view))
 }
 
 /// Deletes a group; its members lose the role it granted (unless another

@@ -98,6 +98,8 @@ struct Behaviour {
     identity: TestIdentity,
     alg: SigningAlg,
     tamper: Tamper,
+    /// The token endpoint answers 503 (the provider is down for maintenance).
+    token_outage: bool,
 }
 
 struct Provider {
@@ -202,6 +204,7 @@ impl TestOidcProvider {
                 identity: TestIdentity::new("user-1", "user1@idp.test", &["engineering"]),
                 alg: SigningAlg::Rs256,
                 tamper: Tamper::None,
+                token_outage: false,
             }),
             grants: Mutex::new(HashMap::new()),
             token_requests: Mutex::new(0),
@@ -241,6 +244,11 @@ impl TestOidcProvider {
     /// How the next ID tokens are made wrong.
     pub fn tamper(&self, tamper: Tamper) {
         self.provider.behaviour.lock().unwrap().tamper = tamper;
+    }
+
+    /// Whether the token endpoint answers every exchange with a 503.
+    pub fn token_outage(&self, down: bool) {
+        self.provider.behaviour.lock().unwrap().token_outage = down;
     }
 
     /// How many code exchanges the token endpoint has answered.
@@ -373,6 +381,9 @@ fn client_authenticated(headers: &HeaderMap) -> bool {
 
 async fn token(State(p): State<Arc<Provider>>, headers: HeaderMap, body: String) -> Response {
     *p.token_requests.lock().unwrap() += 1;
+    if p.behaviour.lock().unwrap().token_outage {
+        return (StatusCode::SERVICE_UNAVAILABLE, "down for maintenance").into_response();
+    }
     if !client_authenticated(&headers) {
         return token_error(StatusCode::UNAUTHORIZED, "invalid_client");
     }

@@ -199,7 +199,7 @@ impl SsoService {
             }
             Err(error) => {
                 tracing::warn!(tenant_id = %tenant, %error, "sso code exchange failed at the provider");
-                return Err(provider_problem(error));
+                return Err(self.provider_failed(tenant, error).await);
             }
         };
         self.complete_login(tenant, &connection, identity, client)
@@ -506,23 +506,43 @@ impl SsoService {
         ip: &Option<CacheKey>,
     ) -> Error {
         self.auth.note_ip_failure(ip.as_ref()).await;
-        let recorded = async {
-            let mut tx = self.deps.store.tenant(scope(tenant)).await?;
-            let mut record = Record::new("auth.sso.login.failed")
-                .outcome(Outcome::Failure)
-                .after(&json!({ "reason": reason.as_str() }));
-            if let Some(user) = user {
-                record = record.target("user", user);
-            }
-            self.deps
-                .audit(&mut *tx, Actor::System(SystemReason::Login), record)
-                .await?;
-            tx.commit().await
-        };
-        if let Err(error) = recorded.await {
-            return error;
+        match self.record_failure(tenant, user, reason.as_str()).await {
+            Ok(()) => Error::SsoFailed(reason),
+            Err(recording) => recording,
         }
-        Error::SsoFailed(reason)
+    }
+
+    /// Records a login the identity provider could not complete (reason
+    /// `provider_unavailable`). The user is not at fault: nothing is counted
+    /// against their address.
+    async fn provider_failed(&self, tenant: TenantId, error: OidcError) -> Error {
+        match self
+            .record_failure(tenant, None, "provider_unavailable")
+            .await
+        {
+            Ok(()) => provider_problem(error),
+            Err(recording) => recording,
+        }
+    }
+
+    /// `auth.sso.login.failed` with `reason`, in a transaction of its own.
+    async fn record_failure(
+        &self,
+        tenant: TenantId,
+        user: Option<UserId>,
+        reason: &str,
+    ) -> Result<()> {
+        let mut tx = self.deps.store.tenant(scope(tenant)).await?;
+        let mut record = Record::new("auth.sso.login.failed")
+            .outcome(Outcome::Failure)
+            .after(&json!({ "reason": reason }));
+        if let Some(user) = user {
+            record = record.target("user", user);
+        }
+        self.deps
+            .audit(&mut *tx, Actor::System(SystemReason::Login), record)
+            .await?;
+        tx.commit().await
     }
 }
 

@@ -302,6 +302,30 @@ async fn state_and_pkce_bind_the_code_to_one_login(backend: Backend) {
     app.stop().await;
 }
 
+/// The provider failing the code exchange is the gateway's problem (502),
+/// not a refusal of the user, and the failed login is in the audit trail.
+async fn a_provider_outage_is_a_502_and_recorded(backend: Backend) {
+    let Some((app, provider, acme)) = setup(backend).await else {
+        return;
+    };
+    let callback = approve(&start(&app, "acme").await).await;
+    provider.token_outage(true);
+    let failed = get(&callback).await;
+    failed.expect_problem(502, "upstream_error");
+    assert!(failed.body.get("access_token").is_none(), "{}", failed.text);
+    let trail = app
+        .get("/v1/audit?action=auth.sso.login.failed", &acme.owner_token)
+        .await;
+    let trail = trail.expect(200);
+    let failure = &trail.body["items"][0];
+    assert_eq!(failure["outcome"], "failure");
+    assert_eq!(failure["diff"]["after"]["reason"], "provider_unavailable");
+    // Once the provider is back, a new login goes through.
+    provider.token_outage(false);
+    sso_login(&app, "acme").await.expect(200);
+    app.stop().await;
+}
+
 async fn issuers_follow_the_outbound_policy_and_no_redirects(backend: Backend) {
     // Without an allowlist entry a loopback issuer is refused.
     let Some(app) = spawn_with(backend, |_| {}).await else {
@@ -447,6 +471,7 @@ on_both_backends!(
     first_login_creates_the_user_and_later_ones_match_by_subject,
     every_bad_id_token_is_refused,
     state_and_pkce_bind_the_code_to_one_login,
+    a_provider_outage_is_a_502_and_recorded,
     issuers_follow_the_outbound_policy_and_no_redirects,
     required_sso_refuses_password_logins_of_non_owners,
     only_tenant_managers_configure_sso,

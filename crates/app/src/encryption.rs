@@ -30,6 +30,8 @@ pub struct RotationReport {
     pub resealed: u64,
     /// Older versions marked retired.
     pub retired: u64,
+    /// An interrupted rotation was resumed under its version (no new one made).
+    pub resumed: bool,
 }
 
 /// Key management for operators (`karen keys …`).
@@ -88,7 +90,8 @@ impl KeyManagement {
 
     /// Makes a new data key version current for `tenant`, re-encrypts its
     /// sealed content in batches of `batch` rows (one transaction each,
-    /// `progress` told after each), then retires the older versions.
+    /// `progress` told after each), then retires the older versions. Run
+    /// again after an interruption, it resumes that rotation.
     pub async fn rotate_tenant(
         &self,
         tenant: TenantId,
@@ -96,17 +99,32 @@ impl KeyManagement {
         progress: &mut (dyn FnMut(&ResealBatch) + Send),
     ) -> Result<RotationReport> {
         let mut tx = self.store.tenant(scope(tenant)).await?;
-        let version = tx.tenant_keys().add_key_version(self.clock.now()).await?;
-        self.audit
-            .record(
-                &mut *tx,
-                ACTOR,
-                Record::new("encryption.key.create").target("tenant_key", version),
-            )
-            .await?;
+        let versions = tx.tenant_keys().key_versions().await?;
+        // An older version still in use beside the current one: an earlier
+        // rotation stopped before it finished. Resume it under its version
+        // (rows already re-encrypted are skipped) instead of starting another.
+        let unfinished = versions
+            .split_last()
+            .filter(|(_, older)| older.iter().any(|v| v.retired_at.is_none()))
+            .map(|(current, _)| current.version);
+        let version = match unfinished {
+            Some(version) => version,
+            None => {
+                let version = tx.tenant_keys().add_key_version(self.clock.now()).await?;
+                self.audit
+                    .record(
+                        &mut *tx,
+                        ACTOR,
+                        Record::new("encryption.key.create").target("tenant_key", version),
+                    )
+                    .await?;
+                version
+            }
+        };
         tx.commit().await?;
         let mut report = RotationReport {
             version,
+            resumed: unfinished.is_some(),
             ..RotationReport::default()
         };
         let mut cursor = Some(ResealCursor::default());

@@ -91,6 +91,12 @@ pub(super) async fn run(config: Option<Config>, command: KeysCommand) -> anyhow:
                     }
                 })
                 .await?;
+            if report.resumed {
+                println!(
+                    "{}: resumed the unfinished rotation to version {}",
+                    found.slug, report.version
+                );
+            }
             println!(
                 "tenant {}: data key version {} is current; {} of {} values re-encrypted; {} older versions retired",
                 found.slug, report.version, report.resealed, report.scanned, report.retired

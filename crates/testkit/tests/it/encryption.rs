@@ -349,6 +349,43 @@ async fn keys_rotate_and_reads_still_work(backend: Backend) {
         .await;
     assert!(audit.expect(200).text.contains("encryption.key.rotate"));
 
+    // A rotation interrupted after its first batch (bravo: version 2 made
+    // current, one row re-encrypted, version 1 not retired) is resumed by
+    // the next run under version 2, not restarted under a version 3.
+    let bravo_scope = karen_domain::TenantScope::system(
+        TenantId::from_uuid(bravo.id),
+        karen_domain::SystemReason::Cli,
+    );
+    let mut tx = app.karen.store.tenant(bravo_scope).await.unwrap();
+    let now = karen_domain::clock::Clock::now(app.clock.as_ref());
+    assert_eq!(tx.tenant_keys().add_key_version(now).await.unwrap(), 2);
+    let first = tx
+        .tenant_keys()
+        .reseal_batch(Default::default(), 1)
+        .await
+        .unwrap();
+    assert_eq!(first.resealed, 1);
+    tx.commit().await.unwrap();
+    let resumed = keys
+        .rotate_tenant(TenantId::from_uuid(bravo.id), 2, &mut |_| {})
+        .await
+        .unwrap();
+    assert!(resumed.resumed, "{resumed:?}");
+    assert_eq!((resumed.version, resumed.retired), (2, 1));
+    assert!(
+        stored_versions(&app, bravo.id)
+            .await
+            .iter()
+            .all(|v| *v == 2)
+    );
+    read_content(&app, &bravo, &bravo_chat, &bravo_secrets).await;
+    // Finished, a rotation is not resumed again: the next one makes version 3.
+    let next = keys
+        .rotate_tenant(TenantId::from_uuid(bravo.id), 100, &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!((next.version, next.resumed), (3, false));
+
     // Rotation without downtime: replicas take the newest master with the
     // current one as previous (reads go on), then the keys are re-wrapped.
     let (newest_path, newest) = new_key_file(&app, "newest-master.key");
@@ -359,9 +396,10 @@ async fn keys_rotate_and_reads_still_work(backend: Backend) {
     let mut app = app.restart().await;
     read_content(&app, &alpha, &chat, &secrets).await;
     let keys = key_management(&app);
+    // alpha's two versions and bravo's three.
     assert_eq!(
         keys.rotate_master(&newest, &mut |_, _| {}).await.unwrap(),
-        3
+        5
     );
     app.config.encryption.previous_master_key_files.clear();
     let app = app.restart().await;

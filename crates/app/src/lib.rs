@@ -43,6 +43,8 @@ pub struct AuthPolicy {
     pub access_token_ttl: Duration,
     /// Lifetime of a session and its refresh tokens (default 30 days).
     pub session_ttl: Duration,
+    /// A session whose refresh token goes unused this long ends (default 72 hours).
+    pub session_idle_timeout: Duration,
     /// Failed logins after which each further attempt must wait (doubling).
     pub delay_after_failures: i32,
     /// Longest wait between attempts before the lockout.
@@ -64,6 +66,7 @@ impl Default for AuthPolicy {
         Self {
             access_token_ttl: Duration::from_secs(15 * 60),
             session_ttl: Duration::from_secs(30 * 24 * 3600),
+            session_idle_timeout: Duration::from_secs(72 * 3600),
             delay_after_failures: 3,
             max_delay: Duration::from_secs(60),
             lockout_after_failures: 10,

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use karen_domain::page::{Page, PageRequest};
+use karen_domain::password_policy::PasswordContext;
 use karen_domain::permission::{BuiltinRole, Permission};
 use karen_domain::ports::PurgeReport;
 use karen_domain::tenant::{Tenant, TenantSettings, TenantStatus};
@@ -87,7 +88,13 @@ impl TenantService {
             .map(DisplayName::parse)
             .transpose()?;
         let (password, initial_password) = match request.owner_password {
-            Some(password) => (password, None),
+            Some(password) => {
+                let context = PasswordContext::new()
+                    .organisation(slug.as_str(), name.as_str())
+                    .email(&email);
+                password.check_context(&context)?;
+                (password, None)
+            }
             None => {
                 let generated = credentials::random_password()?;
                 (Password::parse(generated.expose_secret())?, Some(generated))

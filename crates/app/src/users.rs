@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use karen_domain::page::{Page, PageRequest};
+use karen_domain::password_policy::PasswordContext;
 use karen_domain::permission::{BuiltinRole, Permission, PermissionSet};
 use karen_domain::ports::TenantTx;
 use karen_domain::user::{LoginFailures, Password, User, UserStatus, permissions_of};
@@ -32,6 +33,8 @@ pub struct UserChanges {
     pub email: Option<String>,
     /// `Some(None)` clears the display name.
     pub display_name: Option<Option<String>>,
+    /// Needed to change one's own email (the address one signs in with).
+    pub current_password: Option<Password>,
 }
 
 /// The user service.
@@ -165,15 +168,21 @@ impl UserService {
             .as_deref()
             .map(DisplayName::parse)
             .transpose()?;
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let tenant = tx.tenant().await?;
         let (password, generated) = match request.password {
-            Some(password) => (password, None),
+            Some(password) => {
+                let context = PasswordContext::new()
+                    .organisation(tenant.slug.as_str(), tenant.name.as_str())
+                    .email(&email);
+                password.check_context(&context)?;
+                (password, None)
+            }
             None => {
                 let generated = credentials::random_password()?;
                 (Password::parse(generated.expose_secret())?, Some(generated))
             }
         };
-        let mut tx = self.deps.store.tenant(authority.scope()).await?;
-        let tenant = tx.tenant().await?;
         if !tenant.settings.allows_email(&email) {
             return Err(Error::invalid(
                 Some("email"),
@@ -228,6 +237,30 @@ impl UserService {
         Ok(user)
     }
 
+    /// Checks the current password of a user changing their own sign-in
+    /// address, so a session left open (or a stolen token) cannot move the
+    /// account to an address someone else controls.
+    async fn reauthenticate(&self, user: &User, current: Option<&Password>) -> Result<()> {
+        let Some(current) = current else {
+            return Err(Error::invalid(
+                Some("current_password"),
+                "changing your own email needs your current password: send it as current_password",
+            ));
+        };
+        if !self
+            .deps
+            .hasher
+            .verify(current, user.password_hash.as_ref())
+            .await?
+        {
+            return Err(Error::invalid(
+                Some("current_password"),
+                "the current password is incorrect",
+            ));
+        }
+        Ok(())
+    }
+
     /// Changes email or display name.
     pub async fn update(
         &self,
@@ -245,6 +278,10 @@ impl UserService {
                     Some("email"),
                     "this email domain is not accepted by the organisation",
                 ));
+            }
+            if authority.user_id() == Some(id) && email != user.email {
+                self.reauthenticate(&user, changes.current_password.as_ref())
+                    .await?;
             }
             user.email = email;
         }

@@ -58,6 +58,14 @@ pub struct SessionRecord {
     pub user_agent: Option<String>,
 }
 
+/// A live session with the time it was last used: when it was opened or its
+/// refresh token last exchanged (the newest refresh token's issue time).
+#[derive(Debug, Clone)]
+pub struct ActiveSession {
+    pub session: SessionRecord,
+    pub last_used_at: OffsetDateTime,
+}
+
 /// One refresh token of a session. Each is usable once; presenting a spent one
 /// again revokes the whole session (reuse detection).
 #[derive(Debug, Clone)]

@@ -16,6 +16,7 @@ pub mod library;
 pub mod memory;
 pub mod mfa;
 pub mod page;
+pub mod password_policy;
 pub mod permission;
 pub mod ports;
 pub mod principal;

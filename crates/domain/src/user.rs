@@ -49,7 +49,9 @@ impl Password {
     /// Longest password accepted (hashing cost must stay bounded).
     pub const MAX_CHARS: usize = 256;
 
-    /// Accepts a password that meets the length policy.
+    /// Accepts a password that meets the length policy and is not one of the
+    /// 3000 most common (breached) passwords. Words of the account's context
+    /// are checked where the account is known ([`Password::check_context`]).
     pub fn parse(text: &str) -> Result<Self, Error> {
         let count = text.chars().count();
         if count < Self::MIN_CHARS {
@@ -64,7 +66,25 @@ impl Password {
                 format!("password must be at most {} characters", Self::MAX_CHARS),
             ));
         }
+        crate::password_policy::refuse_common(text)?;
         Ok(Self(SecretString::from(text.to_owned())))
+    }
+
+    /// Refuses a new password that contains a word of its account's context.
+    pub fn check_context(&self, context: &crate::password_policy::PasswordContext) -> Result<(), Error> {
+        context.check(self.expose())
+    }
+
+    /// The current password, sent to confirm a change: verified as received,
+    /// but never longer than any password Karen accepts.
+    pub fn current(text: &str) -> Result<Self, Error> {
+        if text.chars().count() > Self::MAX_CHARS {
+            return Err(Error::invalid(
+                Some("current_password"),
+                format!("a password has at most {} characters", Self::MAX_CHARS),
+            ));
+        }
+        Ok(Self::presented(text))
     }
 
     /// A password exactly as presented at login (no policy: old passwords stay usable).

@@ -311,6 +311,8 @@ pub struct AuthConfig {
     pub access_token_ttl_secs: u64,
     /// Session (refresh-token family) lifetime.
     pub session_ttl_days: u64,
+    /// A session whose refresh token goes unused this long ends.
+    pub session_idle_timeout_hours: u64,
     /// Failed logins after which each attempt must wait (doubling, up to `max_delay_secs`).
     pub delay_after_failures: i32,
     pub max_delay_secs: u64,
@@ -332,6 +334,7 @@ impl Default for AuthConfig {
         Self {
             access_token_ttl_secs: 900,
             session_ttl_days: 30,
+            session_idle_timeout_hours: 72,
             delay_after_failures: 3,
             max_delay_secs: 60,
             lockout_after_failures: 10,
@@ -689,6 +692,12 @@ impl Config {
                 86_400,
             ),
             ("auth.session_ttl_days", self.auth.session_ttl_days, 1, 365),
+            (
+                "auth.session_idle_timeout_hours",
+                self.auth.session_idle_timeout_hours,
+                1,
+                8760,
+            ),
             (
                 "auth.password_hash_memory_kib",
                 u64::from(self.auth.password_hash_memory_kib),
@@ -1127,6 +1136,9 @@ mod tests {
                 c.database.max_connections = 0
             }),
             ("auth.session_ttl_days", |c| c.auth.session_ttl_days = 0),
+            ("auth.session_idle_timeout_hours", |c| {
+                c.auth.session_idle_timeout_hours = 0
+            }),
             ("auth.password_hash_memory_kib", |c| {
                 c.auth.password_hash_memory_kib = 64
             }),

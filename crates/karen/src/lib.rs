@@ -192,6 +192,9 @@ impl Karen {
         let policy = AuthPolicy {
             access_token_ttl: ttl,
             session_ttl: Duration::from_secs(config.auth.session_ttl_days * 86_400),
+            session_idle_timeout: Duration::from_secs(
+                config.auth.session_idle_timeout_hours * 3600,
+            ),
             delay_after_failures: config.auth.delay_after_failures,
             max_delay: Duration::from_secs(config.auth.max_delay_secs),
             lockout_after_failures: config.auth.lockout_after_failures,

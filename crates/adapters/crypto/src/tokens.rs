@@ -139,6 +139,20 @@ impl JwtTokens {
     }
 }
 
+/// What a token must carry: the `EdDSA` algorithm, the claims Karen sets, and
+/// exactly this issuer and audience. Expiry is checked by the caller against
+/// the injected clock, not the system time.
+fn validation(config: &JwtConfig) -> Validation {
+    let mut validation = Validation::new(Algorithm::EdDSA);
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.required_spec_claims =
+        HashSet::from(["exp", "iat", "iss", "aud", "sub"].map(str::to_owned));
+    validation.set_issuer(&[config.issuer.as_str()]);
+    validation.set_audience(&[config.audience.as_str()]);
+    validation
+}
+
 #[async_trait]
 impl AccessTokens for JwtTokens {
     async fn issue(&self, claims: &AccessClaims) -> Result<String> {
@@ -175,14 +189,7 @@ impl AccessTokens for JwtTokens {
         if !known && read(&self.loaded_at).elapsed() > UNKNOWN_KID_RELOAD_MIN {
             self.reload().await?;
         }
-        let mut validation = Validation::new(Algorithm::EdDSA);
-        // Expiry is checked below against the injected clock, not the system time.
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.required_spec_claims =
-            HashSet::from(["exp", "iat", "iss", "aud", "sub"].map(str::to_owned));
-        validation.set_issuer(&[self.config.issuer.as_str()]);
-        validation.set_audience(&[self.config.audience.as_str()]);
+        let validation = validation(&self.config);
         let decoded = {
             let ring = read(&self.ring);
             let key = ring.verifying.get(&kid).ok_or_else(invalid)?;
@@ -221,5 +228,57 @@ impl AccessTokens for JwtTokens {
         self.reload().await?;
         tracing::info!(kid = %record.id, "signing key rotated");
         Ok(record.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn config() -> JwtConfig {
+        JwtConfig {
+            issuer: "karen".into(),
+            audience: "karen".into(),
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    fn claims(iss: &str, aud: &str) -> Claims {
+        Claims {
+            iss: iss.into(),
+            aud: aud.into(),
+            sub: Uuid::now_v7(),
+            tid: Uuid::now_v7(),
+            sid: Uuid::now_v7(),
+            iat: 1_700_000_000,
+            exp: 1_700_000_900,
+        }
+    }
+
+    #[test]
+    fn a_foreign_audience_or_issuer_is_refused_under_the_right_key() {
+        let pair = Ed25519KeyPair::generate().unwrap();
+        let pkcs8 = pair.to_pkcs8().unwrap();
+        let signing = EncodingKey::from_ed_der(pkcs8.as_ref());
+        let verifying = DecodingKey::from_ed_der(pair.public_key().as_ref());
+        let header = Header::new(Algorithm::EdDSA);
+        let sign = |body: &Claims| jsonwebtoken::encode(&header, body, &signing).unwrap();
+        let check = |token: &str| {
+            jsonwebtoken::decode::<Claims>(token, &verifying, &validation(&config()))
+        };
+        check(&sign(&claims("karen", "karen"))).unwrap();
+        for (iss, aud) in [
+            ("karen", "another-service"),
+            ("someone-else", "karen"),
+            ("karen", ""),
+            ("", "karen"),
+        ] {
+            assert!(
+                check(&sign(&claims(iss, aud))).is_err(),
+                "iss {iss:?}, aud {aud:?} accepted"
+            );
+        }
     }
 }

@@ -1,9 +1,12 @@
 //! Refresh-token rotation with reuse detection, logout, and password change.
 
 use karen_domain::error::AuthFailure;
+use karen_domain::password_policy::PasswordContext;
 use karen_domain::user::{Password, UserStatus};
+use karen_domain::credentials::ActiveSession;
 use karen_domain::{
-    Error, RefreshTokenId, Result, Subject, SystemReason, TenantContext, TenantId, TenantScope,
+    Error, RefreshTokenId, Result, SessionId, Subject, SystemReason, TenantContext, TenantId,
+    TenantScope,
 };
 
 use super::{AuthService, TokenPair};
@@ -61,6 +64,20 @@ impl AuthService {
         if session.revoked_at.is_some() || session.expires_at <= now || token.expires_at <= now {
             return Err(invalid());
         }
+        // The presented token was issued at the session's last use (login or
+        // the previous exchange): past the idle timeout the session ends.
+        if now - token.created_at >= self.deps.policy.session_idle_timeout {
+            tx.sessions().revoke_session(session.id, now).await?;
+            let idle = Record::new("auth.session.idle_timeout")
+                .target("session", session.id)
+                .outcome(karen_domain::audit::Outcome::Denied);
+            self.deps
+                .audit(&mut *tx, karen_domain::Actor::User(token.user_id), idle)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(tenant_id = %tenant, session_id = %session.id, "session idle too long; ended");
+            return Err(invalid());
+        }
         tx.tenant().await?.ensure_usable()?;
         let user = tx
             .users()
@@ -93,6 +110,50 @@ impl AuthService {
             .audit(&mut *tx, ctx.scope().actor(), record)
             .await?;
         tx.commit().await
+    }
+
+    /// The principal's user's live sessions, newest first (at most
+    /// [`MAX_LISTED_SESSIONS`]), with the calling session's id.
+    pub async fn list_sessions(
+        &self,
+        ctx: &TenantContext,
+    ) -> Result<(Vec<ActiveSession>, Option<SessionId>)> {
+        let now = self.deps.clock.now();
+        let idle = self.deps.policy.session_idle_timeout;
+        let mut tx = self.deps.store.tenant_read(ctx.scope()).await?;
+        let sessions = tx
+            .sessions()
+            .list_user_sessions(ctx.principal().user_id, now, MAX_LISTED_SESSIONS)
+            .await?;
+        tx.commit().await?;
+        let live = sessions
+            .into_iter()
+            .filter(|s| now - s.last_used_at < idle)
+            .collect();
+        Ok((live, current_session(ctx)))
+    }
+
+    /// Ends one of the principal's user's own sessions (another user's, or
+    /// one already ended, is `not_found`).
+    pub async fn end_session(&self, ctx: &TenantContext, id: SessionId) -> Result<()> {
+        let now = self.deps.clock.now();
+        let mut tx = self.deps.store.tenant(ctx.scope()).await?;
+        let session = tx
+            .sessions()
+            .session(id)
+            .await?
+            .filter(|s| {
+                s.user_id == ctx.principal().user_id && s.revoked_at.is_none() && s.expires_at > now
+            })
+            .ok_or(Error::NotFound("session"))?;
+        tx.sessions().revoke_session(session.id, now).await?;
+        let record = Record::new("auth.session.end").target("session", session.id);
+        self.deps
+            .audit(&mut *tx, ctx.scope().actor(), record)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %ctx.tenant_id(), session_id = %session.id, "session ended by its user");
+        Ok(())
     }
 
     /// Ends every session of the principal's user, on every device.
@@ -134,14 +195,16 @@ impl AuthService {
                 "the current password is incorrect",
             ));
         }
+        let tenant = tx.tenant().await?;
+        let context = PasswordContext::new()
+            .organisation(tenant.slug.as_str(), tenant.name.as_str())
+            .email(&user.email);
+        new.check_context(&context)?;
         let now = self.deps.clock.now();
         user.password_hash = Some(self.deps.hasher.hash(&new).await?);
         user.updated_at = now;
         tx.users().update_user(&user).await?;
-        let keep = match ctx.principal().subject {
-            Subject::User { session_id } => Some(session_id),
-            Subject::ApiKey { .. } => None,
-        };
+        let keep = current_session(ctx);
         let sessions = tx
             .sessions()
             .revoke_user_sessions(user_id, keep, now)
@@ -153,6 +216,17 @@ impl AuthService {
         tx.commit().await?;
         tracing::info!(tenant_id = %ctx.tenant_id(), user_id = %user_id, sessions, "password changed");
         Ok(())
+    }
+}
+
+/// The most sessions `GET /v1/auth/sessions` lists.
+pub const MAX_LISTED_SESSIONS: u32 = 200;
+
+/// The session of an access token (an API key has none).
+fn current_session(ctx: &TenantContext) -> Option<SessionId> {
+    match ctx.principal().subject {
+        Subject::User { session_id } => Some(session_id),
+        Subject::ApiKey { .. } => None,
     }
 }
 

@@ -10,7 +10,8 @@ use crate::audit::{AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, P
 use crate::budget::{Budget, BudgetMetric, BudgetScope};
 use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
-    ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord, SigningKeyRecord,
+    ActiveSession, ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord,
+    SigningKeyRecord,
 };
 use crate::library::{
     Document, EmbeddingJob, EmbeddingJobProgress, EmbeddingJobState, StoredChunk,
@@ -228,6 +229,14 @@ pub trait SessionRepo: Send {
         except: Option<SessionId>,
         at: OffsetDateTime,
     ) -> Result<u64>;
+    /// The user's sessions neither revoked nor expired at `now`, newest first,
+    /// at most `limit`, each with its last use.
+    async fn list_user_sessions(
+        &mut self,
+        user: UserId,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ActiveSession>>;
     async fn insert_refresh_token(&mut self, token: &RefreshTokenRecord) -> Result<()>;
     async fn refresh_token(&mut self, id: RefreshTokenId) -> Result<Option<RefreshTokenRecord>>;
     /// Marks the token spent; `false` if it already was (a reuse, or a race lost).

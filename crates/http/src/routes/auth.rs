@@ -335,11 +335,13 @@ async fn change_password(
     auth: Authorized<perm::Member>,
     ApiJson(body): ApiJson<PasswordBody>,
 ) -> ApiResult<StatusCode> {
-    let new = Password::parse(&body.new_password)?;
+    let rename = |error| ApiError::rename_field(error, &[("password", "new_password")]);
+    let new = Password::parse(&body.new_password).map_err(rename)?;
     state
         .services
         .auth
         .change_password(&auth.ctx, &Password::presented(&body.current_password), new)
-        .await?;
+        .await
+        .map_err(rename)?;
     Ok(StatusCode::NO_CONTENT)
 }

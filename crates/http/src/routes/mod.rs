@@ -22,6 +22,7 @@ mod roles;
 mod scim;
 mod scim_discovery;
 pub(crate) mod scim_model;
+mod sessions;
 mod sso;
 mod sso_saml;
 pub(crate) mod system;
@@ -39,6 +40,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(system::routes())
         .merge(auth::routes())
+        .merge(sessions::routes())
         .merge(mfa::routes())
         .merge(sso::routes())
         .merge(sso_saml::routes())

@@ -131,9 +131,11 @@ pub(crate) struct UpdateUserBody {
     #[serde(default, deserialize_with = "double_option")]
     #[schema(value_type = Option<String>)]
     display_name: Option<Option<String>>,
+    /// Required when you change your own email.
+    current_password: Option<String>,
 }
 
-/// Changes a user's email or display name.
+/// Changes a user's email or display name (your own email needs `current_password`).
 #[utoipa::path(patch, path = "/v1/users/{user_id}", tag = "users", params(("user_id" = uuid::Uuid, Path)),
     request_body = UpdateUserBody, security(("bearer" = ["users:manage"])),
     responses((status = 200, body = UserView),
@@ -149,6 +151,11 @@ async fn update_user(
     let changes = UserChanges {
         email: body.email,
         display_name: body.display_name,
+        current_password: body
+            .current_password
+            .as_deref()
+            .map(Password::current)
+            .transpose()?,
     };
     Ok(Json(
         state

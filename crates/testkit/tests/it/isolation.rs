@@ -222,6 +222,11 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
         .create_api_key(&alpha.owner_token, json!({"name": "alpha key"}))
         .await;
 
+    // B's member's session (A may neither list nor end it; its token is
+    // still good at the end).
+    let b_me = app.get("/v1/me", &b_user_token).await;
+    let b_session = b_me.expect(200).str("session_id").to_owned();
+
     let scim_seed = scim::seed(&app, &alpha, &bravo).await;
     let mut t = Tracker {
         app: &app,
@@ -492,6 +497,22 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             t.foreign_is_missing(method, template, "{key_id}", &b_key, token, None)
                 .await;
         }
+        t.foreign_is_missing(
+            "DELETE",
+            "/v1/auth/sessions/{session_id}",
+            "{session_id}",
+            &b_session,
+            token,
+            None,
+        )
+        .await;
+        let sessions = t
+            .call("GET", "/v1/auth/sessions", "/v1/auth/sessions", token, None)
+            .await;
+        assert!(
+            !sessions.expect(200).text.contains(&b_session),
+            "B's session listed for A"
+        );
         for (method, template, body) in [
             ("GET", "/v1/roles/{name}", None),
             (

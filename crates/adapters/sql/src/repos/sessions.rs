@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use karen_domain::clock::to_millis;
-use karen_domain::credentials::{RefreshTokenRecord, SessionRecord};
+use karen_domain::credentials::{ActiveSession, RefreshTokenRecord, SessionRecord};
 use karen_domain::ports::SessionRepo;
 use karen_domain::{RefreshTokenId, Result, SessionId, UserId};
 use time::OffsetDateTime;
@@ -59,6 +59,37 @@ impl SessionRepo for SqlTenantTx {
             .bind(to_millis(at))
             .bind(except.map(|s| s.as_uuid()));
         self.tx.execute(q).await
+    }
+
+    async fn list_user_sessions(
+        &mut self,
+        user: UserId,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<ActiveSession>> {
+        // A session's last use is when its newest refresh token was issued
+        // (at login, then at each exchange).
+        let q = self
+            .q("SELECT s.*, (SELECT MAX(r.created_at) FROM refresh_tokens r \
+                    WHERE r.tenant_id = s.tenant_id AND r.session_id = s.id) AS last_used_at \
+                FROM sessions s WHERE s.tenant_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL \
+                AND s.expires_at > $3 ORDER BY s.created_at DESC, s.id DESC LIMIT $4")
+            .bind(user.as_uuid())
+            .bind(to_millis(now))
+            .bind(i64::from(limit));
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(|row| {
+                let session = rows::session(row)?;
+                let last_used_at = rows::opt_time(row, "last_used_at")?.unwrap_or(session.created_at);
+                Ok(ActiveSession {
+                    session,
+                    last_used_at,
+                })
+            })
+            .collect()
     }
 
     async fn insert_refresh_token(&mut self, token: &RefreshTokenRecord) -> Result<()> {

@@ -150,6 +150,7 @@ async fn health_and_readiness(backend: Backend) {
 const DECLARED_ROUTES: &str = "
     get /healthz  get /readyz
     post /v1/auth/login  post /v1/auth/refresh  post /v1/auth/logout  post /v1/auth/logout-all
+    get /v1/auth/sessions  delete /v1/auth/sessions/{session_id}
     post /v1/signup  get /v1/me  post /v1/me/password
     get /v1/users  post /v1/users  get /v1/users/{user_id}  patch /v1/users/{user_id}
     put /v1/users/{user_id}/roles  post /v1/users/{user_id}/disable

@@ -91,6 +91,18 @@ async fn every_security_header_on_public_authenticated_and_error_responses(backe
             app.get("/v1/users", token).await,
         ),
         (
+            "authenticated GET /v1/auth/sessions",
+            app.get("/v1/auth/sessions", token).await,
+        ),
+        (
+            "404 session",
+            app.delete(
+                &format!("/v1/auth/sessions/{}", uuid::Uuid::now_v7()),
+                token,
+            )
+            .await,
+        ),
+        (
             "authenticated POST /v1/conversations",
             app.post("/v1/conversations", token, json!({"title": "t"}))
                 .await,
@@ -399,7 +411,9 @@ impl Fixture {
     fn token(&self, path: &str) -> Option<&str> {
         if path.starts_with("/v1/platform/") {
             Some(self.operator.as_str())
-        } else if (path.starts_with("/v1/auth/") && !path.starts_with("/v1/auth/mfa"))
+        } else if (path.starts_with("/v1/auth/")
+            && !path.starts_with("/v1/auth/mfa")
+            && !path.starts_with("/v1/auth/sessions"))
             || path == "/v1/signup"
         {
             None
@@ -472,7 +486,8 @@ fn full_body(method: &str, path: &str) -> Value {
             "allowed_email_domains": ["sweep.test"], "memory_extraction": true, "mfa_required": "off"}}),
         ("POST", "/v1/users") => json!({"email": "u@sweep.test", "display_name": "U",
             "password": PASSWORD, "roles": ["member"]}),
-        ("PATCH", "/v1/users/{user_id}") => json!({"email": "m@sweep.test", "display_name": "M"}),
+        ("PATCH", "/v1/users/{user_id}") => json!({"email": "m@sweep.test", "display_name": "M",
+            "current_password": PASSWORD}),
         ("PUT", "/v1/users/{user_id}/roles") => json!({"roles": ["member"]}),
         ("POST", "/v1/users/{user_id}/erase") => {
             json!({"confirm_email": "m@sweep.test", "documents": "keep"})
@@ -683,6 +698,36 @@ async fn token_and_key_errors_say_nothing_about_what_exists(backend: Backend) {
                 reply.text
             );
         }
+    }
+    // Sessions: one already ended, one never opened, and another user's
+    // answer alike.
+    let (_, member) = app
+        .create_user(&tenant, "member@acme.test", &["member"])
+        .await;
+    let me = app.get("/v1/me", &member).await;
+    let member_session = me.expect(200).str("session_id").to_owned();
+    let ended = app.login("acme", &tenant.owner_email, PASSWORD).await;
+    let ended = ended.expect(200).str("session_id").to_owned();
+    let end = |id: String| {
+        let path = format!("/v1/auth/sessions/{id}");
+        let token = tenant.owner_token.clone();
+        let app = &app;
+        async move { app.delete(&path, &token).await }
+    };
+    end(ended.clone()).await.expect(204);
+    let sessions = [
+        end(ended).await,
+        end(uuid::Uuid::now_v7().to_string()).await,
+        end(member_session).await,
+    ];
+    for reply in &sessions {
+        reply.expect_problem(404, "not_found");
+        assert_eq!(
+            without_request_id(&reply.body),
+            without_request_id(&sessions[0].body),
+            "{}",
+            reply.text
+        );
     }
     // Refresh: a rotated (used) token, a token never issued, and garbage answer alike.
     let used = tenant.owner_refresh.clone();

@@ -6,7 +6,7 @@ TARGET=${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps | pytho
 BIN=$TARGET/release
 PORT=${PORT:-18181}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
-PASSWORD="benchmark passphrase 123"
+PASSWORD="steady state passphrase 123"  # no word of the tenant (the password policy refuses them)
 BASE="http://127.0.0.1:$PORT"
 
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }

@@ -18,7 +18,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-1}
 PORT=${PORT:-18080}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
-PASSWORD="benchmark passphrase 123"
+PASSWORD="steady state passphrase 123"  # no word of the tenant (the password policy refuses them)
 
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p karen ($BIN missing)" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }

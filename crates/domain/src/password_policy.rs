@@ -142,7 +142,11 @@ impl PasswordContext {
     /// Refuses a password that contains any context word, case-insensitively.
     pub fn check(&self, password: &str) -> Result<(), Error> {
         let lower = password.to_lowercase();
-        match self.words.iter().find(|(word, _)| lower.contains(word.as_str())) {
+        match self
+            .words
+            .iter()
+            .find(|(word, _)| lower.contains(word.as_str()))
+        {
             Some((_, source)) => Err(Error::invalid(
                 Some("password"),
                 format!(
@@ -184,7 +188,13 @@ mod tests {
 
     #[test]
     fn common_passwords_are_refused_whatever_their_case() {
-        for common in ["password", "PassWord", "qwerty123456", "QWERTY123456", "leavemealone"] {
+        for common in [
+            "password",
+            "PassWord",
+            "qwerty123456",
+            "QWERTY123456",
+            "leavemealone",
+        ] {
             let text = message(refuse_common(common).unwrap_err());
             assert!(text.contains("3000 most common"), "{text}");
             assert!(!text.contains(common), "the password is never echoed");

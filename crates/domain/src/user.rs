@@ -71,7 +71,10 @@ impl Password {
     }
 
     /// Refuses a new password that contains a word of its account's context.
-    pub fn check_context(&self, context: &crate::password_policy::PasswordContext) -> Result<(), Error> {
+    pub fn check_context(
+        &self,
+        context: &crate::password_policy::PasswordContext,
+    ) -> Result<(), Error> {
         context.check(self.expose())
     }
 

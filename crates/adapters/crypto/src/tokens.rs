@@ -265,9 +265,8 @@ mod tests {
         let verifying = DecodingKey::from_ed_der(pair.public_key().as_ref());
         let header = Header::new(Algorithm::EdDSA);
         let sign = |body: &Claims| jsonwebtoken::encode(&header, body, &signing).unwrap();
-        let check = |token: &str| {
-            jsonwebtoken::decode::<Claims>(token, &verifying, &validation(&config()))
-        };
+        let check =
+            |token: &str| jsonwebtoken::decode::<Claims>(token, &verifying, &validation(&config()));
         check(&sign(&claims("karen", "karen"))).unwrap();
         for (iss, aud) in [
             ("karen", "another-service"),

@@ -32,8 +32,8 @@ const API_KEY_CACHE_CAPACITY: usize = 100_000;
 /// staleness should an invalidation be lost.
 const API_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 pub(crate) use login::ip_key;
-pub(crate) use sessions::end_all_sessions;
 pub use sessions::MAX_LISTED_SESSIONS;
+pub(crate) use sessions::end_all_sessions;
 
 /// Where a request came from (for throttling and the session list).
 #[derive(Debug, Clone, Default)]

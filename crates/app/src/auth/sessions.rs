@@ -1,9 +1,9 @@
 //! Refresh-token rotation with reuse detection, logout, and password change.
 
+use karen_domain::credentials::ActiveSession;
 use karen_domain::error::AuthFailure;
 use karen_domain::password_policy::PasswordContext;
 use karen_domain::user::{Password, UserStatus};
-use karen_domain::credentials::ActiveSession;
 use karen_domain::{
     Error, RefreshTokenId, Result, SessionId, Subject, SystemReason, TenantContext, TenantId,
     TenantScope,

@@ -95,7 +95,11 @@ async fn tokens_for_another_audience_or_issuer_are_refused(backend: Backend) {
     };
     let issuer = app.config.auth.issuer.clone();
     // The control: Karen's own issuer and audience are accepted, so the key is real.
-    let genuine = minter(&app, &issuer, &issuer).await.issue(&claims).await.unwrap();
+    let genuine = minter(&app, &issuer, &issuer)
+        .await
+        .issue(&claims)
+        .await
+        .unwrap();
     app.get("/v1/me", &genuine).await.expect(200);
     for (iss, aud) in [
         (issuer.as_str(), "another-service"),

@@ -82,7 +82,11 @@ async fn weak_passwords_are_refused_wherever_a_password_is_set(backend: Backend)
     for (email, password, reason) in [
         ("sam@globex.test", "123456qwerty", COMMON),
         ("sam@globex.test", "Karen is a fine name", "Karen"),
-        ("samantha.jones@globex.test", "keeping up with the jones", "before the @"),
+        (
+            "samantha.jones@globex.test",
+            "keeping up with the jones",
+            "before the @",
+        ),
         ("sam@hooli.example", "hooli rules the valley", "domain"),
         ("sam@globex.test", "globex for ever and ever", "slug"),
     ] {

@@ -25,7 +25,11 @@ async fn no_body_changes_a_field_its_sender_may_not(backend: Backend) {
         async move {
             let user = app.get(&format!("/v1/users/{id}"), &owner).await;
             let body = user.expect(200).body.clone();
-            (body["roles"].clone(), body["status"].clone(), body["email"].clone())
+            (
+                body["roles"].clone(),
+                body["status"].clone(),
+                body["email"].clone(),
+            )
         }
     };
     let member_before = snapshot(member_id).await;

@@ -93,8 +93,7 @@ async fn idle_sessions_end_and_every_session_ends_at_its_maximum(backend: Backen
     let created = listed[0]["created_at"].as_str().unwrap().to_owned();
     let expires = listed[0]["expires_at"].as_str().unwrap().to_owned();
     let parse = |text: &str| {
-        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .unwrap()
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
     };
     assert_eq!(parse(&expires) - parse(&created), time::Duration::days(30));
     for _ in 0..10 {
@@ -177,9 +176,7 @@ async fn sessions_are_listed_and_ended_by_their_own_user(backend: Backend) {
         reply.expect_problem(404, "not_found");
         app.get("/v1/me", token).await.expect(200);
     }
-    let owner_ids = ids(&sessions(
-        &app.get("/v1/auth/sessions", &first_token).await,
-    ));
+    let owner_ids = ids(&sessions(&app.get("/v1/auth/sessions", &first_token).await));
     let member_ids = ids(&sessions(
         &app.get("/v1/auth/sessions", &member_token).await,
     ));

@@ -70,10 +70,12 @@ impl SessionRepo for SqlTenantTx {
         // A session's last use is when its newest refresh token was issued
         // (at login, then at each exchange).
         let q = self
-            .q("SELECT s.*, (SELECT MAX(r.created_at) FROM refresh_tokens r \
+            .q(
+                "SELECT s.*, (SELECT MAX(r.created_at) FROM refresh_tokens r \
                     WHERE r.tenant_id = s.tenant_id AND r.session_id = s.id) AS last_used_at \
                 FROM sessions s WHERE s.tenant_id = $1 AND s.user_id = $2 AND s.revoked_at IS NULL \
-                AND s.expires_at > $3 ORDER BY s.created_at DESC, s.id DESC LIMIT $4")
+                AND s.expires_at > $3 ORDER BY s.created_at DESC, s.id DESC LIMIT $4",
+            )
             .bind(user.as_uuid())
             .bind(to_millis(now))
             .bind(i64::from(limit));
@@ -83,7 +85,8 @@ impl SessionRepo for SqlTenantTx {
             .iter()
             .map(|row| {
                 let session = rows::session(row)?;
-                let last_used_at = rows::opt_time(row, "last_used_at")?.unwrap_or(session.created_at);
+                let last_used_at =
+                    rows::opt_time(row, "last_used_at")?.unwrap_or(session.created_at);
                 Ok(ActiveSession {
                     session,
                     last_used_at,

@@ -14,7 +14,7 @@ use karen_domain::{Error, Result, UserId};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::Record;
-use crate::auth::end_all_sessions;
+use crate::auth::{end_all_sessions, verify_current_password};
 use crate::{Authority, Deps, credentials};
 
 /// A user to create.
@@ -247,18 +247,7 @@ impl UserService {
                 "changing your own email needs your current password: send it as current_password",
             ));
         };
-        if !self
-            .deps
-            .hasher
-            .verify(current, user.password_hash.as_ref())
-            .await?
-        {
-            return Err(Error::invalid(
-                Some("current_password"),
-                "the current password is incorrect",
-            ));
-        }
-        Ok(())
+        verify_current_password(&self.deps, user, current).await
     }
 
     /// Changes email or display name.

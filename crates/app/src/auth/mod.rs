@@ -33,7 +33,7 @@ const API_KEY_CACHE_CAPACITY: usize = 100_000;
 const API_KEY_CACHE_TTL: Duration = Duration::from_secs(30);
 pub(crate) use login::ip_key;
 pub use sessions::MAX_LISTED_SESSIONS;
-pub(crate) use sessions::end_all_sessions;
+pub(crate) use sessions::{end_all_sessions, verify_current_password};
 
 /// Where a request came from (for throttling and the session list).
 #[derive(Debug, Clone, Default)]

@@ -184,17 +184,7 @@ impl AuthService {
             .user_by_id(user_id)
             .await?
             .ok_or(Error::NotFound("user"))?;
-        if !self
-            .deps
-            .hasher
-            .verify(current, user.password_hash.as_ref())
-            .await?
-        {
-            return Err(Error::invalid(
-                Some("current_password"),
-                "the current password is incorrect",
-            ));
-        }
+        verify_current_password(&self.deps, &user, current).await?;
         let tenant = tx.tenant().await?;
         let context = PasswordContext::new()
             .organisation(tenant.slug.as_str(), tenant.name.as_str())
@@ -217,6 +207,26 @@ impl AuthService {
         tracing::info!(tenant_id = %ctx.tenant_id(), user_id = %user_id, sessions, "password changed");
         Ok(())
     }
+}
+
+/// Refuses a change of `user`'s sign-in attributes unless `current` is their
+/// current password (`current_password` is the field that carries it).
+pub(crate) async fn verify_current_password(
+    deps: &crate::Deps,
+    user: &karen_domain::user::User,
+    current: &Password,
+) -> Result<()> {
+    if !deps
+        .hasher
+        .verify(current, user.password_hash.as_ref())
+        .await?
+    {
+        return Err(Error::invalid(
+            Some("current_password"),
+            "the current password is incorrect",
+        ));
+    }
+    Ok(())
 }
 
 /// The most sessions `GET /v1/auth/sessions` lists.

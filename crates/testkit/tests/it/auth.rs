@@ -31,7 +31,7 @@ async fn me_status(app: &TestApp, token: &str) -> (u16, String) {
     )
 }
 
-async fn refresh(app: &TestApp, refresh_token: &str) -> karen_testkit::Reply {
+pub(crate) async fn refresh(app: &TestApp, refresh_token: &str) -> karen_testkit::Reply {
     app.call(
         "POST",
         "/v1/auth/refresh",

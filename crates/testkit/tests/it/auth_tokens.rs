@@ -13,15 +13,7 @@ use karen_domain::{SessionId, TenantId, UserId};
 use karen_testkit::{Backend, PASSWORD, TestApp, spawn};
 use serde_json::json;
 
-async fn refresh_with(app: &TestApp, credential: &str) -> karen_testkit::Reply {
-    app.call(
-        "POST",
-        "/v1/auth/refresh",
-        None,
-        Some(json!({"refresh_token": credential})),
-    )
-    .await
-}
+use crate::auth::refresh;
 
 async fn credentials_presented_as_another_kind_are_refused(backend: Backend) {
     let Some(app) = spawn(backend).await else {
@@ -43,7 +35,7 @@ async fn credentials_presented_as_another_kind_are_refused(backend: Backend) {
     }
     // Refresh: an access token, an API key, an operator key.
     for credential in [access, api_key.as_str(), operator] {
-        refresh_with(&app, credential)
+        refresh(&app, credential)
             .await
             .expect_problem(401, "invalid_token");
     }
@@ -57,7 +49,7 @@ async fn credentials_presented_as_another_kind_are_refused(backend: Backend) {
     app.get("/v1/me", access).await.expect(200);
     app.get("/v1/me", &api_key).await.expect(200);
     app.get("/v1/platform/tenants", operator).await.expect(200);
-    refresh_with(&app, refresh).await.expect(200);
+    refresh(&app, refresh).await.expect(200);
     app.stop().await;
 }
 

@@ -77,7 +77,7 @@ async fn second_step(app: &TestApp, challenge: &str, factor: Value) -> Reply {
         .await
 }
 
-fn actions(reply: &Reply) -> Vec<(String, String, String)> {
+pub(crate) fn actions(reply: &Reply) -> Vec<(String, String, String)> {
     reply.body["items"]
         .as_array()
         .unwrap()

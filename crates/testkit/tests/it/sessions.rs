@@ -8,17 +8,9 @@ use std::time::Duration;
 use karen_testkit::{Backend, PASSWORD, Reply, TestApp, spawn};
 use serde_json::{Value, json};
 
-const HOUR: Duration = Duration::from_secs(3600);
+use crate::auth::refresh;
 
-async fn refresh(app: &TestApp, refresh_token: &str) -> Reply {
-    app.call(
-        "POST",
-        "/v1/auth/refresh",
-        None,
-        Some(json!({"refresh_token": refresh_token})),
-    )
-    .await
-}
+const HOUR: Duration = Duration::from_secs(3600);
 
 /// `(session id, access token, refresh token)` of a new login.
 async fn login(app: &TestApp, tenant: &str, email: &str) -> (String, String, String) {
@@ -47,15 +39,7 @@ fn ids(list: &[Value]) -> Vec<String> {
 /// `(action, outcome, target id)` of the tenant's audit events.
 async fn audit_events(app: &TestApp, token: &str) -> Vec<(String, String, String)> {
     let trail = app.get("/v1/audit?limit=200", token).await;
-    trail.expect(200).body["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            let text = |k: &str| e[k].as_str().unwrap_or_default().to_owned();
-            (text("action"), text("outcome"), text("target_id"))
-        })
-        .collect()
+    crate::mfa::actions(trail.expect(200))
 }
 
 async fn idle_sessions_end_and_every_session_ends_at_its_maximum(backend: Backend) {

@@ -660,7 +660,7 @@ impl Config {
                 self.server.listen
             ));
         }
-        let ranges: [(&str, u64, u64, u64); 9] = [
+        let ranges: [(&str, u64, u64, u64); 10] = [
             (
                 "server.body_limit_bytes",
                 self.server.body_limit_bytes as u64,

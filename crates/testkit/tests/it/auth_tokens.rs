@@ -24,11 +24,11 @@ async fn credentials_presented_as_another_kind_are_refused(backend: Backend) {
         .create_api_key(&acme.owner_token, json!({"name": "k"}))
         .await;
     let access = acme.owner_token.as_str();
-    let refresh = acme.owner_refresh.as_str();
+    let refresh_token = acme.owner_refresh.as_str();
     let operator = app.operator_key.as_str();
 
     // Bearer on a tenant route: a refresh token, an operator key.
-    for credential in [refresh, operator] {
+    for credential in [refresh_token, operator] {
         app.get("/v1/me", credential)
             .await
             .expect_problem(401, "invalid_token");
@@ -40,7 +40,7 @@ async fn credentials_presented_as_another_kind_are_refused(backend: Backend) {
             .expect_problem(401, "invalid_token");
     }
     // Operator routes: an access token, an API key, a refresh token.
-    for credential in [access, api_key.as_str(), refresh] {
+    for credential in [access, api_key.as_str(), refresh_token] {
         app.get("/v1/platform/tenants", credential)
             .await
             .expect_problem(401, "invalid_token");
@@ -49,7 +49,7 @@ async fn credentials_presented_as_another_kind_are_refused(backend: Backend) {
     app.get("/v1/me", access).await.expect(200);
     app.get("/v1/me", &api_key).await.expect(200);
     app.get("/v1/platform/tenants", operator).await.expect(200);
-    refresh(&app, refresh).await.expect(200);
+    refresh(&app, refresh_token).await.expect(200);
     app.stop().await;
 }
 

@@ -382,6 +382,7 @@ async fn every_documented_route_is_served(backend: Backend) {
             .replace("{document_id}", &id)
             .replace("{hold_id}", &id)
             .replace("{group_id}", &id)
+            .replace("{session_id}", &id)
             .replace("{tenant_slug}", "no-such-org")
             .replace("{alias}", "no-such-alias")
             .replace("{name}", "no-such-role");

@@ -189,8 +189,8 @@ mod tests {
     #[test]
     fn common_passwords_are_refused_whatever_their_case() {
         for common in [
-            "password",
-            "PassWord",
+            "iloveyou",
+            "ILoveYou",
             "qwerty123456",
             "QWERTY123456",
             "leavemealone",

@@ -1119,7 +1119,7 @@ mod tests {
     #[test]
     fn out_of_range_values_are_rejected_naming_the_key() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 11] = [
+        let cases: [(&str, Change); 12] = [
             ("auth.access_token_ttl_secs", |c| {
                 c.auth.access_token_ttl_secs = 5
             }),

@@ -65,6 +65,54 @@ pub trait Counters: Send + Sync + 'static {
     async fn tenant_key_count(&self, tenant: TenantId) -> Result<u64>;
     /// Checks that the cache answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Creates a budget window's running total (`used` plus the live `holds`)
+    /// unless it exists; kept for `ttl`. Returns whether this call created it
+    /// (concurrent seeders, also on other replicas: exactly one wins).
+    async fn budget_seed(
+        &self,
+        key: &CacheKey,
+        used: i64,
+        holds: &[BudgetHold],
+        ttl: Duration,
+    ) -> Result<bool>;
+    /// Adds `hold` to the window if its total (used plus live holds, those
+    /// expired at `now_ms` dropped first) stays within `limit`, atomically.
+    async fn budget_reserve(
+        &self,
+        key: &CacheKey,
+        hold: &BudgetHold,
+        limit: i64,
+        now_ms: i64,
+    ) -> Result<BudgetReserve>;
+    /// Sets the hold `id` to `keep` (removing it when 0; nothing if it is
+    /// gone) and adds `used` to the window's settled total, atomically. Does
+    /// nothing when the window is not seeded (its seed will read the store).
+    async fn budget_release(&self, key: &CacheKey, id: &str, keep: i64, used: i64) -> Result<()>;
+    /// The window's total, used plus live holds at `now_ms` (`None`: not seeded).
+    async fn budget_total(&self, key: &CacheKey, now_ms: i64) -> Result<Option<i64>>;
+}
+
+/// An amount a call holds against a budget window until it settles or the
+/// hold expires (a call whose process died).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BudgetHold {
+    /// The reservation's id.
+    pub id: String,
+    pub amount: i64,
+    /// When the hold stops counting (milliseconds since the epoch, injected clock).
+    pub expires_at_ms: i64,
+}
+
+/// The answer of [`Counters::budget_reserve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetReserve {
+    /// Added; the window's total is now this.
+    Held(i64),
+    /// Not added: the window's total is this, and the hold does not fit.
+    Refused(i64),
+    /// The window has no running total yet: seed it, then try again.
+    Unseeded,
 }
 
 /// A store that keeps per-tenant state outside the SQL store (cache, files,

@@ -16,7 +16,7 @@ mod sso;
 mod store;
 
 pub use audit_sink::AuditSink;
-pub use cache::{CacheKey, Counters, TenantNamespace};
+pub use cache::{BudgetHold, BudgetReserve, CacheKey, Counters, TenantNamespace};
 pub use erasure::{ErasedRows, ErasureRepo};
 pub use index::{
     EntryAccess, EntryKey, EntryKind, Hit, IndexStatus, SearchFilter, TextEntry, TextIndex,

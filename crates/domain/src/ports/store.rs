@@ -376,14 +376,6 @@ pub trait BudgetRepo: Send {
     async fn list_budgets(&mut self) -> Result<Vec<Budget>>;
     async fn insert_budget(&mut self, budget: &Budget) -> Result<()>;
     async fn delete_budget(&mut self, id: BudgetId) -> Result<bool>;
-    /// The budgets that apply to a call by `user` (through `key`), locked until
-    /// the transaction ends so that concurrent reservations take turns.
-    async fn lock_applicable(
-        &mut self,
-        user: UserId,
-        key: Option<ApiKeyId>,
-        at: OffsetDateTime,
-    ) -> Result<Vec<Budget>>;
     /// What `scope` has used of `metric` in `[from, until)`: usage records plus reservations.
     async fn consumption(
         &mut self,
@@ -392,7 +384,26 @@ pub trait BudgetRepo: Send {
         from: OffsetDateTime,
         until: OffsetDateTime,
     ) -> Result<i64>;
+    /// What `scope` has used of `metric` in `[from, until)` by usage records
+    /// alone (what seeds a budget window's running total).
+    async fn recorded_consumption(
+        &mut self,
+        scope: BudgetScope,
+        metric: BudgetMetric,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<i64>;
+    /// The reservations of `scope` made in `[from, until)` (calls in flight, or
+    /// interrupted and not yet reconciled).
+    async fn window_reservations(
+        &mut self,
+        scope: BudgetScope,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Vec<Reservation>>;
     async fn insert_reservation(&mut self, reservation: &Reservation) -> Result<()>;
+    /// Inserts many reservations (the usage writer's batch).
+    async fn insert_reservations(&mut self, reservations: &[Reservation]) -> Result<()>;
     /// Removes a reservation; `false` if it was already settled or reconciled.
     async fn delete_reservation(&mut self, id: ReservationId) -> Result<bool>;
     /// Removes many reservations; returns those that were still there.

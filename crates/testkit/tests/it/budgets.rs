@@ -1,6 +1,8 @@
 //! Budgets: hard limits refuse before any upstream call and hold under
-//! concurrent requests; streams are cut off at the limit; soft limits only
-//! warn; reservations of calls that never finished become usage records.
+//! concurrent requests, on one server and across replicas; streams are cut
+//! off at the limit; soft limits only warn; reservations of calls that never
+//! finished become usage records, and the hold of a call whose reservation
+//! was never written stops counting when it expires.
 
 use std::time::Duration;
 
@@ -385,3 +387,211 @@ async fn the_allowance_sent_upstream_is_what_was_reserved_and_aliases_are_priced
 }
 
 on_both_backends!(the_allowance_sent_upstream_is_what_was_reserved_and_aliases_are_priced);
+
+/// The tokens Karen reserves for a prompt of one user message (its local
+/// estimate: the text plus 4 per message).
+fn reserved_prompt(text: &str) -> i64 {
+    i64::from(karen_domain::chat::estimate_tokens(text)) + 4
+}
+
+/// A completion refused by a hard budget (OpenAI's error shape).
+fn refused_by_budget(reply: &karen_testkit::Reply) {
+    assert_eq!(reply.status, 429, "{}", reply.text);
+    assert_eq!(
+        reply.body["error"]["code"], "budget_exceeded",
+        "{}",
+        reply.text
+    );
+}
+
+const RACE_PROMPT: &str = "a racing request with a handful of words in it";
+const RACE_MAX_TOKENS: i64 = 40;
+/// Calls that fit the race's budget.
+const RACE_ALLOWED: usize = 5;
+const RACE_CALLS: usize = 24;
+
+/// A hard budget room for exactly [`RACE_ALLOWED`] racing calls: after
+/// them, only the prompt would fit, and a call needs at least one
+/// completion token more.
+fn race_limit() -> i64 {
+    let per_call = reserved_prompt(RACE_PROMPT) + RACE_MAX_TOKENS;
+    per_call * i64::try_from(RACE_ALLOWED).unwrap() + reserved_prompt(RACE_PROMPT)
+}
+
+/// Sends [`RACE_CALLS`] completions at once, alternating between `servers`;
+/// every upstream answer is slow, so all calls reserve before any settles.
+/// Returns how many succeeded; the others must be refused by the budget.
+async fn race(fake: &FakeLlm, servers: &[&TestApp], token: &str) -> usize {
+    for _ in 0..RACE_CALLS {
+        fake.push(Behaviour::Slow(Duration::from_secs(5)));
+    }
+    let calls = (0..RACE_CALLS).map(|n| {
+        let server = servers[n % servers.len()];
+        async move {
+            let mut body = ask(RACE_PROMPT);
+            body["max_tokens"] = json!(RACE_MAX_TOKENS);
+            server.post("/v1/chat/completions", token, body).await
+        }
+    });
+    let replies = futures::future::join_all(calls).await;
+    let mut ok = 0;
+    for reply in replies {
+        if reply.status == 200 {
+            ok += 1;
+        } else {
+            refused_by_budget(&reply);
+        }
+    }
+    ok
+}
+
+async fn exactly_the_calls_that_fit_win_a_race(backend: Backend) {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| through(&fake, c)).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let limit = race_limit();
+    budget(&app, &acme, json!({"scope": "tenant", "metric": "tokens", "period": "month", "limit": limit, "enforcement": "hard"})).await;
+    let ok = race(&fake, &[&app], &acme.owner_token).await;
+    assert_eq!(ok, RACE_ALLOWED, "a limit of {limit} tokens");
+    assert!(used_tokens(&app, &acme.owner_token).await <= limit);
+    // Settled, the calls used less than they reserved: the rest is free again.
+    app.post(
+        "/v1/chat/completions",
+        &acme.owner_token,
+        ask("after the race"),
+    )
+    .await
+    .expect(200);
+    app.stop().await;
+}
+
+on_both_backends!(exactly_the_calls_that_fit_win_a_race);
+
+/// Two replicas on one PostgreSQL and one Redis hold one budget between them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_hold_one_hard_budget() {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(Backend::Postgres, |c| through(&fake, c)).await else {
+        return;
+    };
+    let replica = app.replica().await;
+    let acme = app.create_tenant("acme").await;
+    let limit = race_limit();
+    budget(&app, &acme, json!({"scope": "tenant", "metric": "tokens", "period": "month", "limit": limit, "enforcement": "hard"})).await;
+    let ok = race(&fake, &[&app, &replica], &acme.owner_token).await;
+    assert_eq!(ok, RACE_ALLOWED, "a limit of {limit} tokens");
+    let used = used_tokens(&replica, &acme.owner_token).await;
+    assert!(used <= limit, "{used} tokens used under a limit of {limit}");
+    replica.stop().await;
+    app.stop().await;
+}
+
+/// A call whose process died after it took its hold but before its
+/// reservation's row was written leaves a hold with no row: it counts until
+/// it expires (the reservation's time to live plus a grace), then the budget
+/// is free again. One whose row was written becomes an interrupted usage
+/// record (see above) and stays counted.
+async fn the_hold_of_a_call_that_died_unwritten_expires(backend: Backend) {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| through(&fake, c)).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    let limit = 400;
+    let id = budget(&app, &acme, json!({"scope": "tenant", "metric": "tokens", "period": "month", "limit": limit, "enforcement": "hard"})).await;
+    // The first call seeds the month's running total.
+    app.post("/v1/chat/completions", &acme.owner_token, ask("hello"))
+        .await
+        .expect(200);
+    let used = used_tokens(&app, &acme.owner_token).await;
+    // The dead call's hold: the rest of the budget, as a real one would hold it.
+    let now = karen_domain::Clock::now(app.clock.as_ref());
+    let month = karen_domain::budget::BudgetPeriod::Month.window(now).0;
+    let key = karen_domain::ports::CacheKey::tenant(
+        karen_domain::TenantId::from_uuid(acme.id),
+        "budget",
+        &format!("{id}:{}", month.unix_timestamp()),
+    );
+    let expires = now + time::Duration::minutes(15 + 5);
+    let hold = karen_domain::ports::BudgetHold {
+        id: uuid::Uuid::now_v7().to_string(),
+        amount: limit - used,
+        expires_at_ms: karen_domain::clock::to_millis(expires),
+    };
+    let now_ms = karen_domain::clock::to_millis(now);
+    let held = app
+        .karen
+        .counters
+        .budget_reserve(&key, &hold, limit, now_ms)
+        .await
+        .unwrap();
+    assert_eq!(held, karen_domain::ports::BudgetReserve::Held(limit));
+    let calls = fake.requests();
+    refused_by_budget(
+        &app.post("/v1/chat/completions", &acme.owner_token, ask("held back"))
+            .await,
+    );
+    // Past the reservation's time to live the reconciler finds no row for it;
+    // the hold still counts during the grace.
+    app.clock.advance(Duration::from_secs(16 * 60));
+    let budgets = &app.karen.services.assistant.budgets;
+    assert_eq!(budgets.reconcile_all().await.unwrap(), 0);
+    let token = app
+        .token("acme", &acme.owner_email, karen_testkit::PASSWORD)
+        .await;
+    refused_by_budget(
+        &app.post("/v1/chat/completions", &token, ask("held back"))
+            .await,
+    );
+    assert_eq!(fake.requests(), calls, "nothing was sent upstream");
+    // Then it is gone.
+    app.clock.advance(Duration::from_secs(5 * 60));
+    let token = app
+        .token("acme", &acme.owner_email, karen_testkit::PASSWORD)
+        .await;
+    app.post("/v1/chat/completions", &token, ask("free again"))
+        .await
+        .expect(200);
+    app.stop().await;
+}
+
+/// A reservation whose row was written and whose call never settled keeps
+/// its budget (seeded from the store by a server that never saw the call),
+/// and once reconciled counts as what it reserved.
+async fn a_written_reservation_of_a_dead_call_counts_until_reconciled_and_after(backend: Backend) {
+    let fake = FakeLlm::start().await;
+    let Some(app) = spawn_with(backend, |c| through(&fake, c)).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    // 10 prompt + 90 completion tokens, reserved by a process that died.
+    app.reserve_in_flight(&acme).await;
+    let prompt = reserved_prompt("hello");
+    let limit = 100 + prompt + 1;
+    budget(&app, &acme, json!({"scope": "tenant", "metric": "tokens", "period": "month", "limit": limit, "enforcement": "hard"})).await;
+    // Exactly one completion token is left beside the dead call's reservation.
+    let mut body = ask("hello");
+    body["max_tokens"] = json!(50);
+    app.post("/v1/chat/completions", &acme.owner_token, body)
+        .await
+        .expect(200);
+    assert_eq!(fake.last_request().unwrap()["max_tokens"], 1);
+    app.clock.advance(Duration::from_secs(16 * 60));
+    let budgets = &app.karen.services.assistant.budgets;
+    assert_eq!(budgets.reconcile_all().await.unwrap(), 1);
+    // Reconciled, it is a usage record of 100 tokens: still counted.
+    let token = app
+        .token("acme", &acme.owner_email, karen_testkit::PASSWORD)
+        .await;
+    let used = used_tokens(&app, &token).await;
+    assert!(used >= 100, "{used}");
+    refused_by_budget(&app.post("/v1/chat/completions", &token, ask("hello")).await);
+    app.stop().await;
+}
+
+on_both_backends!(
+    the_hold_of_a_call_that_died_unwritten_expires,
+    a_written_reservation_of_a_dead_call_counts_until_reconciled_and_after,
+);

@@ -76,6 +76,15 @@ const COST_USED: &str = "SELECT CAST(\
       AND created_at >= $2 AND created_at < $3 AND ($6 IS NULL OR user_id = $6) AND ($7 IS NULL OR api_key_id = $7)), 0) \
   AS BIGINT) AS used";
 
+const TOKENS_RECORDED: &str = "SELECT CAST(COALESCE(SUM(tokens), 0) AS BIGINT) AS used FROM usage_aggregates \
+    WHERE tenant_id = $1 AND scope = $4 AND subject_id = $5 AND day >= $2 AND day < $3";
+
+const COST_RECORDED: &str = "SELECT CAST(COALESCE(SUM(cost_micros), 0) AS BIGINT) AS used FROM usage_aggregates \
+    WHERE tenant_id = $1 AND scope = $4 AND subject_id = $5 AND day >= $2 AND day < $3";
+
+/// The columns of a reservation row, after the tenant.
+const RESERVATION_COLUMNS: usize = 11;
+
 #[async_trait]
 impl BudgetRepo for SqlTenantTx {
     async fn list_budgets(&mut self) -> Result<Vec<Budget>> {
@@ -105,23 +114,6 @@ impl BudgetRepo for SqlTenantTx {
         Ok(self.tx.execute(q).await? > 0)
     }
 
-    async fn lock_applicable(
-        &mut self,
-        user: UserId,
-        key: Option<ApiKeyId>,
-        at: OffsetDateTime,
-    ) -> Result<Vec<Budget>> {
-        // An UPDATE takes the rows' locks on PostgreSQL (held to the end of the
-        // transaction); on SQLite the write transaction already excludes others.
-        let q = self
-            .q("UPDATE budgets SET locked_at = $2 WHERE tenant_id = $1 AND (scope = 'tenant' \
-                OR (scope = 'user' AND subject_id = $3) OR (scope = 'api_key' AND subject_id = $4)) RETURNING *")
-            .bind(to_millis(at))
-            .bind(user.as_uuid())
-            .bind(key.map(|k| k.as_uuid()));
-        self.tx.fetch_all(q).await?.iter().map(budget).collect()
-    }
-
     async fn consumption(
         &mut self,
         scope: BudgetScope,
@@ -143,6 +135,77 @@ impl BudgetRepo for SqlTenantTx {
             .bind(user)
             .bind(key);
         self.tx.fetch_one(q).await?.get("used")
+    }
+
+    async fn recorded_consumption(
+        &mut self,
+        scope: BudgetScope,
+        metric: BudgetMetric,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<i64> {
+        let sql = match metric {
+            BudgetMetric::Tokens => TOKENS_RECORDED,
+            BudgetMetric::CostMicros => COST_RECORDED,
+        };
+        let q = self
+            .q(sql)
+            .bind(to_millis(from))
+            .bind(to_millis(until))
+            .bind(scope.kind())
+            .bind(scope.subject().unwrap_or_else(Uuid::nil));
+        self.tx.fetch_one(q).await?.get("used")
+    }
+
+    async fn window_reservations(
+        &mut self,
+        scope: BudgetScope,
+        from: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> Result<Vec<Reservation>> {
+        let (user, key) = scope_filter(scope);
+        let q = self
+            .q("SELECT * FROM usage_reservations WHERE tenant_id = $1 AND created_at >= $2 AND created_at < $3 \
+                AND ($4 IS NULL OR user_id = $4) AND ($5 IS NULL OR api_key_id = $5) ORDER BY id")
+            .bind(to_millis(from))
+            .bind(to_millis(until))
+            .bind(user)
+            .bind(key);
+        self.tx
+            .fetch_all(q)
+            .await?
+            .iter()
+            .map(reservation)
+            .collect()
+    }
+
+    async fn insert_reservations(&mut self, reservations: &[Reservation]) -> Result<()> {
+        for chunk in reservations.chunks(MAX_ROWS) {
+            let sql = statement(
+                "INSERT INTO usage_reservations (tenant_id, id, user_id, api_key_id, conversation_id, provider, model, \
+                 prompt_tokens, completion_allowance, cost_micros, created_at, expires_at) VALUES ",
+                RESERVATION_COLUMNS,
+                chunk.len(),
+                "",
+            );
+            let mut q = self.q(sql);
+            for r in chunk {
+                q = q
+                    .bind(r.id.as_uuid())
+                    .bind(r.user_id.map(|u| u.as_uuid()))
+                    .bind(r.api_key_id.map(|k| k.as_uuid()))
+                    .bind(r.conversation_id.map(|c| c.as_uuid()))
+                    .bind(r.provider.clone())
+                    .bind(r.model.clone())
+                    .bind(i32_of(r.prompt_tokens))
+                    .bind(i32_of(r.completion_allowance))
+                    .bind(r.cost_micros)
+                    .bind(to_millis(r.created_at))
+                    .bind(to_millis(r.expires_at));
+            }
+            self.tx.execute(q).await?;
+        }
+        Ok(())
     }
 
     async fn insert_reservation(&mut self, r: &Reservation) -> Result<()> {

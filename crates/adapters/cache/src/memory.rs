@@ -68,6 +68,18 @@ impl MemoryCounters {
         }
     }
 
+    /// The window at `key` unless absent or expired.
+    fn live<'a>(
+        &self,
+        windows: &'a mut HashMap<String, Window>,
+        key: &CacheKey,
+    ) -> Option<&'a mut Window> {
+        let now = self.clock.now();
+        windows
+            .get_mut(key.as_str())
+            .filter(|window| window.expires > now)
+    }
+
     fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
         self.windows
             .lock()
@@ -223,12 +235,8 @@ impl Counters for MemoryCounters {
         limit: i64,
         now_ms: i64,
     ) -> Result<BudgetReserve> {
-        let now = self.clock.now();
         let mut windows = self.windows();
-        let Some(window) = windows
-            .get_mut(key.as_str())
-            .filter(|window| window.expires > now)
-        else {
+        let Some(window) = self.live(&mut windows, key) else {
             return Ok(BudgetReserve::Unseeded);
         };
         window.expire(now_ms);
@@ -248,12 +256,8 @@ impl Counters for MemoryCounters {
     }
 
     async fn budget_release(&self, key: &CacheKey, id: &str, keep: i64, used: i64) -> Result<()> {
-        let now = self.clock.now();
         let mut windows = self.windows();
-        let Some(window) = windows
-            .get_mut(key.as_str())
-            .filter(|window| window.expires > now)
-        else {
+        let Some(window) = self.live(&mut windows, key) else {
             return Ok(());
         };
         if let Some((amount, _)) = window.holds.get_mut(id) {
@@ -270,15 +274,11 @@ impl Counters for MemoryCounters {
     }
 
     async fn budget_total(&self, key: &CacheKey, now_ms: i64) -> Result<Option<i64>> {
-        let now = self.clock.now();
         let mut windows = self.windows();
-        Ok(windows
-            .get_mut(key.as_str())
-            .filter(|window| window.expires > now)
-            .map(|window| {
-                window.expire(now_ms);
-                window.total()
-            }))
+        Ok(self.live(&mut windows, key).map(|window| {
+            window.expire(now_ms);
+            window.total()
+        }))
     }
 }
 

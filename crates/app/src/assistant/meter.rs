@@ -43,7 +43,7 @@ enum Job {
         held: Arc<Held>,
     },
     /// A settled call.
-    Settle(Settlement),
+    Settle(Box<Settlement>),
 }
 
 impl Job {
@@ -114,7 +114,7 @@ impl UsageWriter {
             done,
         };
         self.sender
-            .send(Job::Settle(settlement))
+            .send(Job::Settle(Box::new(settlement)))
             .await
             .map_err(|_| stopped())?;
         acknowledged.await.map_err(|_| stopped())?
@@ -185,7 +185,7 @@ async fn commit(deps: &Deps, mut batch: Vec<Job>) {
         for job in batch {
             match job {
                 Job::Reserve { reservation, held } => rows.push((reservation, held)),
-                Job::Settle(settlement) => settlements.push(settlement),
+                Job::Settle(settlement) => settlements.push(*settlement),
             }
         }
         let result = commit_tenant(deps, tenant, &rows, &settlements).await;

@@ -209,22 +209,7 @@ impl BudgetRepo for SqlTenantTx {
     }
 
     async fn insert_reservation(&mut self, r: &Reservation) -> Result<()> {
-        let q = self
-            .q("INSERT INTO usage_reservations (tenant_id, id, user_id, api_key_id, conversation_id, provider, model, \
-                prompt_tokens, completion_allowance, cost_micros, created_at, expires_at) \
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
-            .bind(r.id.as_uuid())
-            .bind(r.user_id.map(|u| u.as_uuid()))
-            .bind(r.api_key_id.map(|k| k.as_uuid()))
-            .bind(r.conversation_id.map(|c| c.as_uuid()))
-            .bind(r.provider.as_str())
-            .bind(r.model.as_str())
-            .bind(i32_of(r.prompt_tokens))
-            .bind(i32_of(r.completion_allowance))
-            .bind(r.cost_micros)
-            .bind(to_millis(r.created_at))
-            .bind(to_millis(r.expires_at));
-        self.tx.execute(q).await.map(drop)
+        self.insert_reservations(std::slice::from_ref(r)).await
     }
 
     async fn delete_reservation(&mut self, id: ReservationId) -> Result<bool> {

@@ -1,5 +1,7 @@
-//! The embedded vector index: one HNSW index (usearch) per tenant and vector
-//! space, on disk in the tenant's directory, for a single Karen process.
+//! The embedded vector index: one index per tenant and vector space, on disk
+//! in the tenant's directory, for a single Karen process. An index holds one
+//! HNSW graph (usearch) per entry kind (memories, document passages), so that
+//! a search walks only the graphs of the kinds it wants (see `graphs`).
 //!
 //! usearch rather than hnsw_rs: it removes entries (hnsw_rs only adds, so every
 //! removal would mean a rebuild), searches with a predicate pushed into the
@@ -11,6 +13,7 @@
 //! not hold every tenant's graph in memory; an index evicted while idle is
 //! loaded again from its snapshot and log on next use.
 
+mod graphs;
 mod space;
 mod storage;
 

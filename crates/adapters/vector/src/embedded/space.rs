@@ -1,23 +1,20 @@
-//! One open (tenant, space) index: the HNSW graph (usearch) with the entries'
-//! keys and access rules, kept in step with its directory (see `storage`).
+//! One open (tenant, space) index: its graphs and entries (see `graphs`), kept
+//! in step with its directory (see `storage`), and the migration of indexes
+//! saved before graphs were split by kind.
 
-use std::cmp::Ordering;
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use karen_domain::ports::{EntryAccess, EntryKey, Hit, IndexStatus, SearchFilter, VectorSpace};
 use karen_domain::{Error, Result};
 use parking_lot::{RwLock, RwLockUpgradableReadGuard, RwLockWriteGuard};
 use tokio::sync::Semaphore;
-use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
-use super::storage::{
-    self, Damage, LogRecord, REBUILD_MARKER, SPACE_FILE, SnapshotMeta, StoredEntry,
-};
-use crate::common::dot;
+use super::graphs::{Graphs, SEARCH_SLOTS};
+use super::storage::{self, Damage, LogRecord, REBUILD_MARKER, SPACE_FILE, SnapshotMeta};
 
 /// HNSW parameters and housekeeping thresholds.
 #[derive(Debug, Clone, Copy)]
@@ -35,31 +32,12 @@ pub(super) fn unavailable(detail: impl std::fmt::Display) -> Error {
     }
 }
 
-/// Searches run at once on one index. usearch keeps a search context per
-/// thread, reserved ahead, and fails a search that finds none free; callers
-/// take a permit from [`SpaceIndex::search_permits`] first.
-pub(super) const SEARCH_SLOTS: usize = 8;
-/// Contexts reserved: every search slot, plus the one writer.
-const GRAPH_THREADS: usize = SEARCH_SLOTS + 1;
-
 fn io_error(dir: &Path, error: impl std::fmt::Display) -> Error {
     unavailable(format!("{}: {error}", dir.display()))
 }
 
-/// An entry's key and access rules (its vector lives in the graph).
-#[derive(Debug, Clone)]
-struct Stored {
-    key: EntryKey,
-    access: EntryAccess,
-}
-
 struct State {
-    graph: Index,
-    /// Graph label → entry. Labels are never reused, so a stale label in the
-    /// graph can never be mistaken for a newer entry.
-    entries: HashMap<u64, Stored>,
-    labels: HashMap<EntryKey, u64>,
-    next_label: u64,
+    graphs: Graphs,
     generation: u64,
     log: File,
     log_len: u64,
@@ -78,38 +56,10 @@ pub(super) struct SpaceIndex {
     search_permits: Arc<Semaphore>,
 }
 
-/// Reserves room for `capacity` vectors and the search contexts.
-fn reserve(graph: &Index, capacity: usize) -> Result<()> {
-    graph
-        .reserve_capacity_and_threads(capacity.max(64), GRAPH_THREADS)
-        .map_err(|e| unavailable(format!("cannot grow HNSW index: {e}")))
-}
-
-fn new_graph(dims: u32, tuning: &Tuning) -> Result<Index> {
-    let options = IndexOptions {
-        dimensions: dims as usize,
-        // Vectors are stored at unit length: inner product is cosine similarity
-        // (distance = 1 - cosine), without usearch renormalising every query.
-        metric: MetricKind::IP,
-        quantization: ScalarKind::F32,
-        connectivity: tuning.connectivity,
-        expansion_add: tuning.expansion_add,
-        expansion_search: tuning.expansion_search,
-        multi: false,
-    };
-    let graph =
-        Index::new(&options).map_err(|e| unavailable(format!("cannot create HNSW index: {e}")))?;
-    reserve(&graph, 64)?;
-    Ok(graph)
-}
-
 impl State {
-    fn empty(graph: Index, generation: u64, log: File) -> Self {
+    fn new(graphs: Graphs, generation: u64, log: File) -> Self {
         Self {
-            graph,
-            entries: HashMap::new(),
-            labels: HashMap::new(),
-            next_label: 1,
+            graphs,
             generation,
             log,
             log_len: 0,
@@ -117,46 +67,6 @@ impl State {
             rebuild_needed: false,
             poisoned: false,
         }
-    }
-
-    fn reserve_for(&self, more: usize) -> Result<()> {
-        let needed = self.graph.size() + more;
-        if needed > self.graph.capacity() {
-            reserve(&self.graph, needed.max(self.graph.capacity() * 2))?;
-        }
-        Ok(())
-    }
-
-    fn apply_remove(&mut self, key: &EntryKey) -> Result<()> {
-        if let Some(label) = self.labels.remove(key) {
-            self.entries.remove(&label);
-            self.graph
-                .remove(label)
-                .map_err(|e| unavailable(format!("cannot remove from HNSW index: {e}")))?;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, record: LogRecord) -> Result<()> {
-        match record {
-            LogRecord::Upsert {
-                label,
-                key,
-                access,
-                vector,
-            } => {
-                self.apply_remove(&key)?;
-                self.reserve_for(1)?;
-                self.graph
-                    .add(label, &vector)
-                    .map_err(|e| unavailable(format!("cannot add to HNSW index: {e}")))?;
-                self.entries.insert(label, Stored { key, access });
-                self.labels.insert(key, label);
-                self.next_label = self.next_label.max(label + 1);
-            }
-            LogRecord::Remove { key } => self.apply_remove(&key)?,
-        }
-        Ok(())
     }
 
     /// Appends encoded records and makes them durable; on failure the log is
@@ -183,40 +93,26 @@ impl State {
         self.log_records += records;
         Ok(())
     }
+}
 
-    fn snapshot_meta(&self, space: &VectorSpace, generation: u64) -> SnapshotMeta {
-        let mut entries: Vec<StoredEntry> = self
-            .entries
-            .iter()
-            .map(|(label, stored)| StoredEntry {
-                label: *label,
-                key: stored.key,
-                access: stored.access.clone(),
-            })
-            .collect();
-        entries.sort_unstable_by_key(|e| e.label);
-        SnapshotMeta {
-            model: space.model.clone(),
-            dims: space.dims,
-            generation,
-            next_label: self.next_label,
-            entries,
-        }
-    }
-
-    fn graph_bytes(&self) -> Result<Vec<u8>> {
-        let mut bytes = vec![0u8; self.graph.serialized_length()];
-        self.graph
-            .save_to_buffer(&mut bytes)
-            .map_err(|e| unavailable(format!("cannot serialise HNSW index: {e}")))?;
-        Ok(bytes)
-    }
-
-    fn admits(&self, label: u64, filter: &SearchFilter) -> bool {
-        self.entries
-            .get(&label)
-            .is_some_and(|s| filter.admits(s.key.kind, &s.access))
-    }
+/// Writes the snapshot of `graphs` as generation `generation`.
+fn write_snapshot(
+    dir: &Path,
+    space: &VectorSpace,
+    graphs: &Graphs,
+    generation: u64,
+) -> io::Result<()> {
+    let meta = SnapshotMeta {
+        model: space.model.clone(),
+        dims: space.dims,
+        generation,
+        next_label: graphs.next_label,
+        entries: graphs.stored_entries(),
+        graphs: graphs.parts(),
+    };
+    storage::write_snapshot(dir, &meta, |i| {
+        graphs.graph_bytes(i).map_err(io::Error::other)
+    })
 }
 
 impl SpaceIndex {
@@ -227,8 +123,8 @@ impl SpaceIndex {
         if !dir.exists() {
             create(&dir, &space, &tuning)?;
         }
-        let state = match load(&dir, &space, &tuning) {
-            Ok(state) => state,
+        let (state, migrated) = match load(&dir, &space, &tuning) {
+            Ok(loaded) => loaded,
             Err(Damage::Io(error)) => return Err(io_error(&dir, error)),
             Err(damage) => {
                 tracing::warn!(
@@ -236,16 +132,30 @@ impl SpaceIndex {
                     damage = %damage,
                     "vector index damaged or missing; reset to empty, rebuild needed"
                 );
-                reset(&dir, &space, &tuning)?
+                (reset(&dir, &space, &tuning)?, false)
             }
         };
-        Ok(Self {
+        let index = Self {
             dir,
             space,
             tuning,
             state: RwLock::new(state),
             search_permits: Arc::new(Semaphore::new(SEARCH_SLOTS)),
-        })
+        };
+        if migrated {
+            // Saved in the current format at once, so that the split by kind
+            // is paid once. Until that succeeds the old snapshot and its log
+            // stay in charge (and are migrated again at the next open).
+            match index.snapshot(index.state.write()) {
+                Ok(()) => {
+                    tracing::info!(index = %index.dir.display(), "vector index migrated to one graph per entry kind")
+                }
+                Err(error) => {
+                    tracing::warn!(index = %index.dir.display(), %error, "saving a migrated vector index failed; it is migrated again at the next open")
+                }
+            }
+        }
+        Ok(index)
     }
 
     /// Permits to search: one must be held for the length of a search.
@@ -266,7 +176,7 @@ impl SpaceIndex {
         let mut state = self.state.write();
         let mut bytes = Vec::new();
         let mut records = Vec::with_capacity(entries.len());
-        for (label, (key, access, vector)) in (state.next_label..).zip(entries) {
+        for (label, (key, access, vector)) in (state.graphs.next_label..).zip(entries) {
             let record = LogRecord::Upsert {
                 label,
                 key,
@@ -277,9 +187,9 @@ impl SpaceIndex {
             records.push(record);
         }
         state.append(&self.dir, &bytes, records.len() as u64)?;
-        state.reserve_for(records.len())?;
+        state.graphs.reserve_for(&records)?;
         for record in records {
-            state.apply(record)?;
+            state.graphs.apply(record)?;
         }
         self.snapshot_if_due(state);
         Ok(())
@@ -290,7 +200,7 @@ impl SpaceIndex {
         let mut state = self.state.write();
         let mut bytes = Vec::new();
         let mut count = 0;
-        for key in keys.iter().filter(|k| state.labels.contains_key(k)) {
+        for key in keys.iter().filter(|k| state.graphs.contains(k)) {
             storage::encode_record(&LogRecord::Remove { key: *key }, &mut bytes)
                 .map_err(|e| io_error(&self.dir, e))?;
             count += 1;
@@ -300,7 +210,7 @@ impl SpaceIndex {
         }
         state.append(&self.dir, &bytes, count)?;
         for key in keys {
-            state.apply_remove(key)?;
+            state.graphs.remove(key)?;
         }
         self.snapshot_if_due(state);
         Ok(())
@@ -308,58 +218,18 @@ impl SpaceIndex {
 
     /// The admitted entries nearest to `query` (a unit vector), best first.
     pub fn search(&self, query: &[f32], limit: usize, filter: &SearchFilter) -> Result<Vec<Hit>> {
-        let state = self.state.read();
-        let count = limit.min(state.entries.len());
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let found = state
-            .graph
-            .filtered_search(query, count, |label| state.admits(label, filter))
-            .map_err(|e| unavailable(format!("HNSW search failed: {e}")))?;
-        let mut hits: Vec<(u64, f32)> = found
-            .keys
-            .iter()
-            .zip(&found.distances)
-            // Checked again: what the graph returns is never trusted to be admitted.
-            .filter(|(label, _)| state.admits(**label, filter))
-            .map(|(label, distance)| (*label, 1.0 - distance))
-            .collect();
-        if hits.len() < count {
-            // A selective filter can starve the graph walk. When admitted entries
-            // exist beyond those found, score them all exactly: the searcher gets
-            // up to `limit` hits whenever that many are visible to them.
-            let admitted: Vec<u64> = state
-                .entries
-                .keys()
-                .copied()
-                .filter(|label| state.admits(*label, filter))
-                .collect();
-            if admitted.len() > hits.len() {
-                hits = exact_scores(&state.graph, self.space.dims as usize, query, &admitted)?;
-            }
-        }
-        hits.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
-        hits.truncate(count);
-        Ok(hits
-            .into_iter()
-            .filter_map(|(label, score)| {
-                state.entries.get(&label).map(|s| Hit { key: s.key, score })
-            })
-            .collect())
+        self.state.read().graphs.search(query, limit, filter)
     }
 
     /// Every key held.
     pub fn keys(&self) -> Vec<EntryKey> {
-        let mut keys: Vec<EntryKey> = self.state.read().labels.keys().copied().collect();
-        keys.sort_unstable();
-        keys
+        self.state.read().graphs.keys()
     }
 
     pub fn status(&self) -> IndexStatus {
         let state = self.state.read();
         IndexStatus {
-            entries: state.entries.len() as u64,
+            entries: state.graphs.len() as u64,
             rebuild_needed: state.rebuild_needed,
         }
     }
@@ -368,7 +238,7 @@ impl SpaceIndex {
     /// than writing one. Searches go on meanwhile (only writers wait). A
     /// failure leaves the log in charge, which is still complete.
     fn snapshot_if_due(&self, state: RwLockWriteGuard<'_, State>) {
-        let due = (state.entries.len() as u64 / 4).max(self.tuning.snapshot_min_records);
+        let due = (state.graphs.len() as u64 / 4).max(self.tuning.snapshot_min_records);
         if state.log_records < due || state.poisoned {
             return;
         }
@@ -393,11 +263,9 @@ impl SpaceIndex {
         let state = RwLockWriteGuard::downgrade_to_upgradable(state);
         let generation = state.generation + 1;
         let written = (|| -> Result<File> {
-            let graph = state.graph_bytes()?;
-            let meta = state.snapshot_meta(&self.space, generation);
             let log =
                 storage::create_log(&self.dir, generation).map_err(|e| io_error(&self.dir, e))?;
-            storage::write_snapshot(&self.dir, &meta, &graph)
+            write_snapshot(&self.dir, &self.space, &state.graphs, generation)
                 .map_err(|e| io_error(&self.dir, e))?;
             Ok(log)
         })();
@@ -420,25 +288,6 @@ impl SpaceIndex {
     }
 }
 
-fn exact_scores(
-    graph: &Index,
-    dims: usize,
-    query: &[f32],
-    labels: &[u64],
-) -> Result<Vec<(u64, f32)>> {
-    let mut vector = vec![0f32; dims];
-    let mut scored = Vec::with_capacity(labels.len());
-    for label in labels {
-        let found = graph
-            .get(*label, &mut vector)
-            .map_err(|e| unavailable(format!("cannot read a vector back: {e}")))?;
-        if found > 0 {
-            scored.push((*label, dot(query, &vector)));
-        }
-    }
-    Ok(scored)
-}
-
 /// Creates an empty index directory atomically: built under a temporary name,
 /// then renamed into place, so a crash never leaves a half-made one.
 fn create(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> Result<()> {
@@ -450,21 +299,9 @@ fn create(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> Result<()> {
     let made = (|| -> io::Result<()> {
         std::fs::create_dir(&tmp)?;
         write_space_file(&tmp, space)?;
-        let graph = new_graph(space.dims, tuning).map_err(io::Error::other)?;
-        let state_bytes = {
-            let mut bytes = vec![0u8; graph.serialized_length()];
-            graph.save_to_buffer(&mut bytes).map_err(io::Error::other)?;
-            bytes
-        };
-        let meta = SnapshotMeta {
-            model: space.model.clone(),
-            dims: space.dims,
-            generation: 0,
-            next_label: 1,
-            entries: Vec::new(),
-        };
+        let graphs = Graphs::empty(space.dims, tuning).map_err(io::Error::other)?;
         storage::create_log(&tmp, 0)?;
-        storage::write_snapshot(&tmp, &meta, &state_bytes)?;
+        write_snapshot(&tmp, space, &graphs, 0)?;
         std::fs::rename(&tmp, dir)?;
         storage::sync_dir(parent)
     })();
@@ -483,39 +320,49 @@ fn write_space_file(dir: &Path, space: &VectorSpace) -> io::Result<()> {
     storage::write_atomically(dir, SPACE_FILE, &bytes)
 }
 
-/// Loads snapshot and log; anything that does not check out is damage.
-fn load(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> std::result::Result<State, Damage> {
-    let (meta, graph_bytes) = storage::read_snapshot(dir)?;
+/// Loads snapshot and log; anything that does not check out is damage. Also
+/// says whether the snapshot was of the format with one graph for every kind
+/// (migrated in memory, to be saved in the current format).
+fn load(
+    dir: &Path,
+    space: &VectorSpace,
+    tuning: &Tuning,
+) -> std::result::Result<(State, bool), Damage> {
+    let snapshot = storage::read_snapshot(dir)?;
+    let meta = snapshot.meta;
     if meta.model != space.model || meta.dims != space.dims {
         return Err(Damage::Corrupt(format!(
             "snapshot holds space {}/{}, not {}/{}",
             meta.model, meta.dims, space.model, space.dims
         )));
     }
-    let graph = new_graph(space.dims, tuning).map_err(|e| Damage::Corrupt(e.to_string()))?;
-    // The checksum matched, so these are the bytes usearch wrote; its own
-    // header is still checked before it is trusted with them.
-    let header = Index::metadata_from_buffer(&graph_bytes)
-        .map_err(|e| Damage::Corrupt(format!("graph header: {e}")))?;
-    if header.dimensions != u64::from(space.dims) || header.multi {
-        return Err(Damage::Corrupt(
-            "graph header does not match the space".into(),
-        ));
-    }
-    graph
-        .load_from_buffer(&graph_bytes)
-        .map_err(|e| Damage::Corrupt(format!("graph: {e}")))?;
-    drop(graph_bytes);
-    reserve(&graph, graph.size()).map_err(|e| Damage::Io(io::Error::other(e.to_string())))?;
-    graph.change_expansion_search(tuning.expansion_search);
-    graph.change_expansion_add(tuning.expansion_add);
-    if graph.size() != meta.entries.len() {
+    if let Some(entry) = meta.entries.iter().find(|e| e.label >= meta.next_label) {
         return Err(Damage::Corrupt(format!(
-            "graph holds {} vectors, metadata {}",
-            graph.size(),
-            meta.entries.len()
+            "entry {} has a label beyond the next one",
+            entry.key
         )));
     }
+    let mut graphs = if snapshot.single_graph {
+        let started = Instant::now();
+        let graphs = Graphs::migrate(space.dims, tuning, &snapshot.graphs, meta.entries)?;
+        tracing::info!(
+            index = %dir.display(),
+            entries = graphs.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "vector index of one graph for every kind split into one graph per kind"
+        );
+        graphs
+    } else {
+        Graphs::load(
+            space.dims,
+            tuning,
+            &meta.graphs,
+            &snapshot.graphs,
+            meta.entries,
+        )?
+    };
+    drop(snapshot.graphs);
+    graphs.next_label = meta.next_label;
     let log_path = dir.join(storage::log_name(meta.generation));
     let log = storage::read_log(&log_path)?;
     if log.valid_len < log.file_len {
@@ -529,24 +376,7 @@ fn load(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> std::result::Result
     }
     storage::remove_stale_files(dir, meta.generation).map_err(Damage::Io)?;
     let file = storage::open_log_for_append(&log_path).map_err(Damage::Io)?;
-    let mut state = State::empty(graph, meta.generation, file);
-    state.next_label = meta.next_label;
-    for entry in meta.entries {
-        if !state.graph.contains(entry.label) || entry.label >= meta.next_label {
-            return Err(Damage::Corrupt(format!(
-                "entry {} has no vector in the graph",
-                entry.key
-            )));
-        }
-        state.labels.insert(entry.key, entry.label);
-        state.entries.insert(
-            entry.label,
-            Stored {
-                key: entry.key,
-                access: entry.access,
-            },
-        );
-    }
+    let mut state = State::new(graphs, meta.generation, file);
     state.log_records = log.records.len() as u64;
     state.log_len = log.valid_len;
     for record in log.records {
@@ -556,6 +386,7 @@ fn load(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> std::result::Result
             return Err(Damage::Corrupt("log record of the wrong length".into()));
         }
         state
+            .graphs
             .apply(record)
             .map_err(|e| Damage::Corrupt(format!("replaying the log: {e}")))?;
     }
@@ -563,7 +394,7 @@ fn load(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> std::result::Result
     if !dir.join(SPACE_FILE).exists() {
         write_space_file(dir, space).map_err(Damage::Io)?;
     }
-    Ok(state)
+    Ok((state, snapshot.single_graph))
 }
 
 /// Replaces a damaged index with an empty one flagged for a rebuild. The flag
@@ -576,22 +407,175 @@ fn reset(dir: &Path, space: &VectorSpace, tuning: &Tuning) -> Result<State> {
         .map_err(fail)?
         .last()
         .map_or(1, |g| g + 1);
-    let graph = new_graph(space.dims, tuning)?;
-    let mut state_bytes = vec![0u8; graph.serialized_length()];
-    graph
-        .save_to_buffer(&mut state_bytes)
-        .map_err(|e| unavailable(format!("cannot serialise HNSW index: {e}")))?;
-    let meta = SnapshotMeta {
-        model: space.model.clone(),
-        dims: space.dims,
-        generation,
-        next_label: 1,
-        entries: Vec::new(),
-    };
+    let graphs = Graphs::empty(space.dims, tuning)?;
     let log = storage::create_log(dir, generation).map_err(fail)?;
-    storage::write_snapshot(dir, &meta, &state_bytes).map_err(fail)?;
+    write_snapshot(dir, space, &graphs, generation).map_err(fail)?;
     storage::remove_stale_files(dir, generation).map_err(fail)?;
-    let mut state = State::empty(graph, generation, log);
+    let mut state = State::new(graphs, generation, log);
     state.rebuild_needed = true;
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use karen_domain::UserId;
+    use karen_domain::ports::{EntryKind, SearchFilter};
+    use uuid::Uuid;
+
+    use super::super::graphs::new_graph;
+    use super::super::storage::StoredEntry;
+    use super::*;
+
+    const DIMS: u32 = 4;
+
+    fn tuning() -> Tuning {
+        Tuning {
+            connectivity: 16,
+            expansion_add: 64,
+            expansion_search: 64,
+            snapshot_min_records: 1024,
+        }
+    }
+
+    fn space() -> VectorSpace {
+        VectorSpace {
+            model: "m".into(),
+            dims: DIMS,
+        }
+    }
+
+    fn unit(i: usize) -> Vec<f32> {
+        let mut v = vec![0.1f32; DIMS as usize];
+        v[i % DIMS as usize] = 1.0;
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        v.iter().map(|x| x / norm).collect()
+    }
+
+    fn only(kind: EntryKind) -> SearchFilter {
+        SearchFilter {
+            kinds: vec![kind],
+            user: UserId::generate(),
+            roles: vec![],
+        }
+    }
+
+    /// Writes an index directory as releases with one graph for every kind
+    /// did: `kinds[i]` is the kind of the entry labelled `i + 1`, and the log
+    /// of generation 5 holds one more upsert.
+    fn old_format_index(dir: &Path, kinds: &[EntryKind]) -> (Vec<EntryKey>, EntryKey) {
+        std::fs::create_dir_all(dir).unwrap();
+        write_space_file(dir, &space()).unwrap();
+        let graph = new_graph(DIMS, &tuning()).unwrap();
+        let mut entries = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            let label = i as u64 + 1;
+            graph.add(label, &unit(i)).unwrap();
+            entries.push(StoredEntry {
+                label,
+                key: EntryKey::new(*kind, Uuid::new_v4()),
+                access: EntryAccess::default(),
+            });
+        }
+        let mut bytes = vec![0u8; graph.serialized_length()];
+        graph.save_to_buffer(&mut bytes).unwrap();
+        let keys = entries.iter().map(|e| e.key).collect();
+        let next_label = kinds.len() as u64 + 1;
+        let meta = SnapshotMeta {
+            model: "m".into(),
+            dims: DIMS,
+            generation: 5,
+            next_label,
+            entries,
+            graphs: vec![],
+        };
+        storage::write_snapshot_v1(dir, &meta, &bytes).unwrap();
+        let logged = EntryKey::new(EntryKind::Chunk, Uuid::new_v4());
+        let mut log = Vec::new();
+        storage::encode_record(
+            &LogRecord::Upsert {
+                label: next_label,
+                key: logged,
+                access: EntryAccess::default(),
+                vector: unit(1),
+            },
+            &mut log,
+        )
+        .unwrap();
+        std::fs::write(dir.join(storage::log_name(5)), log).unwrap();
+        (keys, logged)
+    }
+
+    fn check_migrated(dir: &Path, kinds: &[EntryKind]) {
+        let (mut keys, logged) = old_format_index(dir, kinds);
+        keys.push(logged);
+        keys.sort_unstable();
+        for _ in 0..2 {
+            // Once migrated, then opened again from the new format.
+            let index = SpaceIndex::open(dir.to_path_buf(), space(), tuning()).unwrap();
+            assert_eq!(
+                index.status(),
+                IndexStatus {
+                    entries: keys.len() as u64,
+                    rebuild_needed: false
+                }
+            );
+            assert_eq!(index.keys(), keys);
+            for kind in [EntryKind::Memory, EntryKind::Chunk] {
+                let wanted: Vec<EntryKey> =
+                    keys.iter().filter(|k| k.kind == kind).copied().collect();
+                let mut found: Vec<EntryKey> = index
+                    .search(&unit(1), 100, &only(kind))
+                    .unwrap()
+                    .iter()
+                    .map(|h| h.key)
+                    .collect();
+                found.sort_unstable();
+                assert_eq!(found, wanted, "{kind:?}");
+            }
+            let bytes = std::fs::read(dir.join(storage::SNAPSHOT_FILE)).unwrap();
+            assert_eq!(&bytes[..8], b"KRNVEC02");
+            assert!(!dir.join(storage::log_name(5)).exists());
+            assert!(dir.join(storage::log_name(6)).exists());
+        }
+    }
+
+    #[test]
+    fn an_index_of_one_graph_for_every_kind_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let kinds: Vec<EntryKind> = (0..40)
+            .map(|i| {
+                if i % 3 == 0 {
+                    EntryKind::Chunk
+                } else {
+                    EntryKind::Memory
+                }
+            })
+            .collect();
+        check_migrated(&dir.path().join("space"), &kinds);
+    }
+
+    #[test]
+    fn an_old_index_of_one_kind_keeps_its_graph() {
+        let dir = tempfile::tempdir().unwrap();
+        check_migrated(&dir.path().join("memories"), &[EntryKind::Memory; 25]);
+        check_migrated(&dir.path().join("chunks"), &[EntryKind::Chunk; 25]);
+        check_migrated(&dir.path().join("empty"), &[]);
+    }
+
+    #[test]
+    fn a_crash_before_the_migrated_snapshot_is_renamed_leaves_the_old_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path().join("space");
+        let (mut keys, logged) = old_format_index(&dir, &[EntryKind::Memory, EntryKind::Chunk]);
+        keys.push(logged);
+        keys.sort_unstable();
+        // What a crash in the middle of saving the migration leaves: the next
+        // generation's log and part of the temporary snapshot.
+        std::fs::write(dir.join(storage::log_name(6)), b"").unwrap();
+        std::fs::write(dir.join("snapshot.tmp"), b"KRNVEC02 half").unwrap();
+        let index = SpaceIndex::open(dir.clone(), space(), tuning()).unwrap();
+        assert_eq!(index.keys(), keys);
+        assert!(!index.status().rebuild_needed);
+        assert!(!dir.join("snapshot.tmp").exists());
+    }
 }

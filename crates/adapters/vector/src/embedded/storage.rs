@@ -1,11 +1,15 @@
 //! The on-disk format of one (tenant, space) index directory.
 //!
 //! - `space.json`: the space (model, dims), so that `spaces()` can list it.
-//! - `snapshot`: `MAGIC | meta length (u64 LE) | graph length (u64 LE) |
-//!   CRC-32 of meta and graph (u32 LE) | meta (JSON) | graph (usearch)`. It is
+//! - `snapshot`: `MAGIC | meta length (u64 LE) | graphs length (u64 LE) |
+//!   CRC-32 of meta and graphs (u32 LE) | meta (JSON) | graphs (usearch)`. It is
 //!   only ever replaced whole: written to `snapshot.tmp`, fsynced, renamed over
 //!   the old one, directory fsynced. A file whose lengths or checksum do not
-//!   match is damaged, never half-loaded.
+//!   match is damaged, never half-loaded. Format 2 (`KRNVEC02`) holds one HNSW
+//!   graph per entry kind, one after the other, their kinds and lengths listed
+//!   in the meta's `graphs`; format 1 (`KRNVEC01`, before graphs were split by
+//!   kind) holds one graph of every kind and is still read, then migrated (see
+//!   `graphs::Graphs::migrate`).
 //! - `wal-<generation>.log`: the upserts and removals made since the snapshot of
 //!   the same generation, each record `length (u32 LE) | CRC-32 (u32 LE) |
 //!   JSON`, fsynced before a write is acknowledged. The log of the snapshot's
@@ -15,17 +19,20 @@
 //!   awaits a rebuild from the SQL store.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use karen_domain::ports::{EntryAccess, EntryKey};
+use karen_domain::ports::{EntryAccess, EntryKey, EntryKind};
 use serde::{Deserialize, Serialize};
 
 pub(super) const SPACE_FILE: &str = "space.json";
 pub(super) const SNAPSHOT_FILE: &str = "snapshot";
 const SNAPSHOT_TMP_FILE: &str = "snapshot.tmp";
 pub(super) const REBUILD_MARKER: &str = "rebuild-needed";
-const MAGIC: &[u8; 8] = b"KRNVEC01";
+/// The format written.
+const MAGIC: &[u8; 8] = b"KRNVEC02";
+/// The format of releases that kept one graph for every kind: read, never written.
+const MAGIC_V1: &[u8; 8] = b"KRNVEC01";
 const SNAPSHOT_HEADER_LEN: usize = 8 + 8 + 8 + 4;
 const RECORD_HEADER_LEN: usize = 4 + 4;
 /// No single record is larger (a 32768-dim vector in JSON is well below this):
@@ -40,7 +47,14 @@ pub(super) struct StoredEntry {
     pub access: EntryAccess,
 }
 
-/// The snapshot's metadata: everything but the graph.
+/// One graph of a format-2 snapshot: the kind of its entries and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct GraphPart {
+    pub kind: EntryKind,
+    pub bytes: u64,
+}
+
+/// The snapshot's metadata: everything but the graphs.
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct SnapshotMeta {
     pub model: String,
@@ -48,6 +62,20 @@ pub(super) struct SnapshotMeta {
     pub generation: u64,
     pub next_label: u64,
     pub entries: Vec<StoredEntry>,
+    /// The graphs, in the order their bytes follow the meta (format 2; empty
+    /// in format 1, whose one graph holds every kind).
+    #[serde(default)]
+    pub graphs: Vec<GraphPart>,
+}
+
+/// A snapshot as read: its metadata and the bytes of its graphs.
+pub(super) struct Snapshot {
+    pub meta: SnapshotMeta,
+    /// The bytes after the meta: the graphs of `meta.graphs` one after the
+    /// other (format 2), or the single graph of every kind (format 1).
+    pub graphs: Vec<u8>,
+    /// Written before graphs were split by kind (`KRNVEC01`).
+    pub single_graph: bool,
 }
 
 /// One change, as the write-ahead log stores it.
@@ -165,27 +193,70 @@ pub(super) fn open_log_for_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).open(path)
 }
 
-/// Replaces the snapshot.
-pub(super) fn write_snapshot(dir: &Path, meta: &SnapshotMeta, graph: &[u8]) -> io::Result<()> {
-    let meta = serde_json::to_vec(meta).map_err(io::Error::other)?;
+/// Replaces the snapshot. `graph(i)` serialises the `i`-th graph of
+/// `meta.graphs`, one at a time, so that no more than one graph's bytes are in
+/// memory at once besides the index itself.
+pub(super) fn write_snapshot(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    mut graph: impl FnMut(usize) -> io::Result<Vec<u8>>,
+) -> io::Result<()> {
+    let meta_bytes = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    let graphs_len: u64 = meta.graphs.iter().map(|g| g.bytes).sum();
     let mut crc = crc32fast::Hasher::new();
-    crc.update(&meta);
-    crc.update(graph);
-    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&(meta.len() as u64).to_le_bytes());
-    header.extend_from_slice(&(graph.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc.finalize().to_le_bytes());
+    crc.update(&meta_bytes);
     let tmp = dir.join(SNAPSHOT_TMP_FILE);
     {
         let mut file = File::create(&tmp)?;
-        file.write_all(&header)?;
-        file.write_all(&meta)?;
-        file.write_all(graph)?;
+        // The checksum is not known before the graphs are written: a zero
+        // placeholder, overwritten before the file is synced and renamed.
+        file.write_all(&header(MAGIC, meta_bytes.len() as u64, graphs_len, 0))?;
+        file.write_all(&meta_bytes)?;
+        for (i, part) in meta.graphs.iter().enumerate() {
+            let bytes = graph(i)?;
+            if bytes.len() as u64 != part.bytes {
+                return Err(io::Error::other(format!(
+                    "graph of {} entries changed length while being saved",
+                    part.kind.as_str()
+                )));
+            }
+            crc.update(&bytes);
+            file.write_all(&bytes)?;
+        }
+        file.seek(SeekFrom::Start(24))?;
+        file.write_all(&crc.finalize().to_le_bytes())?;
         file.sync_all()?;
     }
     fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
     sync_dir(dir)
+}
+
+fn header(magic: &[u8; 8], meta_len: u64, graphs_len: u64, crc: u32) -> Vec<u8> {
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_LEN);
+    header.extend_from_slice(magic);
+    header.extend_from_slice(&meta_len.to_le_bytes());
+    header.extend_from_slice(&graphs_len.to_le_bytes());
+    header.extend_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Writes a snapshot in format 1 (one graph of every kind), as releases
+/// before the split by kind did: for the tests of the migration.
+#[cfg(test)]
+pub(super) fn write_snapshot_v1(dir: &Path, meta: &SnapshotMeta, graph: &[u8]) -> io::Result<()> {
+    let meta = serde_json::to_vec(meta).map_err(io::Error::other)?;
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&meta);
+    crc.update(graph);
+    let mut bytes = header(
+        MAGIC_V1,
+        meta.len() as u64,
+        graph.len() as u64,
+        crc.finalize(),
+    );
+    bytes.extend_from_slice(&meta);
+    bytes.extend_from_slice(graph);
+    fs::write(dir.join(SNAPSHOT_FILE), bytes)
 }
 
 fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
@@ -202,8 +273,8 @@ fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
         .map(u32::from_le_bytes)
 }
 
-/// Reads and verifies the snapshot: its metadata and the graph's bytes.
-pub(super) fn read_snapshot(dir: &Path) -> Result<(SnapshotMeta, Vec<u8>), Damage> {
+/// Reads and verifies the snapshot: its metadata and the graphs' bytes.
+pub(super) fn read_snapshot(dir: &Path) -> Result<Snapshot, Damage> {
     let mut bytes = Vec::new();
     match File::open(dir.join(SNAPSHOT_FILE)) {
         Ok(mut file) => file.read_to_end(&mut bytes).map_err(Damage::Io)?,
@@ -211,10 +282,12 @@ pub(super) fn read_snapshot(dir: &Path) -> Result<(SnapshotMeta, Vec<u8>), Damag
         Err(e) => return Err(Damage::Io(e)),
     };
     let corrupt = |why: &str| Damage::Corrupt(format!("snapshot: {why}"));
-    if bytes.get(..8) != Some(MAGIC.as_slice()) {
-        return Err(corrupt("bad magic"));
-    }
-    let (Some(meta_len), Some(graph_len), Some(crc)) = (
+    let single_graph = match bytes.get(..8) {
+        Some(magic) if magic == MAGIC.as_slice() => false,
+        Some(magic) if magic == MAGIC_V1.as_slice() => true,
+        _ => return Err(corrupt("bad magic")),
+    };
+    let (Some(meta_len), Some(graphs_len), Some(crc)) = (
         read_u64(&bytes, 8),
         read_u64(&bytes, 16),
         read_u32(&bytes, 24),
@@ -222,17 +295,29 @@ pub(super) fn read_snapshot(dir: &Path) -> Result<(SnapshotMeta, Vec<u8>), Damag
         return Err(corrupt("truncated header"));
     };
     let body = &bytes[SNAPSHOT_HEADER_LEN..];
-    let expected = meta_len.checked_add(graph_len);
+    let expected = meta_len.checked_add(graphs_len);
     if expected != Some(body.len() as u64) {
         return Err(corrupt("length does not match the header"));
     }
     if crc32fast::hash(body) != crc {
         return Err(corrupt("checksum mismatch"));
     }
-    let (meta, graph) = body.split_at(meta_len as usize);
-    let meta: SnapshotMeta =
-        serde_json::from_slice(meta).map_err(|e| corrupt(&format!("metadata: {e}")))?;
-    Ok((meta, graph.to_vec()))
+    let meta: SnapshotMeta = serde_json::from_slice(&body[..meta_len as usize])
+        .map_err(|e| corrupt(&format!("metadata: {e}")))?;
+    let parts: Option<u64> = meta
+        .graphs
+        .iter()
+        .try_fold(0u64, |sum, part| sum.checked_add(part.bytes));
+    if single_graph != meta.graphs.is_empty() || (!single_graph && parts != Some(graphs_len)) {
+        return Err(corrupt("graph lengths do not match the header"));
+    }
+    // The graphs are the file's tail: cut the front off rather than copy them.
+    bytes.drain(..SNAPSHOT_HEADER_LEN + meta_len as usize);
+    Ok(Snapshot {
+        meta,
+        graphs: bytes,
+        single_graph,
+    })
 }
 
 /// Appends the encoding of `record` to `out`.
@@ -355,11 +440,24 @@ mod tests {
             generation: 3,
             next_label: 9,
             entries: vec![],
+            graphs: vec![
+                GraphPart {
+                    kind: EntryKind::Memory,
+                    bytes: 5,
+                },
+                GraphPart {
+                    kind: EntryKind::Chunk,
+                    bytes: 6,
+                },
+            ],
         };
-        write_snapshot(&dir, &meta, b"graph bytes").unwrap();
-        let (read, graph) = read_snapshot(&dir).unwrap();
-        assert_eq!((read.generation, read.next_label), (3, 9));
-        assert_eq!(graph, b"graph bytes");
+        let parts: [&[u8]; 2] = [b"graph", b" bytes"];
+        write_snapshot(&dir, &meta, |i| Ok(parts[i].to_vec())).unwrap();
+        let read = read_snapshot(&dir).unwrap();
+        assert_eq!((read.meta.generation, read.meta.next_label), (3, 9));
+        assert_eq!(read.meta.graphs, meta.graphs);
+        assert!(!read.single_graph);
+        assert_eq!(read.graphs, b"graph bytes");
         let path = dir.join(SNAPSHOT_FILE);
         let mut bytes = fs::read(&path).unwrap();
         let last = bytes.len() - 1;
@@ -368,6 +466,44 @@ mod tests {
         assert!(matches!(read_snapshot(&dir), Err(Damage::Corrupt(_))));
         fs::remove_file(&path).unwrap();
         assert!(matches!(read_snapshot(&dir), Err(Damage::Missing(_))));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_graph_that_changes_length_while_saved_fails_the_snapshot() {
+        let dir = temp_dir();
+        let meta = SnapshotMeta {
+            model: "m".into(),
+            dims: 2,
+            generation: 1,
+            next_label: 1,
+            entries: vec![],
+            graphs: vec![GraphPart {
+                kind: EntryKind::Memory,
+                bytes: 4,
+            }],
+        };
+        assert!(write_snapshot(&dir, &meta, |_| Ok(b"longer".to_vec())).is_err());
+        assert!(matches!(read_snapshot(&dir), Err(Damage::Missing(_))));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn format_1_snapshots_are_read_as_one_graph() {
+        let dir = temp_dir();
+        let meta = SnapshotMeta {
+            model: "m".into(),
+            dims: 2,
+            generation: 4,
+            next_label: 2,
+            entries: vec![],
+            graphs: vec![],
+        };
+        write_snapshot_v1(&dir, &meta, b"old graph").unwrap();
+        let read = read_snapshot(&dir).unwrap();
+        assert!(read.single_graph);
+        assert_eq!(read.meta.generation, 4);
+        assert_eq!(read.graphs, b"old graph");
         fs::remove_dir_all(dir).unwrap();
     }
 }

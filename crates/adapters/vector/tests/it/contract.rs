@@ -31,6 +31,10 @@ macro_rules! vector_index_contract {
             restricted_entries_need_one_of_their_roles,
             kinds_filter_selects_entry_kinds,
             a_selective_filter_still_fills_the_limit,
+            memories_and_passages_share_a_space_but_not_a_search,
+            a_search_of_both_kinds_ranks_them_together,
+            a_selective_filter_fills_the_limit_of_each_kind,
+            changing_owner_or_roles_moves_an_entrys_visibility,
             spaces_never_mix,
             wrong_dimensions_are_refused,
             searching_nothing_finds_nothing,
@@ -604,4 +608,245 @@ pub async fn many_searches_at_once_all_succeed(index: &dyn VectorIndex) {
     for hits in futures::future::join_all(searches).await {
         assert_eq!(hits.unwrap().len(), 10);
     }
+}
+
+/// `count` entries of `kind` around `axis(0)`, some public, some private to
+/// `owner`, some restricted to the role `hr`.
+fn mixed_entries(
+    kind: EntryKind,
+    count: u64,
+    seed: u64,
+    owner: UserId,
+) -> Vec<karen_domain::ports::VectorEntry> {
+    (0..count)
+        .map(|i| {
+            let key = match kind {
+                EntryKind::Memory => memory_key(),
+                EntryKind::Chunk => chunk_key(),
+            };
+            let vector = near(&vector(seed + i, DIMS), 0, 2.0);
+            match i % 3 {
+                0 => public(key, vector),
+                1 => owned_by(key, owner, vector),
+                _ => restricted_to(key, &["hr"], vector),
+            }
+        })
+        .collect()
+}
+
+pub async fn memories_and_passages_share_a_space_but_not_a_search(index: &dyn VectorIndex) {
+    let tenant = TenantId::generate();
+    let space = space_a();
+    let owner = UserId::generate();
+    // Interleaved in one batch, many more memories than passages, all near
+    // the same query.
+    let mut entries = mixed_entries(EntryKind::Memory, 150, 0, owner);
+    entries.extend(mixed_entries(EntryKind::Chunk, 30, 1_000, owner));
+    entries.sort_by_key(|e| e.key.id);
+    index.upsert(tenant, &space, entries.clone()).await.unwrap();
+    let searcher = SearchFilter {
+        roles: vec![role("hr")],
+        ..as_user(owner)
+    };
+    for (kind, visible) in [(EntryKind::Memory, 150), (EntryKind::Chunk, 30)] {
+        let filter = SearchFilter {
+            kinds: vec![kind],
+            ..searcher.clone()
+        };
+        let hits = index
+            .search(tenant, &space, &axis(0, DIMS), 10, &filter)
+            .await
+            .unwrap();
+        assert_eq!(hits.len(), 10, "{kind:?}: {hits:?}");
+        assert!(
+            hits.iter().all(|h| h.key.kind == kind),
+            "{kind:?}: {hits:?}"
+        );
+        let all = index
+            .search(tenant, &space, &axis(0, DIMS), 500, &filter)
+            .await
+            .unwrap();
+        assert_eq!(all.len(), visible, "{kind:?}");
+        assert!(all.iter().all(|h| h.key.kind == kind));
+        // A searcher without the role nor the ownership sees the public third.
+        let stranger = SearchFilter {
+            kinds: vec![kind],
+            ..anyone()
+        };
+        let public: Vec<EntryKey> = entries
+            .iter()
+            .filter(|e| e.key.kind == kind && e.access.owner.is_none() && e.access.roles.is_empty())
+            .map(|e| e.key)
+            .collect();
+        let seen = index
+            .search(tenant, &space, &axis(0, DIMS), 500, &stranger)
+            .await
+            .unwrap();
+        assert_eq!(sorted(keys(&seen)), sorted(public), "{kind:?}");
+    }
+    // Another tenant's search finds none of them, of either kind.
+    let filter = SearchFilter {
+        kinds: vec![EntryKind::Chunk],
+        ..searcher.clone()
+    };
+    assert!(
+        index
+            .search(TenantId::generate(), &space, &axis(0, DIMS), 10, &filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Removing every passage leaves the memories alone.
+    let chunks: Vec<EntryKey> = entries
+        .iter()
+        .filter(|e| e.key.kind == EntryKind::Chunk)
+        .map(|e| e.key)
+        .collect();
+    index.remove(tenant, &chunks).await.unwrap();
+    assert!(
+        index
+            .search(tenant, &space, &axis(0, DIMS), 10, &filter)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(index.status(tenant, &space).await.unwrap().entries, 150);
+}
+
+pub async fn a_search_of_both_kinds_ranks_them_together(index: &dyn VectorIndex) {
+    let tenant = TenantId::generate();
+    let space = space_a();
+    let (m0, c0, m1, c1) = (memory_key(), chunk_key(), memory_key(), chunk_key());
+    index
+        .upsert(
+            tenant,
+            &space,
+            vec![
+                public(m0, axis(0, DIMS)),
+                public(c0, near(&axis(0, DIMS), 1, 0.2)),
+                public(m1, near(&axis(0, DIMS), 2, 0.5)),
+                public(c1, near(&axis(0, DIMS), 3, 0.9)),
+                public(memory_key(), axis(4, DIMS)),
+                public(chunk_key(), axis(5, DIMS)),
+            ],
+        )
+        .await
+        .unwrap();
+    for kinds in [vec![], vec![EntryKind::Memory, EntryKind::Chunk]] {
+        let filter = SearchFilter { kinds, ..anyone() };
+        let hits = index
+            .search(tenant, &space, &axis(0, DIMS), 4, &filter)
+            .await
+            .unwrap();
+        assert_eq!(keys(&hits), vec![m0, c0, m1, c1]);
+        assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    }
+}
+
+pub async fn a_selective_filter_fills_the_limit_of_each_kind(index: &dyn VectorIndex) {
+    let tenant = TenantId::generate();
+    let space = space_a();
+    let (alice, bob) = (UserId::generate(), UserId::generate());
+    // Bob's 300 memories and 100 passages restricted to `legal` lie right at
+    // the query; Alice's 4 memories and the 3 open passages lie far off.
+    let mut entries: Vec<_> = (0..300u64)
+        .map(|i| {
+            owned_by(
+                memory_key(),
+                bob,
+                near(&axis(0, DIMS), 1 + (i as usize % 6), 0.05),
+            )
+        })
+        .collect();
+    entries.extend((0..100u64).map(|i| {
+        restricted_to(
+            chunk_key(),
+            &["legal"],
+            near(&axis(0, DIMS), 1 + (i as usize % 6), 0.04),
+        )
+    }));
+    let mine: Vec<_> = (0..4).map(|_| memory_key()).collect();
+    let open: Vec<_> = (0..3).map(|_| chunk_key()).collect();
+    for (i, key) in mine.iter().enumerate() {
+        entries.push(owned_by(*key, alice, near(&axis(7, DIMS), i, 0.3)));
+    }
+    for (i, key) in open.iter().enumerate() {
+        entries.push(public(*key, near(&axis(6, DIMS), i, 0.3)));
+    }
+    index.upsert(tenant, &space, entries).await.unwrap();
+    let search = |kinds: Vec<EntryKind>, limit: usize| {
+        let filter = SearchFilter {
+            kinds,
+            ..as_user(alice)
+        };
+        async move {
+            index
+                .search(tenant, &space_a(), &axis(0, DIMS), limit, &filter)
+                .await
+                .unwrap()
+        }
+    };
+    let hits = search(vec![EntryKind::Memory], 3).await;
+    assert_eq!(hits.len(), 3, "{hits:?}");
+    assert!(hits.iter().all(|h| mine.contains(&h.key)));
+    assert_eq!(
+        sorted(keys(&search(vec![EntryKind::Memory], 10).await)),
+        sorted(mine.clone())
+    );
+    assert_eq!(
+        sorted(keys(&search(vec![EntryKind::Chunk], 10).await)),
+        sorted(open.clone())
+    );
+    let both = search(vec![], 50).await;
+    let mut expected = mine.clone();
+    expected.extend(&open);
+    assert_eq!(sorted(keys(&both)), sorted(expected));
+    assert!(
+        both.windows(2).all(|w| w[0].score >= w[1].score),
+        "{both:?}"
+    );
+    let some = search(vec![], 5).await;
+    assert_eq!(some.len(), 5, "{some:?}");
+}
+
+pub async fn changing_owner_or_roles_moves_an_entrys_visibility(index: &dyn VectorIndex) {
+    let tenant = TenantId::generate();
+    let space = space_a();
+    let (alice, bob) = (UserId::generate(), UserId::generate());
+    let key = memory_key();
+    index
+        .upsert(tenant, &space, vec![owned_by(key, alice, axis(0, DIMS))])
+        .await
+        .unwrap();
+    let found = |user: UserId| async move {
+        keys(
+            &index
+                .search(tenant, &space_a(), &axis(0, DIMS), 10, &as_user(user))
+                .await
+                .unwrap(),
+        )
+    };
+    assert_eq!(found(alice).await, vec![key]);
+    assert!(found(bob).await.is_empty());
+    index
+        .upsert(tenant, &space, vec![owned_by(key, bob, axis(0, DIMS))])
+        .await
+        .unwrap();
+    assert!(found(alice).await.is_empty());
+    assert_eq!(found(bob).await, vec![key]);
+    index
+        .upsert(
+            tenant,
+            &space,
+            vec![restricted_to(key, &["hr"], axis(0, DIMS))],
+        )
+        .await
+        .unwrap();
+    assert!(found(bob).await.is_empty());
+    let hits = index
+        .search(tenant, &space, &axis(0, DIMS), 10, &with_roles(&["hr"]))
+        .await
+        .unwrap();
+    assert_eq!(keys(&hits), vec![key]);
+    assert_eq!(index.status(tenant, &space).await.unwrap().entries, 1);
 }

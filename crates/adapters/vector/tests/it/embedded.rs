@@ -277,3 +277,64 @@ async fn leftovers_of_an_interrupted_snapshot_are_ignored() {
     assert_eq!((status.entries, status.rebuild_needed), (4, false));
     assert!(!dir.join("snapshot.tmp").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_kinds_survive_a_restart_in_their_own_graphs() {
+    use karen_domain::ports::{EntryKind, SearchFilter};
+
+    let root = tempfile::tempdir().unwrap();
+    // Some changes in snapshots, the last ones only in the log.
+    let config = EmbeddedVectorConfig {
+        snapshot_min_records: 16,
+        ..EmbeddedVectorConfig::default()
+    };
+    let tenant = TenantId::generate();
+    let space = space_a();
+    let (memories, chunks) = {
+        let index = open(root.path(), config);
+        let (mut memories, mut chunks) = (Vec::new(), Vec::new());
+        for round in 0..5u64 {
+            let batch: Vec<_> = (0..10u64)
+                .map(|i| {
+                    let seed = round * 10 + i;
+                    let key = if i % 2 == 0 {
+                        memory_key()
+                    } else {
+                        chunk_key()
+                    };
+                    public(key, vector(seed, DIMS))
+                })
+                .collect();
+            for entry in &batch {
+                match entry.key.kind {
+                    EntryKind::Memory => memories.push(entry.key),
+                    EntryKind::Chunk => chunks.push(entry.key),
+                }
+            }
+            index.upsert(tenant, &space, batch).await.unwrap();
+        }
+        let gone = chunks.remove(0);
+        index.remove(tenant, &[gone]).await.unwrap();
+        (memories, chunks)
+    };
+    let index = open(root.path(), config);
+    let status = index.status(tenant, &space).await.unwrap();
+    assert_eq!((status.entries, status.rebuild_needed), (49, false));
+    for (kind, expected) in [(EntryKind::Memory, &memories), (EntryKind::Chunk, &chunks)] {
+        let filter = SearchFilter {
+            kinds: vec![kind],
+            ..anyone()
+        };
+        let hits = index
+            .search(tenant, &space, &vector(3, DIMS), 100, &filter)
+            .await
+            .unwrap();
+        assert_eq!(
+            sorted(hits.iter().map(|h| h.key).collect()),
+            sorted(expected.clone()),
+            "{kind:?}"
+        );
+    }
+    let snapshot = fs::read(space_dir(root.path(), tenant).join("snapshot")).unwrap();
+    assert_eq!(&snapshot[..8], b"KRNVEC02");
+}

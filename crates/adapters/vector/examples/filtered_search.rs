@@ -20,7 +20,7 @@ use karen_vector::karen_domain::ports::{
 };
 use karen_vector::karen_domain::{RoleName, TenantId, UserId};
 use karen_vector::uuid::Uuid;
-use karen_vector::{EmbeddedVectorConfig, EmbeddedVectorIndex, TenantDirectories};
+use karen_vector::{EmbeddedVectorConfig, EmbeddedVectorIndex, TenantDirectories, dot};
 use usearch::{Index, IndexOptions, MetricKind, ScalarKind};
 
 type Failure = Box<dyn Error + Send + Sync>;
@@ -88,10 +88,6 @@ fn clustered(rng: &mut Rng, centres: &[Vec<f32>], count: usize) -> Vec<Vec<f32>>
         .collect()
 }
 
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 /// One search to time: who searches, for which kinds, how many hits.
 struct Case {
     name: &'static str,
@@ -105,9 +101,28 @@ struct Row {
     recall: f64,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * (sorted.len().saturating_sub(1)) as f64).round() as usize;
-    sorted.get(rank).copied().unwrap_or_default()
+impl Row {
+    /// From each query's time and hits (entry numbers) against its exact answer.
+    fn of(mut times: Vec<Duration>, found: &[Vec<usize>], expected: &[&Vec<usize>]) -> Self {
+        times.sort();
+        let percentile = |p: f64| {
+            let rank = ((p / 100.0) * (times.len().saturating_sub(1)) as f64).round() as usize;
+            times.get(rank).copied().unwrap_or_default()
+        };
+        let recall: f64 = found
+            .iter()
+            .zip(expected)
+            .map(|(found, expected)| {
+                found.iter().filter(|i| expected.contains(i)).count() as f64
+                    / expected.len().max(1) as f64
+            })
+            .sum();
+        Self {
+            p50: percentile(50.0),
+            p99: percentile(99.0),
+            recall: recall / found.len().max(1) as f64,
+        }
+    }
 }
 
 /// The layout before one graph per kind: every entry in one graph, the access
@@ -346,45 +361,27 @@ async fn main() -> Result<(), Failure> {
     );
     println!("|---|---|---|---|---|---|---|");
     for (c, case) in cases.iter().enumerate() {
-        let recall_of = |found: &[usize], q: usize| {
-            let expected = &truth[q][c];
-            found.iter().filter(|i| expected.contains(i)).count() as f64
-                / expected.len().max(1) as f64
-        };
+        let expected: Vec<&Vec<usize>> = truth.iter().map(|per_case| &per_case[c]).collect();
         // Before.
-        let mut times = Vec::with_capacity(queries.len());
-        let mut recall = 0.0;
-        for (q, query) in queries.iter().enumerate() {
+        let (mut times, mut found): (Vec<Duration>, Vec<Vec<usize>>) = (Vec::new(), Vec::new());
+        for query in &queries {
             let t = Instant::now();
             let hits = one.search(query, case.limit, &case.filter)?;
             times.push(t.elapsed());
-            let found: Vec<usize> = hits.iter().map(|l| (*l - 1) as usize).collect();
-            recall += recall_of(&found, q);
+            found.push(hits.iter().map(|l| (*l - 1) as usize).collect());
         }
-        times.sort();
-        let before = Row {
-            p50: percentile(&times, 50.0),
-            p99: percentile(&times, 99.0),
-            recall: recall / queries.len() as f64,
-        };
+        let before = Row::of(times, &found, &expected);
         // Now, through the port (as Karen calls it).
-        let mut times = Vec::with_capacity(queries.len());
-        let mut recall = 0.0;
-        for (q, query) in queries.iter().enumerate() {
+        let (mut times, mut found): (Vec<Duration>, Vec<Vec<usize>>) = (Vec::new(), Vec::new());
+        for query in &queries {
             let t = Instant::now();
             let hits = index
                 .search(tenant, &space, query, case.limit, &case.filter)
                 .await?;
             times.push(t.elapsed());
-            let found: Vec<usize> = hits.iter().map(|h| index_of(&h.key)).collect();
-            recall += recall_of(&found, q);
+            found.push(hits.iter().map(|h| index_of(&h.key)).collect());
         }
-        times.sort();
-        let now = Row {
-            p50: percentile(&times, 50.0),
-            p99: percentile(&times, 99.0),
-            recall: recall / queries.len() as f64,
-        };
+        let now = Row::of(times, &found, &expected);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         println!(
             "| {} | {:.2} ms | {:.2} ms | {:.4} | {:.2} ms | {:.2} ms | {:.4} |",

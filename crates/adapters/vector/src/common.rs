@@ -73,7 +73,7 @@ pub(crate) fn unit_vector(space: &VectorSpace, vector: &[f32]) -> Result<Vec<f32
 /// so that the compiler can keep them in one SIMD register (a single sum is a
 /// chain of dependent additions it may not reorder): exact scoring of many
 /// entries runs through here.
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut sums = [0f32; 8];
     let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = a8

@@ -17,6 +17,9 @@ mod embedded;
 #[cfg(feature = "milvus")]
 mod milvus;
 
+/// The inner product the embedded index scores unit vectors with, for tools
+/// (the vector benchmarks) that compute exact answers to compare against.
+pub use common::dot;
 pub use embedded::{EmbeddedVectorConfig, EmbeddedVectorIndex};
 #[cfg(feature = "milvus")]
 pub use milvus::{MilvusConfig, MilvusVectorIndex};

@@ -26,6 +26,7 @@ use karen_vector::karen_domain::{TenantId, UserId};
 use karen_vector::uuid::Uuid;
 use karen_vector::{
     EmbeddedVectorConfig, EmbeddedVectorIndex, MilvusConfig, MilvusVectorIndex, TenantDirectories,
+    dot,
 };
 
 /// Vector index benchmark (embedded index and Milvus).
@@ -119,25 +120,6 @@ fn exact_top10(data: &[Vec<f32>], queries: &[Vec<f32>]) -> Vec<Vec<usize>> {
             .flat_map(|h| h.join().unwrap_or_default())
             .collect()
     })
-}
-
-/// The inner product, with eight running sums the compiler can vectorise (the
-/// exact search for recall at 1M vectors is minutes of this).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut sums = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for ((sum, x), y) in sums.iter_mut().zip(x).zip(y) {
-            *sum += x * y;
-        }
-    }
-    sums.iter().sum::<f32>() + tail
 }
 
 /// Resident memory of a process in MiB (Linux).

@@ -638,7 +638,7 @@ fn reserve_more(graph: &Index, more: usize) -> Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use karen_domain::ports::EntryKind;
     use uuid::Uuid;
 
@@ -646,7 +646,8 @@ mod tests {
 
     const DIMS: u32 = 8;
 
-    fn tuning() -> Tuning {
+    /// Small graphs' settings, for the tests of this module and `space`.
+    pub(in crate::embedded) fn tuning() -> Tuning {
         Tuning {
             connectivity: 16,
             expansion_add: 64,

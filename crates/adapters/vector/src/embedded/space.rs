@@ -423,19 +423,11 @@ mod tests {
     use uuid::Uuid;
 
     use super::super::graphs::new_graph;
+    use super::super::graphs::tests::tuning;
     use super::super::storage::StoredEntry;
     use super::*;
 
     const DIMS: u32 = 4;
-
-    fn tuning() -> Tuning {
-        Tuning {
-            connectivity: 16,
-            expansion_add: 64,
-            expansion_search: 64,
-            snapshot_min_records: 1024,
-        }
-    }
 
     fn space() -> VectorSpace {
         VectorSpace {

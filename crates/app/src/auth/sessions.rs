@@ -90,6 +90,10 @@ impl AuthService {
         let pair = self
             .issue_tokens(&mut *tx, tenant, user.id, &session, now)
             .await?;
+        let refreshed = Record::new("auth.refresh").target("session", session.id);
+        self.deps
+            .audit(&mut *tx, karen_domain::Actor::User(user.id), refreshed)
+            .await?;
         tx.commit().await?;
         Ok(pair)
     }

@@ -72,6 +72,13 @@ async fn idle_sessions_end_and_every_session_ends_at_its_maximum(backend: Backen
         )),
         "{events:?}"
     );
+    // Each successful exchange is an audit event of its session.
+    let refreshed = ("auth.refresh".into(), "success".into(), idle_session.clone());
+    assert_eq!(
+        events.iter().filter(|e| **e == refreshed).count(),
+        3,
+        "{events:?}"
+    );
 
     // However busy, a session ends 30 days (`session_ttl_days`) after its login.
     let created = listed[0]["created_at"].as_str().unwrap().to_owned();

@@ -1,5 +1,5 @@
-//! Opaque credentials: API keys (`krn_…`), refresh tokens (`krr_…`) and
-//! operator keys (`krn_op_…`). Each carries the ids needed to find it (tenant
+//! Opaque credentials: API keys (`krn_…`), refresh tokens (`krr_…`),
+//! operator keys (`krn_op_…`), password tokens (`kps_…`) and login steps. Each carries the ids needed to find it (tenant
 //! and record id, so a lookup runs inside the right tenant's scope) and 256
 //! random bits; only a SHA-256 digest of the whole credential is stored.
 
@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use karen_domain::credentials::SecretHash;
 use karen_domain::error::AuthFailure;
-use karen_domain::{Error, Result};
+use karen_domain::{Error, Result, TenantId};
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
 
@@ -34,6 +34,9 @@ pub enum Kind {
     /// The `RelayState` of a SAML login: tenant id + login id + a 128-bit
     /// secret (SAML allows at most 80 bytes). Good for nothing but the ACS.
     SamlRelay,
+    /// A password setup or reset token: tenant id + token id + secret. Good
+    /// for nothing but `POST /v1/auth/password`.
+    PasswordToken,
 }
 
 impl Kind {
@@ -45,6 +48,7 @@ impl Kind {
             Kind::MfaChallenge => "krm_",
             Kind::SsoState => "krs_",
             Kind::SamlRelay => "krq_",
+            Kind::PasswordToken => "kps_",
         }
     }
 
@@ -54,7 +58,8 @@ impl Kind {
             | Kind::Refresh
             | Kind::MfaChallenge
             | Kind::SsoState
-            | Kind::SamlRelay => 2,
+            | Kind::SamlRelay
+            | Kind::PasswordToken => 2,
             Kind::Operator => 1,
         }
     }
@@ -82,6 +87,14 @@ pub struct Presented {
 }
 
 impl Presented {
+    /// The tenant and the record id of a tenant credential (tenant first).
+    pub fn tenant_and_id(&self) -> Result<(TenantId, Uuid)> {
+        match self.ids[..] {
+            [tenant, id] => Ok((TenantId::from_uuid(tenant), id)),
+            _ => Err(Error::Unauthenticated(AuthFailure::Invalid)),
+        }
+    }
+
     /// Whether the presented credential is the stored one (constant time).
     pub fn matches(&self, stored: &SecretHash) -> bool {
         verify_slices_are_equal(&self.hash.0, &stored.0).is_ok()
@@ -163,15 +176,11 @@ pub fn kind_of(text: &str) -> Option<Kind> {
         Some(Kind::SsoState)
     } else if text.starts_with(Kind::SamlRelay.prefix()) {
         Some(Kind::SamlRelay)
+    } else if text.starts_with(Kind::PasswordToken.prefix()) {
+        Some(Kind::PasswordToken)
     } else {
         None
     }
-}
-
-/// A random password for an account created without one (shown once).
-pub fn random_password() -> Result<SecretString> {
-    let bytes = random_bytes::<18>()?;
-    Ok(SecretString::from(URL_SAFE_NO_PAD.encode(bytes)))
 }
 
 /// Exposes a minted credential's text (for the one response that shows it).
@@ -224,6 +233,21 @@ mod tests {
         let text = reveal(&minted.text);
         assert_eq!(kind_of(&text), Some(Kind::MfaChallenge));
         for other in [Kind::ApiKey, Kind::Refresh, Kind::Operator] {
+            assert!(parse(other, &text).is_err());
+        }
+    }
+
+    #[test]
+    fn password_tokens_are_no_other_credential() {
+        let ids = [Uuid::now_v7(), Uuid::now_v7()];
+        let minted = mint(Kind::PasswordToken, &ids).unwrap();
+        let text = reveal(&minted.text);
+        assert!(text.starts_with("kps_"));
+        assert_eq!(kind_of(&text), Some(Kind::PasswordToken));
+        let parsed = parse(Kind::PasswordToken, &text).unwrap();
+        assert_eq!(parsed.ids, ids.to_vec());
+        assert!(parsed.matches(&minted.hash));
+        for other in [Kind::ApiKey, Kind::Refresh, Kind::MfaChallenge] {
             assert!(parse(other, &text).is_err());
         }
     }

@@ -59,6 +59,8 @@ pub struct AuthPolicy {
     pub ip_window: Duration,
     /// Whether anyone may create a tenant through `POST /v1/signup`.
     pub self_signup: bool,
+    /// How long a password setup or reset token stays usable (default 24 hours).
+    pub password_setup_ttl: Duration,
 }
 
 impl Default for AuthPolicy {
@@ -74,6 +76,7 @@ impl Default for AuthPolicy {
             ip_max_failures: 50,
             ip_window: Duration::from_secs(15 * 60),
             self_signup: false,
+            password_setup_ttl: Duration::from_secs(24 * 3600),
         }
     }
 }

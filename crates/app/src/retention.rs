@@ -16,8 +16,8 @@ use karen_domain::retention::{
     hold_reason,
 };
 use karen_domain::{
-    Actor, ConversationId, DocumentId, Error, LegalHoldId, MemoryId, Result, SystemReason,
-    TenantContext, TenantId, TenantScope, UsageId,
+    ConversationId, DocumentId, Error, LegalHoldId, MemoryId, Result, SystemReason, TenantContext,
+    TenantId, TenantScope, UsageId,
 };
 use serde::Serialize;
 
@@ -64,11 +64,6 @@ pub struct RetentionReport {
 pub struct RetentionService {
     deps: Arc<Deps>,
     indexer: Indexer,
-}
-
-fn actor_label(actor: Actor) -> String {
-    let record = ActorRecord::of(actor);
-    format!("{}:{}", record.kind, record.id)
 }
 
 impl RetentionService {
@@ -155,7 +150,7 @@ impl RetentionService {
             tenant_id: ctx.tenant_id(),
             scope,
             reason,
-            created_by: actor_label(ctx.scope().actor()),
+            created_by: ActorRecord::label(ctx.scope().actor()),
             created_at: self.deps.clock.now(),
         };
         tx.retention().insert_hold(&hold).await?;
@@ -191,7 +186,7 @@ impl RetentionService {
             .active_hold(id)
             .await?
             .ok_or(Error::NotFound("legal hold"))?;
-        let by = actor_label(ctx.scope().actor());
+        let by = ActorRecord::label(ctx.scope().actor());
         tx.retention()
             .lift_hold(id, &by, self.deps.clock.now())
             .await?;

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use karen_domain::credentials::PasswordTokenPurpose;
 use karen_domain::page::{Page, PageRequest};
-use karen_domain::password_policy::PasswordContext;
 use karen_domain::permission::{BuiltinRole, Permission};
 use karen_domain::ports::PurgeReport;
 use karen_domain::tenant::{Tenant, TenantSettings, TenantStatus};
@@ -13,11 +13,11 @@ use karen_domain::values::{DisplayName, Email, PlanName, RoleName, Slug, TenantN
 use karen_domain::{
     Actor, Error, Result, SystemReason, TenantContext, TenantId, TenantScope, UserId,
 };
-use secrecy::{ExposeSecret, SecretString};
 
+use crate::Deps;
 use crate::audit::Record;
+use crate::auth::{PasswordSetup, check_new_password, issue_password_token};
 use crate::users::user_json;
-use crate::{Deps, credentials};
 
 /// What the operator (or a self-service signup) supplies to create a tenant.
 pub struct NewTenant {
@@ -26,7 +26,8 @@ pub struct NewTenant {
     pub plan: Option<String>,
     pub owner_email: String,
     pub owner_name: Option<String>,
-    /// If absent, a random password is generated and returned once.
+    /// If absent, the owner gets no usable password but a password setup
+    /// token, returned once.
     pub owner_password: Option<Password>,
 }
 
@@ -34,8 +35,8 @@ pub struct NewTenant {
 pub struct CreatedTenant {
     pub tenant: Tenant,
     pub owner: User,
-    /// The generated owner password, when none was given (shown once).
-    pub initial_password: Option<SecretString>,
+    /// The owner's password setup token, when no password was given (shown once).
+    pub password_setup: Option<PasswordSetup>,
 }
 
 /// What a deletion removed.
@@ -87,22 +88,15 @@ impl TenantService {
             .as_deref()
             .map(DisplayName::parse)
             .transpose()?;
-        let (password, initial_password) = match request.owner_password {
+        let password_hash = match &request.owner_password {
             Some(password) => {
-                let context = PasswordContext::new()
-                    .organisation(slug.as_str(), name.as_str())
-                    .email(&email);
-                password.check_context(&context)?;
-                (password, None)
+                check_new_password(password, slug.as_str(), name.as_str(), &email)?;
+                // Hash before writing anything: the slow step must not widen
+                // the window in which a half-created tenant exists.
+                Some(self.deps.hasher.hash(password).await?)
             }
-            None => {
-                let generated = credentials::random_password()?;
-                (Password::parse(generated.expose_secret())?, Some(generated))
-            }
+            None => None,
         };
-        // Hash before writing anything: the slow step must not widen the window
-        // in which a half-created tenant exists.
-        let hash = self.deps.hasher.hash(&password).await?;
         let now = self.deps.clock.now();
         let tenant = Tenant {
             id: TenantId::generate(),
@@ -131,31 +125,40 @@ impl TenantService {
             display_name,
             status: UserStatus::Active,
             roles: vec![RoleName::parse(BuiltinRole::Owner.name())?],
-            password_hash: Some(hash),
+            password_hash,
             login_failures: LoginFailures::default(),
             sessions_valid_after: now,
             last_login_at: None,
             created_at: now,
             updated_at: now,
         };
-        let created = self.provision(&tenant, &owner).await;
-        if let Err(error) = created {
-            tracing::error!(tenant_id = %tenant.id, %error, "tenant creation failed; removing what was created");
-            let cleaner = Actor::System(SystemReason::Lifecycle);
-            if let Err(cleanup) = self.delete(cleaner, tenant.id).await {
-                tracing::error!(tenant_id = %tenant.id, error = %cleanup, "cleanup of a failed tenant creation failed; run `karen tenant delete`");
+        let password_setup = match self.provision(actor, &tenant, &owner).await {
+            Ok(setup) => setup,
+            Err(error) => {
+                tracing::error!(tenant_id = %tenant.id, %error, "tenant creation failed; removing what was created");
+                let cleaner = Actor::System(SystemReason::Lifecycle);
+                if let Err(cleanup) = self.delete(cleaner, tenant.id).await {
+                    tracing::error!(tenant_id = %tenant.id, error = %cleanup, "cleanup of a failed tenant creation failed; run `karen tenant delete`");
+                }
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         tracing::info!(tenant_id = %tenant.id, slug = %tenant.slug, "tenant created");
         Ok(CreatedTenant {
             tenant,
             owner,
-            initial_password,
+            password_setup,
         })
     }
 
-    async fn provision(&self, tenant: &Tenant, owner: &User) -> Result<()> {
+    /// Provisions the stores and writes the owner; an owner without a
+    /// password gets a setup token issued by `actor`.
+    async fn provision(
+        &self,
+        actor: Actor,
+        tenant: &Tenant,
+        owner: &User,
+    ) -> Result<Option<PasswordSetup>> {
         for namespace in &self.deps.namespaces {
             namespace.provision(tenant.id).await?;
         }
@@ -165,6 +168,7 @@ impl TenantService {
             .tenant(TenantScope::system(tenant.id, SystemReason::Lifecycle))
             .await?;
         tx.users().insert_user(owner).await?;
+        let issuer = actor;
         let actor = karen_domain::Actor::System(SystemReason::Lifecycle);
         let created = Record::new("tenant.create")
             .target("tenant", tenant.id)
@@ -174,7 +178,21 @@ impl TenantService {
             .target("user", owner.id)
             .after(&user_json(owner));
         self.deps.audit(&mut *tx, actor, owner_created).await?;
-        tx.commit().await
+        let setup = match owner.password_hash {
+            Some(_) => None,
+            None => Some(
+                issue_password_token(
+                    &self.deps,
+                    &mut *tx,
+                    owner.id,
+                    PasswordTokenPurpose::Setup,
+                    issuer,
+                )
+                .await?,
+            ),
+        };
+        tx.commit().await?;
+        Ok(setup)
     }
 
     /// Self-service signup (when enabled): a new tenant on the default plan.

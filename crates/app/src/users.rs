@@ -4,24 +4,27 @@
 
 use std::sync::Arc;
 
+use karen_domain::credentials::PasswordTokenPurpose;
 use karen_domain::page::{Page, PageRequest};
-use karen_domain::password_policy::PasswordContext;
 use karen_domain::permission::{BuiltinRole, Permission, PermissionSet};
 use karen_domain::ports::TenantTx;
 use karen_domain::user::{LoginFailures, Password, User, UserStatus, permissions_of};
 use karen_domain::values::{DisplayName, Email, RoleName};
 use karen_domain::{Error, Result, UserId};
-use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit::Record;
-use crate::auth::{end_all_sessions, verify_current_password};
-use crate::{Authority, Deps, credentials};
+use crate::auth::{
+    PasswordSetup, check_new_password, end_all_sessions, issue_password_token,
+    verify_current_password,
+};
+use crate::{Authority, Deps};
 
 /// A user to create.
 pub struct NewUser {
     pub email: String,
     pub display_name: Option<String>,
-    /// If absent, a random password is generated and returned once.
+    /// If absent, the account gets no usable password but a password setup
+    /// token, returned once.
     pub password: Option<Password>,
     /// If absent, the tenant's default role.
     pub roles: Option<Vec<String>>,
@@ -155,12 +158,13 @@ impl UserService {
         user.ok_or(Error::NotFound("user"))
     }
 
-    /// Creates a user; returns the generated password when none was given.
+    /// Creates a user; without a password, returns the account's password
+    /// setup token (the account has no usable password until it is used).
     pub async fn create(
         &self,
         authority: Authority<'_>,
         request: NewUser,
-    ) -> Result<(User, Option<SecretString>)> {
+    ) -> Result<(User, Option<PasswordSetup>)> {
         authority.require(Permission::UsersManage)?;
         let email = Email::parse(&request.email)?;
         let display_name = request
@@ -170,19 +174,9 @@ impl UserService {
             .transpose()?;
         let mut tx = self.deps.store.tenant(authority.scope()).await?;
         let tenant = tx.tenant().await?;
-        let (password, generated) = match request.password {
-            Some(password) => {
-                let context = PasswordContext::new()
-                    .organisation(tenant.slug.as_str(), tenant.name.as_str())
-                    .email(&email);
-                password.check_context(&context)?;
-                (password, None)
-            }
-            None => {
-                let generated = credentials::random_password()?;
-                (Password::parse(generated.expose_secret())?, Some(generated))
-            }
-        };
+        if let Some(password) = &request.password {
+            check_new_password(password, tenant.slug.as_str(), tenant.name.as_str(), &email)?;
+        }
         if !tenant.settings.allows_email(&email) {
             return Err(Error::invalid(
                 Some("email"),
@@ -197,7 +191,10 @@ impl UserService {
             .unwrap_or_else(|| vec![tenant.settings.default_role.to_string()]);
         let (roles, granted) = resolve_roles(&mut *tx, &names).await?;
         authority.ensure_within(granted, "assigning these roles")?;
-        let hash = self.deps.hasher.hash(&password).await?;
+        let password_hash = match &request.password {
+            Some(password) => Some(self.deps.hasher.hash(password).await?),
+            None => None,
+        };
         let now = self.deps.clock.now();
         let user = User {
             id: UserId::generate(),
@@ -206,7 +203,7 @@ impl UserService {
             display_name,
             status: UserStatus::Active,
             roles,
-            password_hash: Some(hash),
+            password_hash,
             login_failures: LoginFailures::default(),
             sessions_valid_after: now,
             last_login_at: None,
@@ -218,8 +215,21 @@ impl UserService {
             .target("user", user.id)
             .after(&user_json(&user));
         self.deps.audit(&mut *tx, authority.actor(), audit).await?;
+        let setup = match user.password_hash {
+            Some(_) => None,
+            None => Some(
+                issue_password_token(
+                    &self.deps,
+                    &mut *tx,
+                    user.id,
+                    PasswordTokenPurpose::Setup,
+                    authority.actor(),
+                )
+                .await?,
+            ),
+        };
         tx.commit().await?;
-        Ok((user, generated))
+        Ok((user, setup))
     }
 
     /// Loads a user the authority may manage: it must exist in the tenant and
@@ -370,6 +380,34 @@ impl UserService {
         tx.commit().await?;
         tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "login lockout lifted");
         Ok(user)
+    }
+
+    /// Issues a password reset token for a user the authority may manage
+    /// (shown once). The current password keeps working until the token is
+    /// used; a new token supersedes the user's earlier ones.
+    pub async fn reset_password(
+        &self,
+        authority: Authority<'_>,
+        id: UserId,
+    ) -> Result<PasswordSetup> {
+        let mut tx = self.deps.store.tenant(authority.scope()).await?;
+        let user = self.managed_user(authority, &mut *tx, id).await?;
+        if user.status == UserStatus::Disabled {
+            return Err(Error::Conflict(
+                "the user is disabled; enable them before resetting their password".into(),
+            ));
+        }
+        let setup = issue_password_token(
+            &self.deps,
+            &mut *tx,
+            id,
+            PasswordTokenPurpose::Reset,
+            authority.actor(),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(tenant_id = %authority.tenant_id(), user_id = %id, "password reset token issued");
+        Ok(setup)
     }
 
     /// Removes a user's authenticator and recovery codes (a lost device), so

@@ -154,6 +154,13 @@ impl ActorRecord {
         }
     }
 
+    /// `kind:id`, the form in which other records name who made them
+    /// (legal holds, password tokens); erasure replaces a user's label.
+    pub fn label(actor: Actor) -> String {
+        let record = Self::of(actor);
+        format!("{}:{}", record.kind, record.id)
+    }
+
     /// Rebuilds a stored actor (`kind` must be one of the four names).
     pub fn stored(kind: &str, id: String, user_id: Option<String>) -> Result<Self> {
         let kind = match kind {

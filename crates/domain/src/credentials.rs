@@ -8,7 +8,10 @@ use time::OffsetDateTime;
 
 use crate::permission::PermissionSet;
 use crate::values::Label;
-use crate::{ApiKeyId, OperatorKeyId, RefreshTokenId, SessionId, SigningKeyId, TenantId, UserId};
+use crate::{
+    ApiKeyId, Error, OperatorKeyId, PasswordTokenId, RefreshTokenId, SessionId, SigningKeyId,
+    TenantId, UserId,
+};
 
 /// A SHA-256 digest of a high-entropy secret (API key, refresh token).
 #[derive(Clone, PartialEq, Eq)]
@@ -78,6 +81,59 @@ pub struct RefreshTokenRecord {
     pub expires_at: OffsetDateTime,
     pub used_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+}
+
+/// Why a password token was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordTokenPurpose {
+    /// The account was created without a password: its first one.
+    Setup,
+    /// An administrator reset a forgotten password.
+    Reset,
+}
+
+impl PasswordTokenPurpose {
+    /// The stored name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PasswordTokenPurpose::Setup => "setup",
+            PasswordTokenPurpose::Reset => "reset",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(text: &str) -> Result<Self, Error> {
+        match text {
+            "setup" => Ok(PasswordTokenPurpose::Setup),
+            "reset" => Ok(PasswordTokenPurpose::Reset),
+            other => Err(Error::internal(format!(
+                "unknown password token purpose '{other}' in store"
+            ))),
+        }
+    }
+}
+
+/// A single-use token that lets its holder set a user's password once, until
+/// it expires. Only the SHA-256 digest of the token is stored.
+#[derive(Debug, Clone)]
+pub struct PasswordTokenRecord {
+    pub id: PasswordTokenId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub secret_hash: SecretHash,
+    pub purpose: PasswordTokenPurpose,
+    pub created_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub used_at: Option<OffsetDateTime>,
+    /// Who issued it (`kind:id`, as in the audit trail).
+    pub created_by: String,
+}
+
+impl PasswordTokenRecord {
+    /// Whether the token may still be used at `now`.
+    pub fn is_live(&self, now: OffsetDateTime) -> bool {
+        self.used_at.is_none() && self.expires_at > now
+    }
 }
 
 /// A platform operator key (manages tenants; holds no tenant role).

@@ -84,6 +84,10 @@ id_type!(
     RefreshTokenId, "refresh token id"
 );
 id_type!(
+    /// A single-use password setup or reset token.
+    PasswordTokenId, "password token id"
+);
+id_type!(
     /// A pending second login step (multi-factor challenge).
     MfaChallengeId, "MFA challenge id"
 );

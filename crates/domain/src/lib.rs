@@ -35,8 +35,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
 pub use ids::{
     ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, LegalHoldId, MemoryId, MessageId,
-    MfaChallengeId, OperatorKeyId, PersonaId, ProviderId, RefreshTokenId, ReservationId,
-    ScimGroupId, SessionId, SigningKeyId, SsoConnectionId, SsoStateId, TenantId, UsageId, UserId,
+    MfaChallengeId, OperatorKeyId, PasswordTokenId, PersonaId, ProviderId, RefreshTokenId,
+    ReservationId, ScimGroupId, SessionId, SigningKeyId, SsoConnectionId, SsoStateId, TenantId,
+    UsageId, UserId,
 };
 pub use permission::{BuiltinRole, Permission, PermissionSet};
 pub use principal::{

@@ -327,6 +327,8 @@ pub struct AuthConfig {
     /// argon2id cost.
     pub password_hash_memory_kib: u32,
     pub password_hash_iterations: u32,
+    /// How long a password setup or reset token stays usable.
+    pub password_setup_ttl_hours: u64,
 }
 
 impl Default for AuthConfig {
@@ -344,6 +346,7 @@ impl Default for AuthConfig {
             issuer: "karen".into(),
             password_hash_memory_kib: 19_456,
             password_hash_iterations: 2,
+            password_setup_ttl_hours: 24,
         }
     }
 }
@@ -660,7 +663,7 @@ impl Config {
                 self.server.listen
             ));
         }
-        let ranges: [(&str, u64, u64, u64); 10] = [
+        let ranges: [(&str, u64, u64, u64); 11] = [
             (
                 "server.body_limit_bytes",
                 self.server.body_limit_bytes as u64,
@@ -697,6 +700,12 @@ impl Config {
                 self.auth.session_idle_timeout_hours,
                 1,
                 8760,
+            ),
+            (
+                "auth.password_setup_ttl_hours",
+                self.auth.password_setup_ttl_hours,
+                1,
+                720,
             ),
             (
                 "auth.password_hash_memory_kib",
@@ -1119,7 +1128,7 @@ mod tests {
     #[test]
     fn out_of_range_values_are_rejected_naming_the_key() {
         type Change = fn(&mut Config);
-        let cases: [(&str, Change); 12] = [
+        let cases: [(&str, Change); 14] = [
             ("auth.access_token_ttl_secs", |c| {
                 c.auth.access_token_ttl_secs = 5
             }),
@@ -1141,6 +1150,12 @@ mod tests {
             }),
             ("auth.password_hash_memory_kib", |c| {
                 c.auth.password_hash_memory_kib = 64
+            }),
+            ("auth.password_setup_ttl_hours", |c| {
+                c.auth.password_setup_ttl_hours = 0
+            }),
+            ("auth.password_setup_ttl_hours", |c| {
+                c.auth.password_setup_ttl_hours = 721
             }),
             ("redis.timeout_ms", |c| c.redis.timeout_ms = 1),
             ("log.level", |c| c.log.level = "loud,,=".into()),

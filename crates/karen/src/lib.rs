@@ -202,6 +202,7 @@ impl Karen {
             ip_max_failures: config.auth.ip_max_failures,
             ip_window: Duration::from_secs(config.auth.ip_window_secs),
             self_signup: config.features.self_signup,
+            password_setup_ttl: Duration::from_secs(config.auth.password_setup_ttl_hours * 3600),
         };
         let clock_for_router = clock.clone();
         let store_for_router = store_port.clone();

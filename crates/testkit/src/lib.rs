@@ -397,7 +397,8 @@ impl TestApp {
     /// persona, a conversation with one turn (messages, usage), a budget, the
     /// reservation of a call in flight, a model provider and an alias, a
     /// retention policy, a legal hold and a retention run, the member's
-    /// second factor (authenticator, recovery codes, a login challenge), an
+    /// second factor (authenticator, recovery codes, a login challenge), a
+    /// pending password reset token, an
     /// SSO connection with a pending login and a linked identity, and a
     /// SCIM-provisioned user in a group that grants it a role.
     pub async fn populate(&self, tenant: &TestTenant) {
@@ -487,6 +488,11 @@ impl TestApp {
             .expect(200);
         let challenge = self.login(&tenant.slug, &email, PASSWORD).await;
         assert_eq!(challenge.expect(200).str("status"), "mfa_required");
+        // A pending password reset token for the member (their password stays).
+        let reset = format!("/v1/users/{user}/password-reset");
+        self.post(&reset, &tenant.owner_token, json!({}))
+            .await
+            .expect(201);
         // Single sign-on: a connection, a pending login and the member's
         // linked identity (written directly: no identity provider runs here).
         self.record_sso_rows(tenant, user).await;

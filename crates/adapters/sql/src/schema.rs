@@ -31,6 +31,7 @@ pub const TENANT_TABLES: &[&str] = &[
     "sso_identities",
     "sso_login_states",
     "sso_connections",
+    "password_tokens",
     "mfa_challenges",
     "mfa_recovery_codes",
     "mfa_totp",

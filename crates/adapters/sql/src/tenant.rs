@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use karen_domain::clock::to_millis;
 use karen_domain::ports::{
     ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo, EmbeddingJobRepo,
-    EmbeddingRepo, MemoryRepo, PersonaRepo, ProviderRepo, PurgeReport, RetentionRepo, RoleRepo,
-    SessionRepo, TenantKeyRepo, TenantTx, UsageRepo, UserRepo,
+    EmbeddingRepo, MemoryRepo, PasswordTokenRepo, PersonaRepo, ProviderRepo, PurgeReport,
+    RetentionRepo, RoleRepo, SessionRepo, TenantKeyRepo, TenantTx, UsageRepo, UserRepo,
 };
 use karen_domain::tenant::{Tenant, TenantSettings};
 use karen_domain::values::TenantName;
@@ -115,6 +115,7 @@ fn purge_statement(table: &str) -> Option<&'static str> {
         "sso_identities" => "DELETE FROM sso_identities WHERE tenant_id = $1",
         "sso_login_states" => "DELETE FROM sso_login_states WHERE tenant_id = $1",
         "sso_connections" => "DELETE FROM sso_connections WHERE tenant_id = $1",
+        "password_tokens" => "DELETE FROM password_tokens WHERE tenant_id = $1",
         "mfa_challenges" => "DELETE FROM mfa_challenges WHERE tenant_id = $1",
         "mfa_recovery_codes" => "DELETE FROM mfa_recovery_codes WHERE tenant_id = $1",
         "mfa_totp" => "DELETE FROM mfa_totp WHERE tenant_id = $1",
@@ -157,6 +158,10 @@ impl TenantTx for SqlTenantTx {
     }
 
     fn sessions(&mut self) -> &mut dyn SessionRepo {
+        self
+    }
+
+    fn password_tokens(&mut self) -> &mut dyn PasswordTokenRepo {
         self
     }
 

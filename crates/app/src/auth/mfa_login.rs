@@ -123,10 +123,8 @@ impl AuthService {
     /// and checks its tenant and user may still sign in.
     async fn open_challenge(&self, text: &str, now: OffsetDateTime) -> Result<OpenChallenge> {
         let presented = credentials::parse(Kind::MfaChallenge, text.trim())?;
-        let [tenant, id] = presented.ids[..] else {
-            return Err(invalid());
-        };
-        let (tenant, id) = (TenantId::from_uuid(tenant), MfaChallengeId::from_uuid(id));
+        let (tenant, id) = presented.tenant_and_id()?;
+        let id = MfaChallengeId::from_uuid(id);
         let mut tx = self
             .deps
             .store

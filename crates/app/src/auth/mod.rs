@@ -1,9 +1,11 @@
 //! Authentication: password login with throttling and lockout, sessions with
-//! rotating refresh tokens, access tokens, API keys and operator keys.
+//! rotating refresh tokens, access tokens, API keys, operator keys and
+//! single-use password tokens.
 
 mod login;
 mod mfa;
 mod mfa_login;
+mod password_tokens;
 mod sessions;
 mod totp;
 mod verify;
@@ -24,6 +26,8 @@ use crate::credentials::{self, Kind};
 pub use login::LoginRequest;
 pub use mfa::{MfaOverview, TotpEnrollment};
 pub use mfa_login::{MfaChallenge, SecondFactor};
+pub use password_tokens::PasswordSetup;
+pub(crate) use password_tokens::{check_new_password, issue_password_token};
 pub use verify::KeyGrant;
 
 /// API keys remembered between calls (about 200 bytes each).

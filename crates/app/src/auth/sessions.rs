@@ -2,10 +2,9 @@
 
 use karen_domain::credentials::ActiveSession;
 use karen_domain::error::AuthFailure;
-use karen_domain::password_policy::PasswordContext;
 use karen_domain::user::{Password, UserStatus};
 use karen_domain::{
-    Error, RefreshTokenId, Result, SessionId, Subject, SystemReason, TenantContext, TenantId,
+    Error, RefreshTokenId, Result, SessionId, Subject, SystemReason, TenantContext,
     TenantScope,
 };
 
@@ -23,13 +22,8 @@ impl AuthService {
     /// thief) revokes the whole session.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
         let presented = credentials::parse(Kind::Refresh, refresh_token.trim())?;
-        let [tenant, token_id] = presented.ids[..] else {
-            return Err(invalid());
-        };
-        let (tenant, token_id) = (
-            TenantId::from_uuid(tenant),
-            RefreshTokenId::from_uuid(token_id),
-        );
+        let (tenant, token_id) = presented.tenant_and_id()?;
+        let token_id = RefreshTokenId::from_uuid(token_id);
         let now = self.deps.clock.now();
         let mut tx = self
             .deps
@@ -190,10 +184,12 @@ impl AuthService {
             .ok_or(Error::NotFound("user"))?;
         verify_current_password(&self.deps, &user, current).await?;
         let tenant = tx.tenant().await?;
-        let context = PasswordContext::new()
-            .organisation(tenant.slug.as_str(), tenant.name.as_str())
-            .email(&user.email);
-        new.check_context(&context)?;
+        super::check_new_password(
+            &new,
+            tenant.slug.as_str(),
+            tenant.name.as_str(),
+            &user.email,
+        )?;
         let now = self.deps.clock.now();
         user.password_hash = Some(self.deps.hasher.hash(&new).await?);
         user.updated_at = now;

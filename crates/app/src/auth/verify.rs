@@ -71,14 +71,15 @@ impl AuthService {
         let bearer = bearer.trim();
         let ctx = match credentials::kind_of(bearer) {
             Some(Kind::ApiKey) => self.authenticate_api_key(bearer).await,
-            // Operator keys, refresh tokens and MFA challenges are not access
+            // Operator keys, refresh tokens, login steps and password tokens are not access
             // credentials for tenant routes.
             Some(
                 Kind::Operator
                 | Kind::Refresh
                 | Kind::MfaChallenge
                 | Kind::SsoState
-                | Kind::SamlRelay,
+                | Kind::SamlRelay
+                | Kind::PasswordToken,
             ) => Err(invalid()),
             None => self.authenticate_access_token(bearer).await,
         }?;

@@ -40,7 +40,7 @@ pub use security::{
 pub use sso::{AuthorizationRequest, CodeRedemption, OidcClient, OidcError, SsoRepo};
 pub use store::{
     ActivityCursor, ApiKeyRepo, AuditRepo, BudgetRepo, ConversationRepo, DocumentRepo,
-    EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PersonaRepo, PlatformTx,
-    ProviderRepo, PurgeReport, Reservation, RoleRepo, SessionRepo, Store, TenantTx, UsageFilter,
-    UsageRepo, UsageTotals, UserRepo,
+    EmbeddingJobRepo, EmbeddingRepo, MemoryRepo, MemoryScope, ModelUsage, PasswordTokenRepo,
+    PersonaRepo, PlatformTx, ProviderRepo, PurgeReport, Reservation, RoleRepo, SessionRepo, Store,
+    TenantTx, UsageFilter, UsageRepo, UsageTotals, UserRepo,
 };

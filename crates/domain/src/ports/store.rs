@@ -10,8 +10,8 @@ use crate::audit::{AuditEntry, AuditEvent, AuditFilter, ChainHash, Checkpoint, P
 use crate::budget::{Budget, BudgetMetric, BudgetScope};
 use crate::chat::{Conversation, Persona, StoredMessage, UsageRecord};
 use crate::credentials::{
-    ActiveSession, ApiKeyRecord, OperatorKeyRecord, RefreshTokenRecord, SessionRecord,
-    SigningKeyRecord,
+    ActiveSession, ApiKeyRecord, OperatorKeyRecord, PasswordTokenRecord, RefreshTokenRecord,
+    SessionRecord, SigningKeyRecord,
 };
 use crate::library::{
     Document, EmbeddingJob, EmbeddingJobProgress, EmbeddingJobState, StoredChunk,
@@ -24,9 +24,9 @@ use crate::tenant::{Tenant, TenantSettings};
 use crate::user::{CustomRole, LoginFailures, User};
 use crate::values::{Email, RoleName, Slug, TenantName};
 use crate::{
-    ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, MemoryId, OperatorKeyId, PersonaId,
-    ProviderId, RefreshTokenId, ReservationId, Result, SessionId, SigningKeyId, TenantId,
-    TenantScope, UserId,
+    ApiKeyId, BudgetId, ChunkId, ConversationId, DocumentId, MemoryId, OperatorKeyId,
+    PasswordTokenId, PersonaId, ProviderId, RefreshTokenId, ReservationId, Result, SessionId,
+    SigningKeyId, TenantId, TenantScope, UserId,
 };
 
 /// The relational store.
@@ -117,6 +117,7 @@ pub trait TenantTx: Send {
     fn roles(&mut self) -> &mut dyn RoleRepo;
     fn api_keys(&mut self) -> &mut dyn ApiKeyRepo;
     fn sessions(&mut self) -> &mut dyn SessionRepo;
+    fn password_tokens(&mut self) -> &mut dyn PasswordTokenRepo;
     fn conversations(&mut self) -> &mut dyn ConversationRepo;
     fn personas(&mut self) -> &mut dyn PersonaRepo;
     fn usage(&mut self) -> &mut dyn UsageRepo;
@@ -242,6 +243,21 @@ pub trait SessionRepo: Send {
     /// Marks the token spent; `false` if it already was (a reuse, or a race lost).
     async fn spend_refresh_token(&mut self, id: RefreshTokenId, at: OffsetDateTime)
     -> Result<bool>;
+}
+
+/// Single-use password setup and reset tokens of the tenant.
+#[async_trait]
+pub trait PasswordTokenRepo: Send {
+    /// Deletes every earlier token of the user (used or not: a new token
+    /// supersedes them) and stores `token`.
+    async fn replace_password_token(&mut self, token: &PasswordTokenRecord) -> Result<()>;
+    async fn password_token(&mut self, id: PasswordTokenId) -> Result<Option<PasswordTokenRecord>>;
+    /// Marks the token used; `false` if it already was (a reuse, or a race lost).
+    async fn spend_password_token(
+        &mut self,
+        id: PasswordTokenId,
+        at: OffsetDateTime,
+    ) -> Result<bool>;
 }
 
 /// Where a newest-first conversation list continues: the last item's activity

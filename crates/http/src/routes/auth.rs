@@ -1,4 +1,5 @@
-//! Login, token refresh, logout, signup, `/v1/me` and password change.
+//! Login, token refresh, logout, signup, `/v1/me`, password change and
+//! setting a password with a password token.
 
 use axum::Json;
 use axum::extract::State;
@@ -15,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use super::views::{TenantView, UserView};
+use super::views::{PasswordSetupView, TenantView, UserView};
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Authorized, Client, perm};
@@ -30,6 +31,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(signup))
         .routes(routes!(me))
         .routes(routes!(change_password))
+        .routes(routes!(set_password))
 }
 
 /// Email and password of a user of the tenant named by `tenant` (its slug).
@@ -227,9 +229,10 @@ pub(crate) struct SignupBody {
 pub(crate) struct TenantCreated {
     tenant: TenantView,
     owner: UserView,
-    /// The generated owner password when none was given; shown only here.
+    /// When no owner password was given: the token with which the owner sets
+    /// their first password (shown only here).
     #[serde(skip_serializing_if = "Option::is_none")]
-    initial_password: Option<String>,
+    password_setup: Option<PasswordSetupView>,
 }
 
 impl From<karen_app::tenants::CreatedTenant> for TenantCreated {
@@ -237,9 +240,7 @@ impl From<karen_app::tenants::CreatedTenant> for TenantCreated {
         Self {
             tenant: created.tenant.into(),
             owner: created.owner.into(),
-            initial_password: created
-                .initial_password
-                .map(|p| p.expose_secret().to_owned()),
+            password_setup: created.password_setup.map(Into::into),
         }
     }
 }
@@ -341,6 +342,49 @@ async fn change_password(
         .services
         .auth
         .change_password(&auth.ctx, &Password::presented(&body.current_password), new)
+        .await
+        .map_err(rename)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A password token and the password to set with it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SetPasswordBody {
+    /// The `kps_…` token from account creation (`password_setup`) or from an
+    /// administrator's `POST /v1/users/{user_id}/password-reset`.
+    token: String,
+    /// At least 12 characters.
+    new_password: String,
+}
+
+/// Sets an account's password with a single-use password token (no bearer
+/// credential). Ends every session of the account and signs nobody in: log
+/// in afterwards (with the second factor, if the account has one).
+#[utoipa::path(
+    post,
+    path = "/v1/auth/password",
+    tag = "auth",
+    request_body = SetPasswordBody,
+    responses(
+        (status = 204, description = "the password is set; the token is spent"),
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json", description = "`invalid_token`: the token is unknown, used, superseded or expired, or the account cannot sign in"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json", description = "`new_password` does not meet the password policy (the token stays usable)"),
+        (status = 429, body = crate::error::Problem, content_type = "application/problem+json", description = "too many failed attempts from this address; see Retry-After"),
+    )
+)]
+async fn set_password(
+    _limit: SignInRateLimit,
+    State(state): State<AppState>,
+    Client(client): Client,
+    ApiJson(body): ApiJson<SetPasswordBody>,
+) -> ApiResult<StatusCode> {
+    let rename = |error| ApiError::rename_field(error, &[("password", "new_password")]);
+    let new_password = Password::parse(&body.new_password).map_err(rename)?;
+    state
+        .services
+        .auth
+        .set_password(&body.token, new_password, &client)
         .await
         .map_err(rename)?;
     Ok(StatusCode::NO_CONTENT)

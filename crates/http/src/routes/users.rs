@@ -7,13 +7,12 @@ use karen_app::Authority;
 use karen_app::users::{NewUser, UserChanges};
 use karen_domain::UserId;
 use karen_domain::user::Password;
-use secrecy::ExposeSecret;
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::views::{PageParams, Paged, UserView};
+use super::views::{PageParams, Paged, PasswordSetupView, UserView};
 use crate::AppState;
 use crate::error::ApiResult;
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authorized, path_id, perm};
@@ -27,6 +26,7 @@ pub(crate) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(enable_user))
         .routes(routes!(unlock_user))
         .routes(routes!(reset_mfa))
+        .routes(routes!(reset_password))
 }
 
 /// Lists the tenant's users, oldest first.
@@ -51,7 +51,8 @@ async fn list_users(
 pub(crate) struct CreateUserBody {
     email: String,
     display_name: Option<String>,
-    /// At least 12 characters; if absent one is generated and returned once.
+    /// At least 12 characters. If absent, the account has no usable password
+    /// until its holder sets one with the returned `password_setup` token.
     password: Option<String>,
     /// Role names; the tenant's default role if absent. Never beyond your own rights.
     #[serde(default, deserialize_with = "super::views::bounded_optional_list")]
@@ -62,9 +63,10 @@ pub(crate) struct CreateUserBody {
 #[derive(Serialize, ToSchema)]
 pub(crate) struct UserCreated {
     user: UserView,
-    /// The generated password when none was given; shown only here.
+    /// When no password was given: the token with which the user sets their
+    /// first password (hand it to them; shown only here).
     #[serde(skip_serializing_if = "Option::is_none")]
-    initial_password: Option<String>,
+    password_setup: Option<PasswordSetupView>,
 }
 
 /// Creates a user.
@@ -83,14 +85,14 @@ async fn create_user(
         password,
         roles: body.roles,
     };
-    let (user, generated) = state
+    let (user, setup) = state
         .services
         .users
         .create(Authority::Member(&auth.ctx), request)
         .await?;
     let body = UserCreated {
         user: user.into(),
-        initial_password: generated.map(|p| p.expose_secret().to_owned()),
+        password_setup: setup.map(Into::into),
     };
     Ok((StatusCode::CREATED, Json(body)))
 }
@@ -282,4 +284,27 @@ async fn reset_mfa(
         .reset_mfa(Authority::Member(&auth.ctx), id)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issues a single-use password reset token for a user (shown once; hand it
+/// to them). Their current password keeps working until the token is used at
+/// `POST /v1/auth/password`; a new token supersedes earlier ones.
+#[utoipa::path(post, path = "/v1/users/{user_id}/password-reset", tag = "users", params(("user_id" = uuid::Uuid, Path)),
+    security(("bearer" = ["users:manage"])),
+    responses((status = 201, body = PasswordSetupView),
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json", description = "missing users:manage, or the user holds rights you lack"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json", description = "no such user in your tenant"),
+        (status = 409, body = crate::error::Problem, content_type = "application/problem+json", description = "the user is disabled")))]
+async fn reset_password(
+    State(state): State<AppState>,
+    auth: Authorized<perm::UsersManage>,
+    ApiPath(user_id): ApiPath<String>,
+) -> ApiResult<(StatusCode, Json<PasswordSetupView>)> {
+    let id: UserId = path_id(&user_id)?;
+    let setup = state
+        .services
+        .users
+        .reset_password(Authority::Member(&auth.ctx), id)
+        .await?;
+    Ok((StatusCode::CREATED, Json(setup.into())))
 }

@@ -28,6 +28,25 @@ impl<T: ToSchema> Paged<T> {
     }
 }
 
+/// A single-use password token, shown only here: its holder sets the
+/// account's password with it at `POST /v1/auth/password` before it expires.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct PasswordSetupView {
+    /// `kps_…`; works once.
+    pub token: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl From<karen_app::auth::PasswordSetup> for PasswordSetupView {
+    fn from(setup: karen_app::auth::PasswordSetup) -> Self {
+        Self {
+            token: secrecy::ExposeSecret::expose_secret(&setup.token).to_owned(),
+            expires_at: setup.expires_at,
+        }
+    }
+}
+
 /// A user.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UserView {

@@ -32,7 +32,8 @@ pub(super) enum TenantCommand {
         owner_email: String,
         #[arg(long)]
         owner_name: Option<String>,
-        /// Read the owner's password from the first line of stdin (otherwise one is generated and printed once).
+        /// Read the owner's password from the first line of stdin (otherwise
+        /// the owner gets a single-use password setup token, printed once).
         #[arg(long)]
         password_stdin: bool,
     },
@@ -66,7 +67,8 @@ pub(super) enum UserCommand {
         /// A role to grant (repeatable); the tenant's default role if none.
         #[arg(long = "role")]
         roles: Vec<String>,
-        /// Read the password from the first line of stdin (otherwise one is generated and printed once).
+        /// Read the password from the first line of stdin (otherwise the user
+        /// gets a single-use password setup token, printed once).
         #[arg(long)]
         password_stdin: bool,
     },
@@ -83,6 +85,13 @@ pub(super) enum UserCommand {
     },
     /// Enable a disabled user.
     Enable {
+        #[arg(long)]
+        tenant: String,
+        user: String,
+    },
+    /// Issue a single-use password reset token for a user (printed once);
+    /// their current password works until the token is used.
+    ResetPassword {
         #[arg(long)]
         tenant: String,
         user: String,
@@ -218,8 +227,8 @@ pub(super) async fn tenant(config: &Config, command: TenantCommand) -> anyhow::R
                 "tenant {} ({}) created; owner {} ({})",
                 created.tenant.slug, created.tenant.id, created.owner.email, created.owner.id
             );
-            if let Some(password) = created.initial_password {
-                println!("owner password (shown once): {}", password.expose_secret());
+            if let Some(setup) = created.password_setup {
+                print_password_setup(&setup);
             }
         }
         TenantCommand::List => {
@@ -296,6 +305,21 @@ pub(super) async fn tenant(config: &Config, command: TenantCommand) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints a password token once, with how to use it.
+fn print_password_setup(setup: &karen_app::auth::PasswordSetup) {
+    let expires_at = setup
+        .expires_at
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| setup.expires_at.to_string());
+    println!(
+        "password token (shown once, single use, expires {expires_at}): {}",
+        setup.token.expose_secret()
+    );
+    println!(
+        "set the password with POST /v1/auth/password {{\"token\": \"…\", \"new_password\": \"…\"}}"
+    );
+}
+
 async fn tenant_scope(karen: &Karen, tenant: &str) -> anyhow::Result<TenantScope> {
     let id: TenantId = karen.services.tenants.find(tenant).await?.id;
     Ok(TenantScope::system(id, SystemReason::Cli))
@@ -319,7 +343,7 @@ pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Resul
                 None
             };
             let roles = if roles.is_empty() { None } else { Some(roles) };
-            let (user, generated) = users
+            let (user, setup) = users
                 .create(
                     Authority::platform(scope),
                     NewUser {
@@ -339,8 +363,8 @@ pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Resul
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
             );
-            if let Some(password) = generated {
-                println!("password (shown once): {}", password.expose_secret());
+            if let Some(setup) = setup {
+                print_password_setup(&setup);
             }
         }
         UserCommand::List { tenant } => {
@@ -375,6 +399,15 @@ pub(super) async fn user(config: &Config, command: UserCommand) -> anyhow::Resul
             let found = users.find(Authority::platform(scope), &user).await?;
             let enabled = users.enable(Authority::platform(scope), found.id).await?;
             println!("user {} enabled", enabled.email);
+        }
+        UserCommand::ResetPassword { tenant, user } => {
+            let scope = tenant_scope(&karen, &tenant).await?;
+            let found = users.find(Authority::platform(scope), &user).await?;
+            let setup = users
+                .reset_password(Authority::platform(scope), found.id)
+                .await?;
+            println!("user {}: password reset token issued", found.email);
+            print_password_setup(&setup);
         }
         UserCommand::ResetMfa { tenant, user } => {
             let scope = tenant_scope(&karen, &tenant).await?;

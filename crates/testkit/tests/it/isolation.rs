@@ -486,6 +486,7 @@ async fn tenants_cannot_reach_each_other(backend: Backend) {
             ("POST", "/v1/users/{user_id}/enable", None),
             ("POST", "/v1/users/{user_id}/unlock", None),
             ("DELETE", "/v1/users/{user_id}/mfa", None),
+            ("POST", "/v1/users/{user_id}/password-reset", None),
         ] {
             t.foreign_is_missing(method, template, "{user_id}", &b_user, token, body)
                 .await;
@@ -1113,6 +1114,22 @@ async fn credentials_are_bound_to_their_tenant(backend: Backend) {
     )
     .await
     .expect_problem(401, "invalid_token");
+    // The same for a password token: B has no such token.
+    let reset = format!("/v1/users/{}/password-reset", alpha.owner_id);
+    let issued = app.post(&reset, &alpha.owner_token, json!({})).await;
+    let token = issued.expect(201).str("token").to_owned();
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(token.trim_start_matches("kps_"))
+        .unwrap();
+    raw[1..17].copy_from_slice(bravo.id.as_bytes());
+    let moved = format!("kps_{}", URL_SAFE_NO_PAD.encode(&raw));
+    let body = json!({"token": moved, "new_password": "another fine passphrase"});
+    app.call("POST", "/v1/auth/password", None, Some(body))
+        .await
+        .expect_problem(401, "invalid_token");
+    app.login("alpha", &alpha.owner_email, PASSWORD)
+        .await
+        .expect(200);
     // Operator keys are not tenant credentials, and tenant credentials are not operator keys.
     app.get("/v1/me", &app.operator_key)
         .await

@@ -51,6 +51,7 @@ mod mfa;
 mod migrations;
 mod observability;
 mod openai_api;
+mod password_tokens;
 mod passwords;
 mod privacy;
 mod providers;

@@ -522,6 +522,33 @@ async fn no_secret_or_content_reaches_the_logs_or_the_spans(backend: Backend) {
         .await
         .unwrap();
     assert!(refresh.status().is_success() || refresh.status().is_client_error());
+    // Password tokens: a setup token used, and a reset token left pending.
+    let invited = app
+        .post("/v1/users", &token, json!({"email": "invited@acme.test"}))
+        .await;
+    invited.expect(201);
+    let setup_token = invited.body["password_setup"]["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chosen_password = "planted chosen passphrase 7c1e";
+    app.call(
+        "POST",
+        "/v1/auth/password",
+        None,
+        Some(json!({"token": setup_token, "new_password": chosen_password})),
+    )
+    .await
+    .expect(204);
+    let invited_id = invited.uuid("/user/id");
+    let reset = app
+        .post(
+            &format!("/v1/users/{invited_id}/password-reset"),
+            &token,
+            json!({}),
+        )
+        .await;
+    let reset_token = reset.expect(201).str("token").to_owned();
     let operator_key = app.operator_key.clone();
     app.stop().await;
     observed.flush().await;
@@ -545,6 +572,9 @@ async fn no_secret_or_content_reaches_the_logs_or_the_spans(backend: Backend) {
         acme.owner_token.as_str(),
         acme.owner_refresh.as_str(),
         operator_key.as_str(),
+        setup_token.as_str(),
+        reset_token.as_str(),
+        chosen_password,
         SECRET_PHRASE,
         "$argon2",
     ];

@@ -72,6 +72,11 @@ impl ErasureRepo for SqlTenantTx {
                 user,
             )
             .await?;
+        self.for_user(
+            "DELETE FROM password_tokens WHERE tenant_id = $1 AND user_id = $2",
+            user,
+        )
+        .await?;
         let mut mfa_rows = 0;
         for sql in [
             "DELETE FROM mfa_challenges WHERE tenant_id = $1 AND user_id = $2",
@@ -120,6 +125,12 @@ impl ErasureRepo for SqlTenantTx {
             let q = self.q(sql).bind(label.clone()).bind(pseudonym.to_owned());
             legal_holds_pseudonymised += self.tx.execute(q).await?;
         }
+        // Tokens the user issued for others stay usable, no longer naming them.
+        let q = self
+            .q("UPDATE password_tokens SET created_by = $3 WHERE tenant_id = $1 AND created_by = $2")
+            .bind(label.clone())
+            .bind(pseudonym.to_owned());
+        self.tx.execute(q).await?;
         self.for_user("DELETE FROM users WHERE tenant_id = $1 AND id = $2", user)
             .await?;
         Ok(ErasedRows {

@@ -10,6 +10,7 @@ mod erasure;
 mod library;
 mod memories;
 mod mfa;
+mod password_tokens;
 mod personas;
 mod platform_audit;
 mod providers;

@@ -150,12 +150,13 @@ async fn health_and_readiness(backend: Backend) {
 const DECLARED_ROUTES: &str = "
     get /healthz  get /readyz
     post /v1/auth/login  post /v1/auth/refresh  post /v1/auth/logout  post /v1/auth/logout-all
+    post /v1/auth/password
     get /v1/auth/sessions  delete /v1/auth/sessions/{session_id}
     post /v1/signup  get /v1/me  post /v1/me/password
     get /v1/users  post /v1/users  get /v1/users/{user_id}  patch /v1/users/{user_id}
     put /v1/users/{user_id}/roles  post /v1/users/{user_id}/disable
     post /v1/users/{user_id}/enable
-    post /v1/users/{user_id}/unlock
+    post /v1/users/{user_id}/unlock  post /v1/users/{user_id}/password-reset
     get /v1/permissions  get /v1/roles  post /v1/roles
     get /v1/roles/{name}  patch /v1/roles/{name}  delete /v1/roles/{name}
     get /v1/api-keys  post /v1/api-keys  get /v1/api-keys/{key_id}  delete /v1/api-keys/{key_id}
@@ -190,11 +191,12 @@ const DECLARED_ROUTES: &str = "
     post /v1/auth/sso/saml/acs";
 
 /// The routes that need no credential.
-const PUBLIC_ROUTES: [&str; 10] = [
+const PUBLIC_ROUTES: [&str; 11] = [
     "/healthz",
     "/readyz",
     "/v1/auth/login",
     "/v1/auth/refresh",
+    "/v1/auth/password",
     "/v1/signup",
     "/v1/auth/sso/oidc/start",
     "/v1/auth/sso/oidc/callback",

@@ -439,6 +439,9 @@ fn full_body(method: &str, path: &str) -> Value {
         ("DELETE", "/v1/auth/mfa/totp") => json!({"code": "123456", "password": PASSWORD}),
         ("POST", "/v1/signup") => json!({"tenant_slug": "newco", "tenant_name": "New Co",
             "email": "o@newco.test", "display_name": "O", "password": PASSWORD}),
+        ("POST", "/v1/auth/password") => {
+            json!({"token": "kps_x", "new_password": "another fine passphrase"})
+        }
         ("POST", "/v1/me/password") => {
             json!({"current_password": PASSWORD, "new_password": "another fine passphrase"})
         }

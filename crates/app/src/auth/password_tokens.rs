@@ -13,9 +13,7 @@ use karen_domain::password_policy::PasswordContext;
 use karen_domain::ports::TenantTx;
 use karen_domain::user::{Password, UserStatus};
 use karen_domain::values::Email;
-use karen_domain::{
-    Actor, Error, PasswordTokenId, Result, SystemReason, TenantScope, UserId,
-};
+use karen_domain::{Actor, Error, PasswordTokenId, Result, SystemReason, TenantScope, UserId};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 

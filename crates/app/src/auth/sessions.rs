@@ -4,8 +4,7 @@ use karen_domain::credentials::ActiveSession;
 use karen_domain::error::AuthFailure;
 use karen_domain::user::{Password, UserStatus};
 use karen_domain::{
-    Error, RefreshTokenId, Result, SessionId, Subject, SystemReason, TenantContext,
-    TenantScope,
+    Error, RefreshTokenId, Result, SessionId, Subject, SystemReason, TenantContext, TenantScope,
 };
 
 use super::{AuthService, TokenPair};

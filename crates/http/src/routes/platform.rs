@@ -56,7 +56,8 @@ pub(crate) struct CreateTenantBody {
     plan: Option<String>,
     owner_email: String,
     owner_name: Option<String>,
-    /// At least 12 characters; if absent one is generated and returned once.
+    /// At least 12 characters. If absent, the owner has no usable password
+    /// until they set one with the returned `password_setup` token.
     owner_password: Option<String>,
 }
 

@@ -112,6 +112,12 @@ async fn created_without_a_password_the_account_sets_one_with_its_token(backend:
     let trail = audit_trail(&app, &acme.owner_token).await;
     assert!(has_action(&trail, "user.password_setup.issued", user));
     assert!(!has_action(&trail, "auth.password.set", user));
+    // The token is no bearer credential anywhere.
+    for path in ["/v1/me", "/v1/platform/tenants"] {
+        app.get(path, &token)
+            .await
+            .expect_problem(401, "invalid_token");
+    }
 
     let done = set_password(&app, &token, NEW_PASSWORD).await;
     done.expect(204);

@@ -32,6 +32,9 @@ pub(super) const SEARCH_SLOTS: usize = 8;
 /// Contexts reserved per graph: every search slot, plus the one writer.
 const GRAPH_THREADS: usize = SEARCH_SLOTS + 1;
 
+/// Both graphs are walked at once when the smaller holds at least this many
+/// entries (below, its walk is shorter than starting a thread).
+const PARALLEL_WALK_MIN: usize = 4_096;
 /// At most this many admitted entries in a graph are always scored exactly
 /// (a few hundred microseconds at 384 dims), whatever the graph's size.
 const EXACT_ALWAYS: usize = 2_048;
@@ -487,11 +490,30 @@ impl Graphs {
 
     /// The admitted entries nearest to `query` (a unit vector), best first:
     /// the best of each graph whose kind the filter wants.
+    /// When both graphs are wanted and both are large, the smaller one is
+    /// walked on a second thread meanwhile (a chat turn's recall searches
+    /// memories and passages at once; a walk is CPU work of a millisecond or
+    /// more there, a thread costs some tens of microseconds).
     pub fn search(&self, query: &[f32], limit: usize, filter: &SearchFilter) -> Result<Vec<Hit>> {
+        let wanted: Vec<&KindGraph> = self
+            .kinds
+            .iter()
+            .filter(|kind| filter.kinds.is_empty() || filter.kinds.contains(&kind.kind))
+            .collect();
         let mut hits: Vec<(u64, f32)> = Vec::new();
-        for kind in &self.kinds {
-            if filter.kinds.is_empty() || filter.kinds.contains(&kind.kind) {
-                hits.extend(self.search_graph(kind, query, limit, filter)?);
+        match wanted[..] {
+            [first, second] if first.graph.size().min(second.graph.size()) >= PARALLEL_WALK_MIN => {
+                let (mine, other) = std::thread::scope(|scope| {
+                    let other = scope.spawn(|| self.search_graph(second, query, limit, filter));
+                    (self.search_graph(first, query, limit, filter), other.join())
+                });
+                hits.extend(mine?);
+                hits.extend(other.map_err(|_| unavailable("a vector search thread failed"))??);
+            }
+            _ => {
+                for kind in wanted {
+                    hits.extend(self.search_graph(kind, query, limit, filter)?);
+                }
             }
         }
         hits.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
@@ -778,6 +800,51 @@ pub(super) mod tests {
         let expected = brute_force(&entries, &query, 20, &both);
         let found = hits.iter().filter(|h| expected.contains(&h.key)).count();
         assert!(found >= 18, "recall {found}/20");
+    }
+
+    #[test]
+    fn two_large_graphs_are_walked_at_once_with_the_same_answer() {
+        let mut graphs = Graphs::empty(DIMS, &tuning()).unwrap();
+        let alice = UserId::generate();
+        let mut entries = Vec::new();
+        for i in 0..(2 * PARALLEL_WALK_MIN as u64 + 10) {
+            let kind = if i % 2 == 0 {
+                EntryKind::Memory
+            } else {
+                EntryKind::Chunk
+            };
+            let key = upsert(&mut graphs, kind, EntryAccess::default(), i);
+            entries.push((key, EntryAccess::default(), i));
+        }
+        assert!(
+            graphs
+                .kinds
+                .iter()
+                .all(|k| k.graph.size() >= PARALLEL_WALK_MIN)
+        );
+        let query = vector(7);
+        let both = filter(vec![EntryKind::Memory, EntryKind::Chunk], alice, &[]);
+        let hits = graphs.search(&query, 30, &both).unwrap();
+        // The same as each graph searched alone, ranked together.
+        let mut alone: Vec<Hit> = [EntryKind::Memory, EntryKind::Chunk]
+            .into_iter()
+            .flat_map(|kind| {
+                graphs
+                    .search(&query, 30, &filter(vec![kind], alice, &[]))
+                    .unwrap()
+            })
+            .collect();
+        alone.sort_by(|a, b| b.score.total_cmp(&a.score));
+        alone.truncate(30);
+        assert_eq!(
+            hits.iter().map(|h| h.key).collect::<Vec<_>>(),
+            alone.iter().map(|h| h.key).collect::<Vec<_>>()
+        );
+        assert!(hits.iter().any(|h| h.key.kind == EntryKind::Memory));
+        assert!(hits.iter().any(|h| h.key.kind == EntryKind::Chunk));
+        let expected = brute_force(&entries, &query, 30, &both);
+        let found = hits.iter().filter(|h| expected.contains(&h.key)).count();
+        assert!(found >= 27, "recall {found}/30");
     }
 
     #[test]

@@ -219,6 +219,10 @@ async fn tokens_work_once_expire_and_yield_to_newer_ones(backend: Backend) {
     for word in ["expired", "used", "disabled", "suspended", "superseded"] {
         assert!(!detail.contains(word), "the refusal says why: {detail}");
     }
+    // A refused token that exists is recorded against its account.
+    let trail = audit_trail(&app, &owner).await;
+    assert!(has_action(&trail, "auth.password.set.failed", user));
+    assert!(has_action(&trail, "auth.password.set.failed", disabled));
     app.stop().await;
 }
 

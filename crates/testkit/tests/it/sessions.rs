@@ -73,7 +73,11 @@ async fn idle_sessions_end_and_every_session_ends_at_its_maximum(backend: Backen
         "{events:?}"
     );
     // Each successful exchange is an audit event of its session.
-    let refreshed = ("auth.refresh".into(), "success".into(), idle_session.clone());
+    let refreshed = (
+        "auth.refresh".into(),
+        "success".into(),
+        idle_session.clone(),
+    );
     assert_eq!(
         events.iter().filter(|e| **e == refreshed).count(),
         3,

@@ -466,7 +466,47 @@ async fn keys_are_cached_and_read_again_for_an_unknown_kid(backend: Backend) {
     app.stop().await;
 }
 
+/// ASVS 7.6.1: a session opened through the provider lives by Karen's
+/// documented lifetimes, and past them only a new sign-in at the provider
+/// opens another.
+async fn sso_sessions_end_like_any_other_and_a_new_one_needs_the_provider(backend: Backend) {
+    let Some((app, _provider, _acme)) = setup(backend).await else {
+        return;
+    };
+    let hour = Duration::from_secs(3600);
+    let refresh = |token: String| {
+        app.call(
+            "POST",
+            "/v1/auth/refresh",
+            None,
+            Some(json!({ "refresh_token": token })),
+        )
+    };
+    // Unused for longer than the idle timeout (72 hours), it ends.
+    let idle = sso_login(&app, "acme").await;
+    let idle = idle.expect(200).str("refresh_token").to_owned();
+    app.clock.advance(73 * hour);
+    refresh(idle).await.expect_problem(401, "invalid_token");
+    // Used every 70 hours, it still ends 30 days after the sign-in.
+    let busy = sso_login(&app, "acme").await;
+    let mut token = busy.expect(200).str("refresh_token").to_owned();
+    for _ in 0..10 {
+        app.clock.advance(70 * hour);
+        let reply = refresh(token).await;
+        token = reply.expect(200).str("refresh_token").to_owned();
+    }
+    app.clock.advance(20 * hour);
+    refresh(token).await.expect_problem(401, "invalid_token");
+    // A new round trip through the provider opens a new session.
+    let again = sso_login(&app, "acme").await;
+    app.get("/v1/me", again.expect(200).str("access_token"))
+        .await
+        .expect(200);
+    app.stop().await;
+}
+
 on_both_backends!(
+    sso_sessions_end_like_any_other_and_a_new_one_needs_the_provider,
     keys_are_cached_and_read_again_for_an_unknown_kid,
     first_login_creates_the_user_and_later_ones_match_by_subject,
     every_bad_id_token_is_refused,

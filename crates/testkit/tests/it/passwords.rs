@@ -177,6 +177,53 @@ async fn long_passwords_are_accepted_and_sign_in(backend: Backend) {
     app.stop().await;
 }
 
+/// ASVS 6.2.5 and 6.2.8: no composition rule (only lowercase letters and
+/// spaces, or any Unicode), and a password is checked exactly as it was set:
+/// not trimmed, not case-folded, not normalised.
+async fn any_composition_is_allowed_and_checked_exactly_as_given(backend: Backend) {
+    let Some(app) = spawn_with(backend, |_| {}).await else {
+        return;
+    };
+    let acme = app.create_tenant("acme").await;
+    for (n, password) in [
+        "lowercase words only here",
+        "  spaces around it, kept  ",
+        "ünïcödé ☂ paßwört über alles",
+        "0123456789012345678901",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let email = format!("composer{n}@acme.test");
+        app.post(
+            "/v1/users",
+            &acme.owner_token,
+            json!({"email": email, "password": password}),
+        )
+        .await
+        .expect(201);
+        app.login("acme", &email, password).await.expect(200);
+        let variants = [
+            password.trim().to_owned(),
+            password.to_uppercase(),
+            format!("{password} "),
+        ];
+        for variant in variants.iter().filter(|v| v.as_str() != password) {
+            app.login("acme", &email, variant)
+                .await
+                .expect_problem(401, "invalid_credentials");
+        }
+    }
+    // A decomposed "ü" (u + combining diaeresis) is another password than
+    // the composed one it was set as.
+    let composed = "ünïcödé ☂ paßwört über alles";
+    let decomposed = composed.replace('ü', "u\u{308}");
+    app.login("acme", "composer2@acme.test", &decomposed)
+        .await
+        .expect_problem(401, "invalid_credentials");
+    app.stop().await;
+}
+
 async fn changing_your_own_email_needs_your_current_password(backend: Backend) {
     let Some(app) = spawn_with(backend, |_| {}).await else {
         return;
@@ -225,6 +272,7 @@ async fn changing_your_own_email_needs_your_current_password(backend: Backend) {
 }
 
 on_both_backends!(
+    any_composition_is_allowed_and_checked_exactly_as_given,
     weak_passwords_are_refused_wherever_a_password_is_set,
     long_passwords_are_accepted_and_sign_in,
     changing_your_own_email_needs_your_current_password,

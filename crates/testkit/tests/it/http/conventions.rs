@@ -520,6 +520,21 @@ async fn every_request_logs_one_structured_line(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(me.status(), 200);
+    // Log injection (ASVS 16.4.1): a request id crafted to close the JSON
+    // string and add fields, and a login whose email carries a newline and a
+    // forged line, stay inside their own JSON strings.
+    let forged_id = r#"inj-1","level":"ERROR","forged":"yes"#;
+    let injected = app
+        .http
+        .post(format!("{}/v1/auth/login", app.base_url))
+        .header("x-request-id", forged_id)
+        .json(&json!({"tenant": "acme",
+            "email": "x@acme.test\n{\"level\":\"ERROR\",\"forged\":\"yes\"}",
+            "password": "not the password at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(injected.status().is_client_error(), "{}", injected.status());
     app.stop().await;
 
     let text = captured.text();
@@ -560,6 +575,14 @@ async fn every_request_logs_one_structured_line(backend: Backend) {
     assert_eq!(line["span"]["route"], "/v1/me");
     assert_eq!(line["span"]["tenant_id"], acme.id.to_string());
     assert_eq!(line["span"]["user_id"], acme.owner_id.to_string());
+    // Every line above parsed as one JSON object; none gained a forged field.
+    let forged = |v: &Value| v.get("forged").is_some();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| forged(l) || forged(&l["span"]) || forged(&l["fields"])),
+        "an injected field reached the log"
+    );
     // No credential or password ever reaches the log.
     for secret in [
         PASSWORD,

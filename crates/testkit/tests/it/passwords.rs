@@ -43,6 +43,8 @@ async fn weak_passwords_are_refused_wherever_a_password_is_set(backend: Backend)
     for (password, reason) in [
         ("qwerty123456", COMMON),
         ("QwErTy123456", COMMON),
+        ("Password1234", COMMON),
+        ("1qaz2wsx3edc", COMMON),
         ("leavemealone", COMMON),
         ("karen keeps my secrets", "Karen"),
         ("i love working at GLOBEX", "slug"),

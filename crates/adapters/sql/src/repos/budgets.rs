@@ -9,6 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::batch::{MAX_ROWS, statement};
+use super::{bind_call, i32_of};
 use crate::conn::Row;
 use crate::rows;
 use crate::tenant::SqlTenantTx;
@@ -47,10 +48,6 @@ fn reservation(row: &Row) -> Result<Reservation> {
         created_at: rows::time(row, "created_at")?,
         expires_at: rows::time(row, "expires_at")?,
     })
-}
-
-fn i32_of(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 /// The user and key columns a scope filters on (`None`: no filter).
@@ -190,18 +187,20 @@ impl BudgetRepo for SqlTenantTx {
             );
             let mut q = self.q(sql);
             for r in chunk {
-                q = q
-                    .bind(r.id.as_uuid())
-                    .bind(r.user_id.map(|u| u.as_uuid()))
-                    .bind(r.api_key_id.map(|k| k.as_uuid()))
-                    .bind(r.conversation_id.map(|c| c.as_uuid()))
-                    .bind(r.provider.clone())
-                    .bind(r.model.clone())
-                    .bind(i32_of(r.prompt_tokens))
-                    .bind(i32_of(r.completion_allowance))
-                    .bind(r.cost_micros)
-                    .bind(to_millis(r.created_at))
-                    .bind(to_millis(r.expires_at));
+                q = bind_call(
+                    q,
+                    r.id.as_uuid(),
+                    r.user_id,
+                    r.api_key_id,
+                    r.conversation_id,
+                    &r.provider,
+                    &r.model,
+                    r.prompt_tokens,
+                )
+                .bind(i32_of(r.completion_allowance))
+                .bind(r.cost_micros)
+                .bind(to_millis(r.created_at))
+                .bind(to_millis(r.expires_at));
             }
             self.tx.execute(q).await?;
         }

@@ -10,6 +10,7 @@ use karen_domain::{ChunkId, DocumentId, Error, Result, TenantId, UserId};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::i32_of;
 use crate::conn::Row;
 use crate::content::{KeyRing, Slot};
 use crate::rows;
@@ -57,10 +58,6 @@ fn chunk(row: &Row, keys: &KeyRing) -> Result<StoredChunk> {
         )?,
         content_hash: row.get("content_hash")?,
     })
-}
-
-fn i32_of(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
 }
 
 #[async_trait]

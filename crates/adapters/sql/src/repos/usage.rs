@@ -10,6 +10,7 @@ use karen_domain::{ApiKeyId, ConversationId, Result, TenantId, UsageId, UserId};
 use uuid::Uuid;
 
 use super::batch::{MAX_ROWS, statement};
+use super::{bind_call, i32_of};
 use crate::conn::{Query, Row};
 use crate::rows;
 use crate::tenant::SqlTenantTx;
@@ -71,10 +72,6 @@ fn daily_sums(records: &[UsageRecord]) -> BTreeMap<(&'static str, Uuid, i64), (i
     sums
 }
 
-fn i32_of(value: u32) -> i32 {
-    i32::try_from(value).unwrap_or(i32::MAX)
-}
-
 #[async_trait]
 impl UsageRepo for SqlTenantTx {
     async fn insert_usage(&mut self, r: &UsageRecord) -> Result<()> {
@@ -92,20 +89,22 @@ impl UsageRepo for SqlTenantTx {
             );
             let mut q = self.q(sql);
             for r in chunk {
-                q = q
-                    .bind(r.id.as_uuid())
-                    .bind(r.user_id.map(|u| u.as_uuid()))
-                    .bind(r.api_key_id.map(|k| k.as_uuid()))
-                    .bind(r.conversation_id.map(|c| c.as_uuid()))
-                    .bind(r.provider.clone())
-                    .bind(r.model.clone())
-                    .bind(i32_of(r.prompt_tokens))
-                    .bind(i32_of(r.completion_tokens))
-                    .bind(r.counted_locally)
-                    .bind(i32_of(r.latency_ms))
-                    .bind(r.status.as_str())
-                    .bind(r.cost_micros)
-                    .bind(to_millis(r.created_at));
+                q = bind_call(
+                    q,
+                    r.id.as_uuid(),
+                    r.user_id,
+                    r.api_key_id,
+                    r.conversation_id,
+                    &r.provider,
+                    &r.model,
+                    r.prompt_tokens,
+                )
+                .bind(i32_of(r.completion_tokens))
+                .bind(r.counted_locally)
+                .bind(i32_of(r.latency_ms))
+                .bind(r.status.as_str())
+                .bind(r.cost_micros)
+                .bind(to_millis(r.created_at));
             }
             self.tx.execute(q).await?;
         }

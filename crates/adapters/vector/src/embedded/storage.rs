@@ -209,7 +209,7 @@ pub(super) fn write_snapshot(
     {
         let mut file = File::create(&tmp)?;
         // The checksum is not known before the graphs are written: a zero
-        // placeholder, overwritten before the file is synced and renamed.
+        // checksum, overwritten before the file is synced and renamed.
         file.write_all(&header(MAGIC, meta_bytes.len() as u64, graphs_len, 0))?;
         file.write_all(&meta_bytes)?;
         for (i, part) in meta.graphs.iter().enumerate() {
